@@ -27,11 +27,17 @@ void		 smtp_data_init(struct smtp_data_scan *, int normalize);
 /*
  * smtp_data_feed - consume up to len octets of in. Message octets go to emit(ctx, …) in order, with the line
  * terminators as they were received (CRLF stays CRLF; a bare LF stays a bare LF unless normalize is set), and with
- * the leading dot of a dot-stuffed line removed. The terminating ".\r\n" and the CRLF before it that belongs to
- * the terminator are not part of the message: the message ends with the CRLF of its last line.
+ * the leading dot of a dot-stuffed line removed. The terminating ".\r\n" is not part of the message, and the
+ * message ends with the CRLF of its last line: "a\r\n.\r\n" gives "a\r\n"; ".\r\n" at once gives nothing.
+ * A line starts after CRLF or at the start of the data; with normalize, also after a bare LF or bare CR, so a dot
+ * there is removed too (a dot after a bare LF or CR is kept without normalize). Only a line that starts after CRLF
+ * (or at the start) can end the data.
  * Returns the number of octets consumed: len, or fewer when the end of data was reached (then s->done is 1 and
- * the octets after the terminator belong to the next command). A CR at the very end of in is held back in the
- * state until the next call shows what follows it.
+ * the octets after the terminator belong to the next command); 0 once done. A CR at the very end of in is held in
+ * the state until the next call shows what follows it: an ordinary CR is emitted at once (CRLF or bare, it is
+ * message content; with normalize the "\n" that completes a bare CR comes on the next call), while the CR of a
+ * line that is "." so far is emitted only once it is known not to end the data. Any split of the input into calls
+ * gives the same octets. emit may be NULL (octets are then only counted).
  */
 size_t		 smtp_data_feed(struct smtp_data_scan *, const char *in, size_t len, smtp_data_emit_fn *emit, void *ctx);
 

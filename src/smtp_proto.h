@@ -49,7 +49,10 @@ struct proto_path {
  * proto_verb_of - classify a command line. line is the line without its CRLF, len its length (<= PROTO_LINE_MAX,
  * no NUL, CR or LF inside: the session checks that first). The verb is matched case-insensitively and must be
  * followed by a space or the end of the line. *arg is set to the text after the verb and the spaces that follow
- * it ("" when there is none); it points into line.
+ * it ("" when there is none); it points into line, so line must have a NUL at line[len] for *arg to be read as a
+ * string. Trailing spaces stay in *arg ("NOOP x  " gives "x  ", "DATA " gives ""): proto_parse_path() and
+ * proto_bdat_args() accept them, proto_helo_ok() does not. For PROTO_V_UNKNOWN, *arg is line + len. Only the
+ * space separates: "HELO\tx" is PROTO_V_UNKNOWN.
  */
 enum proto_verb	 proto_verb_of(const char *line, size_t len, const char **arg);
 
@@ -62,11 +65,13 @@ const char	*proto_verb_name(enum proto_verb);
  * optional spaces after the colon (as Postfix does), the null path <> (MAIL only), RCPT TO:<postmaster> (any case,
  * no domain), source routes "<@a,@b:u@c>" (the route is dropped), quoted local parts, address literals
  * ([192.0.2.1], [IPv6:...]), UTF-8 in local part and domain (is_utf8 set), and a path without angle brackets when
- * it contains no space. Parameters are KEY[=VALUE] separated by spaces; keys are upper-cased.
- * Returns 0, or -1 with *why set to a static, complete SMTP reply without CRLF, for example
+ * it contains no space. Parameters are KEY[=VALUE] separated by spaces; keys are upper-cased. The local part is
+ * a dot-atom (RFC 5322 atext, UTF-8) or a quoted string; the domain is LDH labels (underscore and UTF-8 tolerated,
+ * labels of at most 63) or an address literal checked with inet_pton(). Control octets never pass.
+ * Returns 0 (with *why set to NULL), or -1 with *why set to a static, complete SMTP reply without CRLF, for example
  * "501 5.1.7 Bad sender address syntax" or "501 5.1.3 Bad recipient address syntax" or
- * "501 5.5.4 Syntax: MAIL FROM:<address>" or "555 5.5.4 Unsupported parameter syntax".
- * On failure *out is unspecified.
+ * "501 5.5.4 Syntax: MAIL FROM:<address>" or "555 5.5.4 Unsupported parameter syntax" (or "... Too many
+ * parameters"). Every reply starts with 501 or 555 and an enhanced status code. On failure *out is unspecified.
  */
 int		 proto_parse_path(enum proto_verb verb, const char *arg, struct proto_path *out, const char **why);
 
@@ -79,7 +84,7 @@ int		 proto_helo_ok(const char *arg);
 
 /*
  * proto_bdat_args - parse "SIZE [LAST]" of BDAT (RFC 3030). Returns 0 and sets *size and *last, or -1.
- * size must be digits only and at most 999999999999.
+ * size must be digits only and at most 999999999999; LAST is matched in any case; trailing spaces are allowed.
  */
 int		 proto_bdat_args(const char *arg, unsigned long long *size, int *last);
 

@@ -1,0 +1,146 @@
+-- luamta.engine: builds a policy state (configuration + rule modules) and runs one stage through the rules.
+-- The C core (src/lb.c) calls boot() once per Lua state and run() in a fresh coroutine for every stage.
+local core = require "luamta.core"
+
+local M = {}
+
+local STAGES = { "connect", "helo", "auth", "mail", "rcpt", "data", "message", "close", "route" }
+local is_stage = {}
+for _, name in ipairs(STAGES) do is_stage[name] = true end
+
+local by_stage = {}        -- stage -> array of { name = rule name, fn = handler }
+for _, name in ipairs(STAGES) do by_stage[name] = {} end
+local running = setmetatable({}, { __mode = "k" })   -- coroutine -> name of the rule it is in
+
+-- A rule must load in bounded time too: a module whose top level loops forever would hang a reload.
+local LOAD_BUDGET = 50000000
+
+local function file_exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() return true end
+  return false
+end
+
+local function load_rule(name, path, errors)
+  local chunk, err = loadfile(path, "t")
+  if not chunk then
+    errors[#errors + 1] = err
+    return nil
+  end
+  debug.sethook(function() error("rule module takes too long to load", 2) end, "", LOAD_BUDGET)
+  local ok, mod = xpcall(chunk, debug.traceback)
+  debug.sethook()
+  if not ok then
+    errors[#errors + 1] = ("%s: rule module %q failed to load: %s"):format(path, name, tostring(mod))
+    return nil
+  end
+  if type(mod) ~= "table" then
+    errors[#errors + 1] = ("%s: rule module %q returned %s; expected a table of stage handlers")
+      :format(path, name, type(mod))
+    return nil
+  end
+  for key, value in pairs(mod) do
+    if is_stage[key] and type(value) ~= "function" then
+      errors[#errors + 1] = ("%s: rule module %q: %s is a %s; expected a function")
+        :format(path, name, tostring(key), type(value))
+    end
+  end
+  return mod
+end
+
+-- close_sandbox: after loading, rules keep string, table, math, utf8, coroutine, os.time/clock/date and require
+-- (our library and rules_dir only); io, debug and file loading go, and globals are frozen.
+local function close_sandbox()
+  _G.io, package.loaded.io = nil, nil
+  _G.debug, package.loaded.debug = nil, nil
+  local os_time, os_clock, os_date = os.time, os.clock, os.date
+  _G.os = { time = os_time, clock = os_clock, date = os_date }
+  package.loaded.os = _G.os
+  _G.dofile, _G.loadfile = nil, nil
+  package.loadlib = nil
+  package.cpath = ""
+  package.searchers[3], package.searchers[4] = nil, nil
+  setmetatable(_G, {
+    __newindex = function(_, key) error("assignment to undeclared global '" .. tostring(key) .. "'", 2) end,
+    __index = function(_, key) error("undeclared global '" .. tostring(key) .. "'", 2) end,
+  })
+end
+
+-- boot(path, opts) -> cfg, nil, warnings | nil, errors, warnings
+-- opts: hostname, ncpu, sysconfdir, datadir, role ("worker", "router" or "check").
+function M.boot(path, opts)
+  local config = require "luamta.config"
+  local cfg, errors, warnings = config.load(path, opts)
+  if not cfg then return nil, errors, warnings end
+  warnings = warnings or {}
+  core.set_config(cfg)
+
+  local rules_dir = cfg.server.rules_dir
+  local dirs = { rules_dir, opts.datadir .. "/rules" }
+  package.path = rules_dir .. "/?.lua;" .. package.path
+  local names = cfg.server.rules
+  if opts.role == "router" then names = { "routing" } end
+  errors = {}
+  local loaded = {}
+  for i, name in ipairs(names) do
+    local path_found
+    for _, dir in ipairs(dirs) do
+      if file_exists(dir .. "/" .. name .. ".lua") then
+        path_found = dir .. "/" .. name .. ".lua"
+        break
+      end
+    end
+    if loaded[name] then
+      errors[#errors + 1] = ("%s: server.rules[%d]: rule module %q is listed twice"):format(path, i, name)
+    elseif not path_found then
+      errors[#errors + 1] = ("%s: server.rules[%d]: rule module %q not found; looked in %s")
+        :format(path, i, name, table.concat(dirs, " and "))
+    else
+      loaded[name] = true
+      local mod = load_rule(name, path_found, errors)
+      if mod then
+        for _, stage in ipairs(STAGES) do
+          if type(mod[stage]) == "function" then
+            local list = by_stage[stage]
+            list[#list + 1] = { name = name, fn = mod[stage] }
+          end
+        end
+      end
+    end
+  end
+  if #errors > 0 then return nil, errors, warnings end
+  close_sandbox()
+  return cfg, nil, warnings
+end
+
+-- has(stage): true when some rule handles stage, so that the core can skip stages nobody watches.
+function M.has(stage)
+  return #by_stage[stage] > 0
+end
+
+-- current_rule(co): the rule that coroutine co is running, for error reports.
+function M.current_rule(co)
+  return running[co]
+end
+
+-- run(stage, ...) -> rule name, verdict | nothing. The first rule that returns a verdict decides.
+function M.run(stage, ...)
+  local list = by_stage[stage]
+  local co = coroutine.running()
+  for i = 1, #list do
+    local rule = list[i]
+    running[co] = rule.name
+    local verdict = rule.fn(...)
+    if verdict ~= nil then
+      if type(verdict) ~= "table" or type(verdict.action) ~= "string" then
+        error(("rule %q: %s handler returned a %s; expected a verdict (mta.accept, mta.reject, ...) or nothing")
+          :format(rule.name, stage, type(verdict)), 0)
+      end
+      running[co] = nil
+      return rule.name, verdict
+    end
+  end
+  running[co] = nil
+end
+
+return M

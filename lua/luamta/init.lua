@@ -1,0 +1,153 @@
+-- luamta: the API rules see (SPEC section 7): verdicts, the configuration, logging, waiting, local domains
+-- and the directory. Loaded once per policy state, after the configuration (require "luamta").
+local core = require "luamta.core"
+
+local M = {}
+
+M.config = core.config()
+
+local function check_code(name, code, lo, hi, default)
+  if code == nil then return default end
+  if math.type(code) ~= "integer" or code < lo or code > hi then
+    error(("%s: code must be a whole number from %d to %d, got %s"):format(name, lo, hi, tostring(code)), 3)
+  end
+  return code
+end
+
+local function check_text(name, text, default)
+  if text == nil then return default end
+  if type(text) ~= "string" then error(name .. ": text must be a string", 3) end
+  return text
+end
+
+-- Verdicts. A handler returns one of these to decide, or nothing to let the next rule speak.
+function M.accept()
+  return { action = "accept" }
+end
+
+function M.reject(code, text)
+  return { action = "reject", code = check_code("mta.reject", code, 500, 599, 550),
+           text = check_text("mta.reject", text, "5.7.1 Rejected by policy") }
+end
+
+function M.tempfail(code, text)
+  return { action = "tempfail", code = check_code("mta.tempfail", code, 400, 499, 451),
+           text = check_text("mta.tempfail", text, "4.7.1 Try again later") }
+end
+
+function M.disconnect(code, text)
+  return { action = "disconnect", code = check_code("mta.disconnect", code, 400, 599, 421),
+           text = check_text("mta.disconnect", text, "4.7.0 Closing connection") }
+end
+
+-- Router verdicts (route stage).
+function M.deliver_local(mailbox)
+  if type(mailbox) ~= "string" or not mailbox:find("@", 1, true) then
+    error("mta.deliver_local: expected a mailbox address", 2)
+  end
+  return { action = "local", mailbox = mailbox }
+end
+
+function M.bounce(code, text)
+  return { action = "bounce", code = check_code("mta.bounce", code, 500, 599, 550),
+           text = check_text("mta.bounce", text, "5.0.0 Delivery failed") }
+end
+
+function M.defer(text)
+  return { action = "defer", code = 451, text = check_text("mta.defer", text, "4.0.0 Deferred") }
+end
+
+-- mta.sleep(seconds): wait without blocking the server (the stage's coroutine yields to the event loop).
+function M.sleep(seconds)
+  return core.sleep(seconds)
+end
+
+-- mta.log(...): one log line at info level.
+function M.log(...)
+  local parts = table.pack(...)
+  for i = 1, parts.n do parts[i] = tostring(parts[i]) end
+  core.log("info", table.concat(parts, " ", 1, parts.n))
+end
+
+-- Local internet domains (SPEC section 5): local_domains entries are exact names or "*.x" for every name
+-- under x (not x itself). With none configured, the hostname, its parent domain and every name under the
+-- parent are local, as Domino does without a Global Domain document.
+local function norm_domain(d)
+  d = d:lower()
+  if d:sub(-1) == "." then d = d:sub(1, -2) end
+  return d
+end
+
+local exact_local, suffix_local = {}, {}
+do
+  local list = M.config.local_domains or {}
+  if #list == 0 then
+    local host = norm_domain(M.config.server.hostname)
+    exact_local[host] = true
+    local parent = host:match("^[^.]+%.(.+)$")
+    if parent and parent:find(".", 1, true) then
+      exact_local[parent] = true
+      suffix_local[#suffix_local + 1] = "." .. parent
+    end
+  else
+    for _, entry in ipairs(list) do
+      entry = norm_domain(entry)
+      if entry:sub(1, 2) == "*." then
+        suffix_local[#suffix_local + 1] = entry:sub(2)
+      else
+        exact_local[entry] = true
+      end
+    end
+  end
+end
+
+function M.is_local(domain)
+  if type(domain) ~= "string" or domain == "" then return false end
+  domain = norm_domain(domain)
+  if exact_local[domain] then return true end
+  for i = 1, #suffix_local do
+    local suffix = suffix_local[i]
+    if #domain > #suffix and domain:sub(-#suffix) == suffix then return true end
+  end
+  return false
+end
+
+-- The directory (Domino Directory): users with aliases, and groups. Compiled once per state.
+M.directory = {}
+local by_full, by_localpart = {}, {}
+do
+  local dir = M.config.directory or {}
+  for _, user in ipairs(dir.users or {}) do
+    local names = { user.address }
+    for _, alias in ipairs(user.aliases or {}) do names[#names + 1] = alias end
+    for _, name in ipairs(names) do
+      local lname = name:lower()
+      by_full[lname] = by_full[lname] or user
+      local lp = lname:match("^(.*)@[^@]*$")
+      if lp then by_localpart[lp] = by_localpart[lp] or user end
+    end
+  end
+end
+
+-- lookup(address) -> user table { address, aliases, name } or nil, as directory.lookup says:
+-- "full" (the whole address), "localpart" (the part before @, in a local domain) or "full_then_localpart".
+function M.directory.lookup(address)
+  if type(address) ~= "string" then return nil end
+  local mode = (M.config.directory or {}).lookup or "full_then_localpart"
+  local laddr = address:lower()
+  if mode ~= "localpart" then
+    local user = by_full[laddr]
+    if user or mode == "full" then return user end
+  end
+  local lp, domain = laddr:match("^(.*)@([^@]*)$")
+  if lp and M.is_local(domain) then return by_localpart[lp] end
+  return nil
+end
+
+-- group(name) -> the member list, or nil when there is no such group.
+function M.directory.group(name)
+  local groups = (M.config.directory or {}).groups or {}
+  return groups[name]
+end
+
+return M

@@ -1,0 +1,197 @@
+/*
+ * cfg.c - copy the normalised configuration table (built by lua/luamta/config.lua) into struct config. It never
+ * validates what config.lua already validated; a missing field here is a bug, reported as such.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "cfg.h"
+#include "log.h"
+#include "util.h"
+
+struct cfg_ctx {
+	lua_State	*L;
+	char		*err;
+	size_t		 errsize;
+	int		 failed;
+};
+
+static void
+cfg_missing(struct cfg_ctx *x, const char *path)
+{
+	if (!x->failed)
+		snprintf(x->err, x->errsize, "configuration field %s missing or of the wrong type", path);
+	x->failed = 1;
+}
+
+/* Each getter reads field name of the table on top of the stack and leaves the stack as it found it. */
+static double
+cfg_num(struct cfg_ctx *x, const char *name, const char *path)
+{
+	double	 v = 0;
+
+	lua_getfield(x->L, -1, name);		/* [.. t v] */
+	if (lua_type(x->L, -1) == LUA_TNUMBER)
+		v = lua_tonumber(x->L, -1);
+	else
+		cfg_missing(x, path);
+	lua_pop(x->L, 1);			/* [.. t] */
+	return v;
+}
+
+static int
+cfg_bool(struct cfg_ctx *x, const char *name)
+{
+	int	 v;
+
+	lua_getfield(x->L, -1, name);		/* [.. t v] */
+	v = lua_toboolean(x->L, -1);
+	lua_pop(x->L, 1);
+	return v;
+}
+
+/* cfg_str - a copy of the string field, or NULL when absent and optional. */
+static char *
+cfg_str(struct cfg_ctx *x, const char *name, const char *path, int optional)
+{
+	char	*v = NULL;
+
+	lua_getfield(x->L, -1, name);		/* [.. t v] */
+	if (lua_type(x->L, -1) == LUA_TSTRING)
+		v = xstrdup(lua_tostring(x->L, -1));
+	else if (!(optional && lua_isnil(x->L, -1)))
+		cfg_missing(x, path);
+	lua_pop(x->L, 1);
+	return v;
+}
+
+static int
+cfg_table(struct cfg_ctx *x, const char *name, const char *path)
+{
+	lua_getfield(x->L, -1, name);		/* [.. t sub] */
+	if (lua_istable(x->L, -1))
+		return 1;
+	lua_pop(x->L, 1);
+	cfg_missing(x, path);
+	return 0;
+}
+
+static void
+cfg_listeners(struct cfg_ctx *x, struct config *c)
+{
+	lua_State	*L = x->L;
+	size_t		 i, n;
+
+	if (!cfg_table(x, "listen", "server.listen"))
+		return;
+	n = lua_rawlen(L, -1);
+	c->listen = xcalloc(n, sizeof(*c->listen));
+	for (i = 0; i < n; i++) {
+		struct cfg_listen	*l = &c->listen[i];
+		const char		*s;
+
+		lua_rawgeti(L, -1, (lua_Integer)i + 1);	/* [.. listen entry] */
+		if (!lua_istable(L, -1)) {
+			lua_pop(L, 1);
+			cfg_missing(x, "server.listen[]");
+			continue;
+		}
+		lua_getfield(L, -1, "text");
+		util_strlcpy(l->text, luaL_optstring(L, -1, "?"), sizeof(l->text));
+		lua_getfield(L, -2, "host");
+		util_strlcpy(l->host, luaL_optstring(L, -1, ""), sizeof(l->host));
+		lua_getfield(L, -3, "family");
+		s = luaL_optstring(L, -1, "inet");
+		l->family = strcmp(s, "inet6") == 0 ? AF_INET6 : AF_INET;
+		lua_getfield(L, -4, "tls");
+		s = luaL_optstring(L, -1, "none");
+		l->tls = strcmp(s, "starttls") == 0 ? CFG_TLS_STARTTLS :
+		    strcmp(s, "implicit") == 0 ? CFG_TLS_IMPLICIT : CFG_TLS_NONE;
+		lua_pop(L, 4);				/* [.. listen entry] */
+		l->port = (int)cfg_num(x, "port", "server.listen[].port");
+		l->submission = cfg_bool(x, "submission");
+		lua_pop(L, 1);				/* [.. listen] */
+		c->nlisten++;
+	}
+	lua_pop(L, 1);
+}
+
+int
+cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *err, size_t errsize)
+{
+	struct cfg_ctx	 x = { L, err, errsize, 0 };
+	char		*s;
+
+	memset(c, 0, sizeof(*c));
+	c->path = xstrdup(path);
+	lua_pushvalue(L, idx);				/* [.. cfg] */
+	if (cfg_table(&x, "server", "server")) {	/* [.. cfg server] */
+		c->hostname = cfg_str(&x, "hostname", "server.hostname", 0);
+		c->spool = cfg_str(&x, "spool", "server.spool", 0);
+		c->user = cfg_str(&x, "user", "server.user", 1);
+		c->workers = (int)cfg_num(&x, "workers", "server.workers");
+		c->max_message_size = (unsigned long long)cfg_num(&x, "max_message_size",
+		    "server.max_message_size");
+		c->max_recipients = (int)cfg_num(&x, "max_recipients", "server.max_recipients");
+		c->max_connections = (int)cfg_num(&x, "max_connections", "server.max_connections");
+		c->max_connections_per_ip = (int)cfg_num(&x, "max_connections_per_ip",
+		    "server.max_connections_per_ip");
+		c->greeting_delay = cfg_num(&x, "greeting_delay", "server.greeting_delay");
+		s = cfg_str(&x, "bare_newline", "server.bare_newline", 0);
+		c->bare_normalize = s != NULL && strcmp(s, "normalize") == 0;
+		free(s);
+		if (cfg_table(&x, "timeouts", "server.timeouts")) {
+			c->timeout_command = cfg_num(&x, "command", "server.timeouts.command");
+			c->timeout_data = cfg_num(&x, "data", "server.timeouts.data");
+			lua_pop(L, 1);
+		}
+		cfg_listeners(&x, c);
+		lua_pop(L, 1);				/* [.. cfg] */
+	}
+	if (cfg_table(&x, "log", "log")) {
+		s = cfg_str(&x, "level", "log.level", 0);
+		c->log_level = s ? log_level_from_name(s) : LOG_L_INFO;
+		if (c->log_level < 0)
+			c->log_level = LOG_L_INFO;
+		free(s);
+		c->log_syslog = cfg_bool(&x, "syslog");
+		lua_pop(L, 1);
+	}
+	if (cfg_table(&x, "inbound", "inbound")) {
+		if (cfg_table(&x, "connection", "inbound.connection")) {
+			c->max_errors = (int)cfg_num(&x, "max_errors", "inbound.connection.max_errors");
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	}
+	if (cfg_table(&x, "delivery", "delivery")) {
+		c->maildir = cfg_str(&x, "maildir", "delivery.maildir", 0);
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);					/* [..] */
+	if (x.failed) {
+		cfg_free(c);
+		return -1;
+	}
+	return 0;
+}
+
+void
+cfg_free(struct config *c)
+{
+	if (c == NULL)
+		return;
+	free(c->path);
+	free(c->hostname);
+	free(c->listen);
+	free(c->spool);
+	free(c->user);
+	free(c->maildir);
+	memset(c, 0, sizeof(*c));
+}

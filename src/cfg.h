@@ -1,0 +1,54 @@
+/*
+ * cfg.h - the C core's view of a loaded configuration. The configuration is a Lua file checked and normalised by
+ * lua/luamta/config.lua; cfg_from_lua() copies the fields the core needs out of that table, so that C code never
+ * touches the Lua state to read a limit. A struct config belongs to one Lua generation (lb.c) and lives as long
+ * as it.
+ */
+#ifndef CFG_H
+#define CFG_H
+
+#include <stddef.h>
+
+struct lua_State;
+
+enum cfg_tls { CFG_TLS_NONE, CFG_TLS_STARTTLS, CFG_TLS_IMPLICIT };
+
+struct cfg_listen {
+	char		 text[128];		/* "127.0.0.1:2525", as configured, for logs */
+	char		 host[64];		/* numeric address */
+	int		 port;
+	int		 family;		/* AF_INET or AF_INET6 */
+	enum cfg_tls	 tls;
+	int		 submission;
+};
+
+struct config {
+	char			*path;			/* owns: the configuration file */
+	char			*hostname;		/* owns */
+	struct cfg_listen	*listen;		/* owns nlisten entries */
+	size_t			 nlisten;
+	char			*spool;			/* owns: absolute */
+	char			*user;			/* owns; NULL = stay as started */
+	int			 workers;
+	unsigned long long	 max_message_size;
+	int			 max_recipients;
+	int			 max_connections;
+	int			 max_connections_per_ip;
+	double			 timeout_command;
+	double			 timeout_data;
+	double			 greeting_delay;
+	int			 bare_normalize;	/* bare_newline = "normalize" */
+	int			 max_errors;		/* inbound.connection.max_errors */
+	int			 log_level;		/* enum log_level */
+	int			 log_syslog;
+	char			*maildir;		/* owns: delivery.maildir template */
+};
+
+/*
+ * cfg_from_lua - fill c from the normalised configuration table at index idx. Returns 0, or -1 with a message in
+ * err when a field the core needs is missing (a bug in config.lua rather than in the user's file).
+ */
+int		 cfg_from_lua(struct lua_State *L, int idx, const char *path, struct config *c, char *err, size_t errsize);
+void		 cfg_free(struct config *);
+
+#endif

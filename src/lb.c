@@ -1,0 +1,573 @@
+/*
+ * lb.c - Lua states ("generations") and stage runs. A generation is built by lua/luamta/engine.lua's boot(),
+ * which loads the configuration and the rule modules and then closes the sandbox (no io, no debug, frozen
+ * globals). Runs are coroutines of the generation's state with a count hook that stops a rule after LB_BUDGET
+ * instructions; a yield ("sleep", seconds) arms a libevent timer and the run resumes from it. Nothing here
+ * blocks: a rule that waits yields.
+ *	lb_gen_new()/lb_gen_hold()/lb_gen_release()	build, share and free a generation
+ *	lb_run_start()/lb_run_cancel()			run a stage; the verdict comes back at once or by callback
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "cfg.h"
+#include "lb.h"
+#include "lb_types.h"
+#include "log.h"
+#include "util.h"
+
+#define LB_HOOK_STEP	10000			/* instructions between two budget checks */
+#define LB_MEM_MAX	(512UL * 1024 * 1024)	/* octets one state may allocate */
+
+struct lb_gen {
+	lua_State	*L;		/* owns */
+	struct config	 cfg;		/* owns */
+	int		 refs;
+	unsigned	 number;	/* 1, 2, ... per process, for logs */
+	int		 engine_ref;	/* registry: the luamta.engine table */
+	int		 run_ref;	/* registry: engine.run */
+	unsigned	 stages;	/* bit per enum lb_stage that some rule handles */
+	size_t		 mem;		/* octets allocated by L */
+};
+
+struct lb_run {
+	struct lb_gen	*gen;		/* held */
+	lua_State	*co;		/* borrowed from the registry ref below */
+	int		 co_ref;	/* registry reference that keeps co alive */
+	enum lb_stage	 stage;
+	uint64_t	 owner;
+	lb_done_fn	*done;
+	struct event	*timer;		/* owned; armed while the rule sleeps */
+	long		 used;		/* instructions so far */
+};
+
+static const char *const lb_stage_names[LB_S_COUNT] = {
+	"connect", "helo", "auth", "mail", "rcpt", "data", "message", "close", "route"
+};
+static unsigned	 lb_generations;
+
+const char *
+lb_stage_name(enum lb_stage st)
+{
+	return st < LB_S_COUNT ? lb_stage_names[st] : "?";
+}
+
+static int
+lb_is_file(const char *path)
+{
+	struct stat	 st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+const char *
+lb_datadir(void)
+{
+	static char	 dir[4096];
+	const char	*env;
+	char		 exe[4096], probe[4200];
+	ssize_t		 n;
+
+	if (dir[0] != '\0')
+		return dir;
+	if ((env = getenv("LUAMTA_DATADIR")) != NULL && *env != '\0') {
+		util_strlcpy(dir, env, sizeof(dir));
+		return dir;
+	}
+	/* An uninstalled binary (in the build tree) uses the source tree, so `make && src/luamta run` works. */
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		snprintf(probe, sizeof(probe), "%s/src/", LUAMTA_BUILDDIR);
+		if (strncmp(exe, probe, strlen(probe)) == 0) {
+			snprintf(probe, sizeof(probe), "%s/lua/luamta/init.lua", LUAMTA_SRCDIR);
+			if (lb_is_file(probe)) {
+				util_strlcpy(dir, LUAMTA_SRCDIR, sizeof(dir));
+				return dir;
+			}
+		}
+	}
+	util_strlcpy(dir, LUAMTA_DATADIR, sizeof(dir));
+	return dir;
+}
+
+/* lb_alloc - the state's allocator, capped so that one runaway rule cannot take the worker's memory. */
+static void *
+lb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct lb_gen	*g = ud;
+
+	if (ptr == NULL)
+		osize = 0;
+	if (nsize == 0) {
+		free(ptr);
+		g->mem -= osize;
+		return NULL;
+	}
+	if (nsize > osize && g->mem + (nsize - osize) > LB_MEM_MAX)
+		return NULL;
+	ptr = realloc(ptr, nsize);
+	if (ptr != NULL)
+		g->mem = g->mem - osize + nsize;
+	return ptr;
+}
+
+/* Every thread of a state shares the main thread's extra space at creation; runs overwrite theirs. */
+static struct lb_run **
+lb_run_slot(lua_State *L)
+{
+	return (struct lb_run **)lua_getextraspace(L);
+}
+
+static void
+lb_hook(lua_State *L, lua_Debug *ar)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	if (run == NULL)
+		return;
+	run->used += LB_HOOK_STEP;
+	if (run->used > LB_BUDGET)
+		luaL_error(L, "instruction budget exceeded (%d instructions)", LB_BUDGET);
+}
+
+/* luamta.core: the few functions the Lua library needs from C. */
+static int
+lb_core_sleep(lua_State *L)
+{
+	lua_Number	 sec = luaL_checknumber(L, 1);
+
+	luaL_argcheck(L, sec >= 0 && sec <= 3600, 1, "seconds between 0 and 3600");
+	if (*lb_run_slot(L) == NULL || !lua_isyieldable(L))
+		return luaL_error(L, "mta.sleep: only a stage handler can wait");
+	lua_pushliteral(L, "sleep");		/* [sec "sleep"] */
+	lua_pushnumber(L, sec);			/* [sec "sleep" sec] */
+	return lua_yield(L, 2);
+}
+
+static int
+lb_core_log(lua_State *L)
+{
+	const char	*level = luaL_checkstring(L, 1);
+	const char	*msg = luaL_checkstring(L, 2);
+	int		 lv = log_level_from_name(level);
+
+	log_msg(lv < 0 ? LOG_L_INFO : (enum log_level)lv, "%s", msg);
+	return 0;
+}
+
+static int
+lb_core_config(lua_State *L)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, "luamta.config");	/* [cfg] */
+	return 1;
+}
+
+static int
+lb_core_set_config(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_pushvalue(L, 1);
+	lua_setfield(L, LUA_REGISTRYINDEX, "luamta.config");
+	return 0;
+}
+
+static int
+lb_core_datadir(lua_State *L)
+{
+	lua_pushstring(L, lb_datadir());
+	return 1;
+}
+
+static int
+lb_core_open(lua_State *L)
+{
+	static const luaL_Reg	 fns[] = {
+		{ "sleep", lb_core_sleep },
+		{ "log", lb_core_log },
+		{ "config", lb_core_config },
+		{ "set_config", lb_core_set_config },
+		{ "datadir", lb_core_datadir },
+		{ NULL, NULL }
+	};
+
+	luaL_newlib(L, fns);
+	return 1;
+}
+
+static char *
+lb_join_list(lua_State *L, int idx)
+{
+	luaL_Buffer	 b;
+	size_t		 i, n;
+	char		*out;
+
+	if (!lua_istable(L, idx))
+		return NULL;
+	n = lua_rawlen(L, idx);
+	if (n == 0)
+		return NULL;
+	luaL_buffinit(L, &b);
+	for (i = 1; i <= n; i++) {
+		lua_rawgeti(L, idx, (lua_Integer)i);
+		luaL_addvalue(&b);
+		luaL_addchar(&b, '\n');
+	}
+	luaL_pushresult(&b);
+	out = xstrdup(lua_tostring(L, -1));
+	lua_pop(L, 1);
+	return out;
+}
+
+static int
+lb_traceback(lua_State *L)
+{
+	luaL_traceback(L, L, lua_tostring(L, 1), 1);
+	return 1;
+}
+
+struct lb_gen *
+lb_gen_new(const char *cfgpath, enum lb_role role, char **errors, char **warnings)
+{
+	static const char *const role_names[] = { "check", "worker", "router" };
+	struct lb_gen	*g = xcalloc(1, sizeof(*g));
+	lua_State	*L;
+	char		 err[512], host[256], abspath[PATH_MAX];
+	int		 i;
+	long		 ncpu;
+
+	*errors = NULL;
+	if (warnings)
+		*warnings = NULL;
+	if ((L = lua_newstate(lb_alloc, g)) == NULL) {
+		*errors = xstrdup("cannot create a Lua state");
+		free(g);
+		return NULL;
+	}
+	g->L = L;
+	*lb_run_slot(L) = NULL;
+	luaL_openlibs(L);
+	luaL_requiref(L, "luamta.core", lb_core_open, 0);
+	lua_pop(L, 1);
+	lb_session_open(L);
+	lb_message_open(L);
+
+	lua_getglobal(L, "package");				/* [package] */
+	lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua", lb_datadir(), lb_datadir());
+	lua_setfield(L, -2, "path");
+	lua_pushliteral(L, "");
+	lua_setfield(L, -2, "cpath");
+	lua_pop(L, 1);						/* [] */
+
+	lua_pushcfunction(L, lb_traceback);			/* [tb] */
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "luamta.engine");
+	if (lua_pcall(L, 1, 1, -3) != LUA_OK) {			/* [tb engine|err] */
+		lua_pushfstring(L, "cannot load the Lua library from %s: %s", lb_datadir(), lua_tostring(L, -1));
+		*errors = xstrdup(lua_tostring(L, -1));
+		lua_close(L);
+		free(g);
+		return NULL;
+	}
+	lua_getfield(L, -1, "boot");				/* [tb engine boot] */
+	lua_pushstring(L, cfgpath);
+	lua_newtable(L);					/* [tb engine boot path opts] */
+	if (gethostname(host, sizeof(host)) != 0)
+		util_strlcpy(host, "localhost", sizeof(host));
+	host[sizeof(host) - 1] = '\0';
+	lua_pushstring(L, host);
+	lua_setfield(L, -2, "hostname");
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	lua_pushinteger(L, ncpu > 0 ? ncpu : 1);
+	lua_setfield(L, -2, "ncpu");
+	lua_pushstring(L, LUAMTA_SYSCONFDIR);
+	lua_setfield(L, -2, "sysconfdir");
+	lua_pushstring(L, lb_datadir());
+	lua_setfield(L, -2, "datadir");
+	lua_pushstring(L, role_names[role]);
+	lua_setfield(L, -2, "role");
+	/* Relative paths in the file are taken from its directory, made absolute here so that they do not depend
+	 * on the directory the server was started from. */
+	if (realpath(cfgpath, abspath) != NULL) {
+		char	*slash = strrchr(abspath, '/');
+
+		if (slash != NULL)
+			*(slash == abspath ? slash + 1 : slash) = '\0';
+		lua_pushstring(L, abspath);
+		lua_setfield(L, -2, "basedir");
+	}
+	if (lua_pcall(L, 2, 3, -5) != LUA_OK) {			/* [tb engine cfg errs warns] or [tb engine err] */
+		*errors = xstrdup(lua_tostring(L, -1));
+		lua_close(L);
+		free(g);
+		return NULL;
+	}
+	if (warnings)
+		*warnings = lb_join_list(L, -1);
+	if (lua_isnil(L, -3)) {
+		*errors = lb_join_list(L, -2);
+		if (*errors == NULL)
+			*errors = xstrdup("configuration failed to load");
+		lua_close(L);
+		free(g);
+		return NULL;
+	}
+	if (cfg_from_lua(L, -3, cfgpath, &g->cfg, err, sizeof(err)) == -1) {
+		*errors = xstrdup(err);
+		lua_close(L);
+		free(g);
+		return NULL;
+	}
+	lua_pop(L, 3);						/* [tb engine] */
+	for (i = 0; i < LB_S_COUNT; i++) {
+		lua_getfield(L, -1, "has");			/* [tb engine has] */
+		lua_pushstring(L, lb_stage_names[i]);
+		lua_call(L, 1, 1);
+		if (lua_toboolean(L, -1))
+			g->stages |= 1u << i;
+		lua_pop(L, 1);
+	}
+	lua_getfield(L, -1, "run");				/* [tb engine run] */
+	g->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);		/* [tb engine] */
+	g->engine_ref = luaL_ref(L, LUA_REGISTRYINDEX);		/* [tb] */
+	lua_pop(L, 1);
+	g->refs = 1;
+	g->number = ++lb_generations;
+	return g;
+}
+
+void
+lb_gen_hold(struct lb_gen *g)
+{
+	g->refs++;
+}
+
+void
+lb_gen_release(struct lb_gen *g)
+{
+	if (g == NULL || --g->refs > 0)
+		return;
+	log_debug("lua generation=%u released", g->number);
+	lua_close(g->L);
+	cfg_free(&g->cfg);
+	free(g);
+}
+
+const struct config *
+lb_gen_config(const struct lb_gen *g)
+{
+	return &g->cfg;
+}
+
+lua_State *
+lb_gen_state(const struct lb_gen *g)
+{
+	return g->L;
+}
+
+int
+lb_gen_has_stage(const struct lb_gen *g, enum lb_stage st)
+{
+	return (g->stages & (1u << st)) != 0;
+}
+
+unsigned
+lb_gen_number(const struct lb_gen *g)
+{
+	return g->number;
+}
+
+/* lb_clean_text - a reply text is one line of printable characters; anything else becomes a space. */
+static void
+lb_clean_text(char *dst, size_t size, const char *src)
+{
+	size_t	 i;
+
+	util_strlcpy(dst, src, size);
+	for (i = 0; dst[i] != '\0'; i++)
+		if ((unsigned char)dst[i] < 0x20 || dst[i] == 0x7f)
+			dst[i] = ' ';
+}
+
+/* lb_rule_of - the name of the rule that co is running, from engine.current_rule(co); "" when unknown. */
+static void
+lb_rule_of(struct lb_run *run, char *buf, size_t size)
+{
+	lua_State	*L = run->gen->L;
+
+	buf[0] = '\0';
+	lua_rawgeti(L, LUA_REGISTRYINDEX, run->gen->engine_ref);	/* [engine] */
+	lua_getfield(L, -1, "current_rule");				/* [engine fn] */
+	lua_rawgeti(L, LUA_REGISTRYINDEX, run->co_ref);			/* [engine fn co] */
+	if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isstring(L, -1))
+		util_strlcpy(buf, lua_tostring(L, -1), size);
+	lua_pop(L, 2);							/* [] */
+}
+
+/* lb_verdict_read - turn the run's results (rule name, verdict table) into v. */
+static void
+lb_verdict_read(struct lb_run *run, int nres, struct lb_verdict *v)
+{
+	static const struct { const char *name; enum lb_verdict_kind kind; } kinds[] = {
+		{ "accept", LB_V_ACCEPT }, { "reject", LB_V_REJECT }, { "tempfail", LB_V_TEMPFAIL },
+		{ "disconnect", LB_V_DISCONNECT }, { "local", LB_V_LOCAL }, { "bounce", LB_V_BOUNCE },
+		{ "defer", LB_V_DEFER },
+	};
+	lua_State	*co = run->co;
+	const char	*action;
+	size_t		 i;
+
+	memset(v, 0, sizeof(*v));
+	if (nres != 2 || !lua_istable(co, -1)) {
+		v->kind = LB_V_NONE;
+		return;
+	}
+	util_strlcpy(v->rule, luaL_optstring(co, -nres, "?"), sizeof(v->rule));
+	lua_getfield(co, -nres + 1, "action");			/* [.. name verdict action] */
+	action = lua_tostring(co, -1);
+	v->kind = LB_V_ERROR;
+	for (i = 0; action != NULL && i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(action, kinds[i].name) == 0)
+			v->kind = kinds[i].kind;
+	lua_getfield(co, -nres, "code");			/* [.. name verdict action code] */
+	v->code = (int)lua_tointeger(co, -1);
+	lua_getfield(co, -nres - 1, "text");
+	lb_clean_text(v->text, sizeof(v->text), lua_isstring(co, -1) ? lua_tostring(co, -1) : "");
+	lua_getfield(co, -nres - 2, "mailbox");
+	lb_clean_text(v->arg, sizeof(v->arg), lua_isstring(co, -1) ? lua_tostring(co, -1) : "");
+	lua_pop(co, 4);
+	if (v->kind == LB_V_ERROR)
+		snprintf(v->text, sizeof(v->text), "rule %s returned an unknown action", v->rule);
+}
+
+static void	lb_run_free(struct lb_run *);
+static int	lb_run_resume(struct lb_run *, int nargs, struct lb_verdict *);
+
+static void
+lb_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lb_run		*run = arg;
+	struct lb_verdict	 v;
+
+	if (lb_run_resume(run, 0, &v) == 1)
+		return;				/* waiting again */
+	run->done(run->owner, &v);
+	lb_run_free(run);
+}
+
+/*
+ * lb_run_resume - resume the coroutine. Returns 0 when it finished (verdict in *v), 1 when it waits again.
+ */
+static int
+lb_run_resume(struct lb_run *run, int nargs, struct lb_verdict *v)
+{
+	lua_State	*co = run->co;
+	int		 status, nres = 0;
+	char		 rule[64];
+
+	status = lua_resume(co, run->gen->L, nargs, &nres);
+	if (status == LUA_YIELD) {
+		if (nres == 2 && lua_isstring(co, -2) && strcmp(lua_tostring(co, -2), "sleep") == 0 &&
+		    run->timer != NULL) {
+			double		 sec = lua_tonumber(co, -1);
+			struct timeval	 tv;
+
+			lua_pop(co, nres);
+			tv.tv_sec = (time_t)sec;
+			tv.tv_usec = (suseconds_t)((sec - (double)tv.tv_sec) * 1e6);
+			evtimer_add(run->timer, &tv);
+			return 1;
+		}
+		lua_pop(co, nres);
+		lb_rule_of(run, rule, sizeof(rule));
+		memset(v, 0, sizeof(*v));
+		v->kind = LB_V_ERROR;
+		util_strlcpy(v->rule, rule, sizeof(v->rule));
+		snprintf(v->text, sizeof(v->text), "rule yielded outside mta.sleep or mta.dns");
+		log_error("lua rule=%s stage=%s error: yielded outside mta.sleep or mta.dns", rule,
+		    lb_stage_name(run->stage));
+		return 0;
+	}
+	if (status == LUA_OK) {
+		lb_verdict_read(run, nres, v);
+		lua_pop(co, nres);
+		return 0;
+	}
+	/* An error: the coroutine is dead but its stack is still there for the traceback. */
+	lb_rule_of(run, rule, sizeof(rule));
+	luaL_traceback(run->gen->L, co, lua_tostring(co, -1), 0);	/* [.. tb] on the main thread */
+	log_error("lua rule=%s stage=%s error: %s", rule[0] ? rule : "?", lb_stage_name(run->stage),
+	    lua_tostring(run->gen->L, -1));
+	lua_pop(run->gen->L, 1);
+	memset(v, 0, sizeof(*v));
+	v->kind = LB_V_ERROR;
+	util_strlcpy(v->rule, rule, sizeof(v->rule));
+	snprintf(v->text, sizeof(v->text), "rule error");
+	return 0;
+}
+
+int
+lb_run_start(struct lb_gen *g, struct event_base *base, enum lb_stage st, lb_push_fn *push, void *arg,
+    uint64_t owner, lb_done_fn *done, struct lb_verdict *out, struct lb_run **pending)
+{
+	struct lb_run	*run;
+	lua_State	*L = g->L;
+	int		 nargs;
+
+	*pending = NULL;
+	if (!lb_gen_has_stage(g, st)) {
+		memset(out, 0, sizeof(*out));
+		out->kind = LB_V_NONE;
+		return 0;
+	}
+	run = xcalloc(1, sizeof(*run));
+	run->gen = g;
+	lb_gen_hold(g);
+	run->stage = st;
+	run->owner = owner;
+	run->done = done;
+	run->co = lua_newthread(L);				/* [co] */
+	run->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);		/* [] */
+	if (base != NULL)
+		run->timer = evtimer_new(base, lb_timer_cb, run);
+	*lb_run_slot(run->co) = run;
+	lua_sethook(run->co, lb_hook, LUA_MASKCOUNT, LB_HOOK_STEP);
+	lua_rawgeti(run->co, LUA_REGISTRYINDEX, g->run_ref);	/* co: [run] */
+	lua_pushstring(run->co, lb_stage_names[st]);		/* co: [run stage] */
+	nargs = push ? push(run->co, arg) : 0;			/* co: [run stage args..] */
+	if (lb_run_resume(run, nargs + 1, out) == 1) {
+		*pending = run;
+		return 1;
+	}
+	lb_run_free(run);
+	return 0;
+}
+
+static void
+lb_run_free(struct lb_run *run)
+{
+	if (run->timer != NULL)
+		event_free(run->timer);
+	*lb_run_slot(run->co) = NULL;
+	luaL_unref(run->gen->L, LUA_REGISTRYINDEX, run->co_ref);
+	lb_gen_release(run->gen);
+	free(run);
+}
+
+void
+lb_run_cancel(struct lb_run *run)
+{
+	if (run != NULL)
+		lb_run_free(run);
+}

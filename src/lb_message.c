@@ -1,0 +1,251 @@
+/*
+ * lb_message.c - the message object of the message stage (SPEC section 7): msg.size, msg.queue_id,
+ * msg:header(name), msg:headers(name), msg:add_header(name, value), msg:body(). It reads the message the
+ * session holds in memory; headers added here are written above the message when it is queued. Like the
+ * session, the userdata holds the session id and answers nil, "session closed" once the session is gone.
+ */
+#include "config.h"
+
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "lb_types.h"
+#include "smtp_session.h"
+#include "util.h"
+
+#define LB_MESSAGE_MT	"luamta.message"
+#define LB_HEADERS_MAX	1000		/* header fields looked at; the rest of a huge header is not parsed */
+
+struct lb_message_handle {
+	uint64_t	 id;
+};
+
+static struct smtp_tx *
+lb_message_check(lua_State *L, int idx)
+{
+	struct lb_message_handle	*h = luaL_checkudata(L, idx, LB_MESSAGE_MT);
+	struct smtp_session		*s = smtp_session_find(h->id);
+
+	return s ? s->tx : NULL;
+}
+
+static int
+lb_message_closed(lua_State *L)
+{
+	lua_pushnil(L);
+	lua_pushliteral(L, "session closed");
+	return 2;
+}
+
+/* lb_message_text - the message as one string in memory, and its length. */
+static const char *
+lb_message_text(struct smtp_tx *tx, size_t *len)
+{
+	*len = evbuffer_get_length(tx->data);
+	return *len ? (const char *)evbuffer_pullup(tx->data, -1) : "";
+}
+
+/* lb_header_end - offset of the first octet after the header section (after the empty line), or len. */
+static size_t
+lb_header_end(const char *p, size_t len)
+{
+	size_t	 i = 0;
+
+	while (i < len) {
+		const char	*nl = memchr(p + i, '\n', len - i);
+		size_t		 linelen;
+
+		if (nl == NULL)
+			return len;
+		linelen = (size_t)(nl - (p + i));
+		if (linelen == 0 || (linelen == 1 && p[i] == '\r'))
+			return i + linelen + 1;
+		i += linelen + 1;
+	}
+	return len;
+}
+
+/*
+ * lb_message_find_headers - push the values of every field called name (or only the first when first_only),
+ * unfolded (CRLF + WSP becomes the WSP) and with leading white space removed. Returns how many were pushed
+ * into the table on top of the stack.
+ */
+static int
+lb_message_find_headers(lua_State *L, struct smtp_tx *tx, const char *name, int first_only)
+{
+	size_t		 len, hend, i = 0, nlen = strlen(name);
+	const char	*p = lb_message_text(tx, &len);
+	int		 found = 0, fields = 0;
+
+	hend = lb_header_end(p, len);
+	while (i < hend && fields++ < LB_HEADERS_MAX) {
+		size_t	 start = i, end;
+
+		/* A field runs until a line that does not start with white space. */
+		do {
+			const char	*nl = memchr(p + i, '\n', hend - i);
+
+			i = nl ? (size_t)(nl - p) + 1 : hend;
+		} while (i < hend && (p[i] == ' ' || p[i] == '\t'));
+		end = i;
+		if (end - start > nlen && strncasecmp(p + start, name, nlen) == 0 && p[start + nlen] == ':') {
+			luaL_Buffer	 b;
+			size_t		 k = start + nlen + 1;
+
+			while (k < end && (p[k] == ' ' || p[k] == '\t'))
+				k++;
+			luaL_buffinit(L, &b);
+			for (; k < end; k++)
+				if (p[k] != '\r' && p[k] != '\n')
+					luaL_addchar(&b, p[k]);
+			luaL_pushresult(&b);
+			lua_rawseti(L, -2, ++found);
+			if (first_only)
+				break;
+		}
+	}
+	return found;
+}
+
+static int
+lb_message_header(lua_State *L)
+{
+	struct smtp_tx	*tx = lb_message_check(L, 1);
+	const char	*name = luaL_checkstring(L, 2);
+
+	if (tx == NULL)
+		return lb_message_closed(L);
+	lua_newtable(L);
+	if (lb_message_find_headers(L, tx, name, 1) == 0)
+		return 0;
+	lua_rawgeti(L, -1, 1);
+	return 1;
+}
+
+static int
+lb_message_headers(lua_State *L)
+{
+	struct smtp_tx	*tx = lb_message_check(L, 1);
+	const char	*name = luaL_checkstring(L, 2);
+
+	if (tx == NULL)
+		return lb_message_closed(L);
+	lua_newtable(L);
+	lb_message_find_headers(L, tx, name, 0);
+	return 1;
+}
+
+static int
+lb_message_add_header(lua_State *L)
+{
+	struct smtp_tx		*tx = lb_message_check(L, 1);
+	const char		*name = luaL_checkstring(L, 2);
+	size_t			 vlen, i;
+	const char		*value = luaL_checklstring(L, 3, &vlen);
+	struct smtp_header	*h;
+	char			 line[SMTP_HEADER_MAX + 1];
+	const unsigned char	*q;
+
+	if (tx == NULL)
+		return lb_message_closed(L);
+	luaL_argcheck(L, *name != '\0' && strlen(name) <= 76, 2, "bad header name");
+	for (q = (const unsigned char *)name; *q; q++)
+		luaL_argcheck(L, *q > 32 && *q < 127 && *q != ':', 2, "header name must be printable ASCII without ':'");
+	for (i = 0; i < vlen; i++)
+		luaL_argcheck(L, value[i] != '\r' && value[i] != '\n' && value[i] != '\0', 3,
+		    "header value must be one line");
+	if ((size_t)snprintf(line, sizeof(line), "%s: %s", name, value) >= sizeof(line))
+		return luaL_argerror(L, 3, "header longer than 998 octets");
+	h = xcalloc(1, sizeof(*h));
+	h->line = xstrdup(line);
+	*tx->headers_tail = h;
+	tx->headers_tail = &h->next;
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int
+lb_message_body(lua_State *L)
+{
+	struct smtp_tx	*tx = lb_message_check(L, 1);
+	size_t		 len, hend;
+	const char	*p;
+
+	if (tx == NULL)
+		return lb_message_closed(L);
+	p = lb_message_text(tx, &len);
+	hend = lb_header_end(p, len);
+	lua_pushlstring(L, p + hend, len - hend);
+	return 1;
+}
+
+static int
+lb_message_index(lua_State *L)
+{
+	struct smtp_tx	*tx = lb_message_check(L, 1);
+	const char	*key = luaL_checkstring(L, 2);
+
+	lua_getmetatable(L, 1);					/* [m key mt] */
+	lua_getfield(L, -1, "methods");				/* [m key mt methods] */
+	lua_getfield(L, -1, key);				/* [m key mt methods fn] */
+	if (!lua_isnil(L, -1))
+		return 1;
+	lua_pop(L, 3);
+	if (tx == NULL)
+		return 0;
+	if (strcmp(key, "size") == 0)
+		lua_pushinteger(L, (lua_Integer)evbuffer_get_length(tx->data));
+	else if (strcmp(key, "queue_id") == 0)
+		lua_pushstring(L, tx->queue_id);
+	else
+		return 0;
+	return 1;
+}
+
+static int
+lb_message_tostring(lua_State *L)
+{
+	struct smtp_tx	*tx = lb_message_check(L, 1);
+
+	if (tx == NULL)
+		lua_pushliteral(L, "message (closed)");
+	else
+		lua_pushfstring(L, "message %s", tx->queue_id);
+	return 1;
+}
+
+void
+lb_message_open(lua_State *L)
+{
+	static const luaL_Reg	 methods[] = {
+		{ "header", lb_message_header },
+		{ "headers", lb_message_headers },
+		{ "add_header", lb_message_add_header },
+		{ "body", lb_message_body },
+		{ NULL, NULL }
+	};
+
+	luaL_newmetatable(L, LB_MESSAGE_MT);
+	luaL_newlib(L, methods);
+	lua_setfield(L, -2, "methods");
+	lua_pushcfunction(L, lb_message_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, lb_message_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_pushliteral(L, "locked");
+	lua_setfield(L, -2, "__metatable");
+	lua_pop(L, 1);
+}
+
+void
+lb_message_push(lua_State *L, uint64_t id)
+{
+	struct lb_message_handle	*h = lua_newuserdatauv(L, sizeof(*h), 0);
+
+	h->id = id;
+	luaL_setmetatable(L, LB_MESSAGE_MT);
+}

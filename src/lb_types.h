@@ -1,0 +1,21 @@
+/*
+ * lb_types.h - the objects Lua sees: the session (lb_session.c) and the message (lb_message.c). Each userdata
+ * holds an id, never a pointer; once the core frees the object, its methods answer nil, "session closed".
+ */
+#ifndef LB_TYPES_H
+#define LB_TYPES_H
+
+#include <stdint.h>
+
+struct lua_State;
+struct proto_addr;
+struct smtp_session;
+
+void	 lb_session_open(struct lua_State *L);	/* register the metatables in a new state */
+void	 lb_message_open(struct lua_State *L);
+void	 lb_session_push(struct lua_State *L, uint64_t session_id);	/* [.. s] */
+void	 lb_message_push(struct lua_State *L, uint64_t session_id);	/* [.. msg] */
+void	 lb_addr_push(struct lua_State *L, const struct proto_addr *);	/* [.. {address, localpart, domain}] */
+void	 lb_session_forget(struct lua_State *L, struct smtp_session *);	/* drop s.vars */
+
+#endif

@@ -1,0 +1,149 @@
+/*
+ * maildir.c - Maildir delivery (see maildir.h). File names follow the Maildir convention
+ * time.MusecPpid_unique.host so that other tools sort and recognise them.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "maildir.h"
+#include "util.h"
+
+static int
+maildir_put(char *out, size_t size, size_t *pos, const char *val, size_t n, int lower)
+{
+	size_t	 i;
+
+	for (i = 0; i < n; i++) {
+		char	 c = val[i];
+
+		if (*pos + 2 >= size)
+			return -1;
+		if (i == 0 && c == '.')
+			out[(*pos)++] = '_';
+		if (c == '/' || c == '\0')
+			c = '_';
+		out[(*pos)++] = lower ? (char)tolower((unsigned char)c) : c;
+	}
+	return 0;
+}
+
+int
+maildir_path(const char *tmpl, const char *mailbox, char *out, size_t size)
+{
+	const char	*at = strrchr(mailbox, '@');
+	const char	*p;
+	size_t		 pos = 0;
+
+	if (at == NULL || at == mailbox || at[1] == '\0')
+		return -1;
+	for (p = tmpl; *p; p++) {
+		if (*p == '%' && p[1] == 'd') {
+			if (maildir_put(out, size, &pos, at + 1, strlen(at + 1), 1) == -1)
+				return -1;
+			p++;
+		} else if (*p == '%' && p[1] == 'u') {
+			if (maildir_put(out, size, &pos, mailbox, (size_t)(at - mailbox), 0) == -1)
+				return -1;
+			p++;
+		} else if (*p == '%' && p[1] == '%') {
+			if (pos + 2 >= size)
+				return -1;
+			out[pos++] = '%';
+			p++;
+		} else {
+			if (pos + 2 >= size)
+				return -1;
+			out[pos++] = *p;
+		}
+	}
+	out[pos] = '\0';
+	return 0;
+}
+
+static int
+maildir_write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t	 w = write(fd, p, n);
+
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			return errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* maildir_write_lf - write msg with every CRLF turned into LF, in runs between line ends. */
+static int
+maildir_write_lf(int fd, const char *msg, size_t len)
+{
+	size_t	 start = 0, i;
+	int	 err;
+
+	for (i = 0; i + 1 < len; i++) {
+		if (msg[i] == '\r' && msg[i + 1] == '\n') {
+			if ((err = maildir_write_all(fd, msg + start, i - start)) != 0)
+				return err;
+			start = i + 1;	/* the LF stays */
+			i++;
+		}
+	}
+	return maildir_write_all(fd, msg + start, len - start);
+}
+
+int
+maildir_deliver(const char *dir, const char *unique, const char *prefix, const char *msg, size_t len)
+{
+	char		 tmp[4400], new[4400], sub[4300], host[256];
+	struct timeval	 tv;
+	int		 fd, err = 0;
+	size_t		 i;
+	static const char *const subs[] = { "tmp", "new", "cur" };
+
+	for (i = 0; i < 3; i++) {
+		snprintf(sub, sizeof(sub), "%s/%s", dir, subs[i]);
+		if (util_mkdirs(sub, 0700) == -1)
+			return errno;
+	}
+	if (gethostname(host, sizeof(host)) != 0)
+		util_strlcpy(host, "localhost", sizeof(host));
+	host[sizeof(host) - 1] = '\0';
+	for (i = 0; host[i]; i++)	/* '/' and ':' have meanings in Maildir names */
+		if (host[i] == '/' || host[i] == ':')
+			host[i] = '_';
+	gettimeofday(&tv, NULL);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%lld.M%06ldP%d_%s.%s", dir, (long long)tv.tv_sec, (long)tv.tv_usec,
+	    (int)getpid(), unique, host);
+	snprintf(new, sizeof(new), "%s/new/%lld.M%06ldP%d_%s.%s", dir, (long long)tv.tv_sec, (long)tv.tv_usec,
+	    (int)getpid(), unique, host);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
+		return errno;
+	if ((err = maildir_write_all(fd, prefix, strlen(prefix))) == 0 &&
+	    (err = maildir_write_lf(fd, msg, len)) == 0 && fsync(fd) == -1)
+		err = errno;
+	if (close(fd) == -1 && err == 0)
+		err = errno;
+	if (err == 0 && rename(tmp, new) == -1)
+		err = errno;
+	if (err != 0) {
+		unlink(tmp);
+		return err;
+	}
+	snprintf(sub, sizeof(sub), "%s/new", dir);
+	if (util_fsync_dir(sub) == -1)
+		return errno;
+	return 0;
+}

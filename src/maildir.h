@@ -1,0 +1,24 @@
+/*
+ * maildir.h - local delivery into a Maildir (tmp/, fsync, rename into new/, fsync new/). The write runs on
+ * the I/O thread; maildir_path() is pure.
+ */
+#ifndef MAILDIR_H
+#define MAILDIR_H
+
+#include <stddef.h>
+
+/*
+ * maildir_path - expand delivery.maildir for mailbox ("user@domain"): %d is the domain (lower case), %u the
+ * local part, %% a percent sign. A '/' in a value becomes '_' and a value starting with '.' gets a '_' in front,
+ * so no address can climb out of the template. 0, or -1 when the result does not fit.
+ */
+int	 maildir_path(const char *tmpl, const char *mailbox, char *out, size_t size);
+
+/*
+ * maildir_deliver - write prefix (header lines, LF ends) then msg (CRLF ends become LF, as Maildir readers
+ * expect) as one new file of the Maildir dir, creating dir/{tmp,new,cur} as needed. unique makes the file name
+ * unique. Returns 0 once the file and new/ are on disk, or an errno value with nothing left behind.
+ */
+int	 maildir_deliver(const char *dir, const char *unique, const char *prefix, const char *msg, size_t len);
+
+#endif

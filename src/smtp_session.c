@@ -1,0 +1,1315 @@
+/*
+ * smtp_session.c - the inbound SMTP state machine (RFC 5321, with PIPELINING, SIZE, 8BITMIME, SMTPUTF8,
+ * ENHANCEDSTATUSCODES and CHUNKING). It reads commands from a bufferevent, checks where each verb is valid with
+ * one table, asks the rules at every stage (lb_run_start), receives the message into memory and hands it to the
+ * spool; the 250 for a message is sent only from the spool's callback, after the file and its directory are on
+ * disk. It never blocks: a rule that waits or a commit in flight sets s->waiting and pauses reading, and the
+ * pipelined commands behind it stay in the input buffer until the answer comes.
+ *	smtp_session_start()	serve a new connection
+ *	smtp_session_find()	id -> session, for asynchronous answers
+ *	smtp_session_shutdown()	graceful stop
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "cfg.h"
+#include "connlimit.h"
+#include "lb.h"
+#include "lb_types.h"
+#include "log.h"
+#include "policy.h"
+#include "smtp_session.h"
+#include "spool.h"
+#include "util.h"
+#include "worker.h"
+
+#define SMTP_INPUT_HIGH	(256 * 1024)	/* stop reading while this much input waits (a client racing ahead) */
+#define SMTP_SHUTDOWN_REPLY	"421 4.3.2 Service shutting down, closing transmission channel"
+
+struct smtp_cmd {
+	enum proto_verb	 verb;
+	unsigned	 states;	/* bit per enum smtp_state where the verb is valid */
+	void		(*fn)(struct smtp_session *, const char *arg);
+};
+
+static struct idmap	*smtp_sessions;
+static struct smtp_session *smtp_all;		/* list of every session, for shutdown */
+static uint64_t		 smtp_next_id;
+static int		 smtp_shutting_down;
+
+static const char *const smtp_state_names[SMTP_S_COUNT] = {
+	"CONNECT", "GREETED", "READY", "RCPT", "BODY", "BDAT", "REFUSED", "CLOSING"
+};
+
+static void	smtp_cmd_helo(struct smtp_session *, const char *);
+static void	smtp_cmd_ehlo(struct smtp_session *, const char *);
+static void	smtp_cmd_mail(struct smtp_session *, const char *);
+static void	smtp_cmd_rcpt(struct smtp_session *, const char *);
+static void	smtp_cmd_data(struct smtp_session *, const char *);
+static void	smtp_cmd_bdat(struct smtp_session *, const char *);
+static void	smtp_cmd_rset(struct smtp_session *, const char *);
+static void	smtp_cmd_noop(struct smtp_session *, const char *);
+static void	smtp_cmd_quit(struct smtp_session *, const char *);
+static void	smtp_cmd_vrfy(struct smtp_session *, const char *);
+static void	smtp_cmd_expn(struct smtp_session *, const char *);
+static void	smtp_cmd_help(struct smtp_session *, const char *);
+static void	smtp_cmd_starttls(struct smtp_session *, const char *);
+static void	smtp_cmd_auth(struct smtp_session *, const char *);
+
+#define IN(st)		(1u << (st))
+#define GREETED_ON	(IN(SMTP_S_GREETED) | IN(SMTP_S_READY) | IN(SMTP_S_RCPT))
+static const struct smtp_cmd smtp_cmds[] = {
+	/* verb			valid in					handler */
+	{ PROTO_V_HELO,		GREETED_ON,					smtp_cmd_helo },
+	{ PROTO_V_EHLO,		GREETED_ON,					smtp_cmd_ehlo },
+	{ PROTO_V_MAIL,		IN(SMTP_S_READY),				smtp_cmd_mail },
+	{ PROTO_V_RCPT,		IN(SMTP_S_RCPT),				smtp_cmd_rcpt },
+	{ PROTO_V_DATA,		IN(SMTP_S_RCPT),				smtp_cmd_data },
+	/* BDAT is valid everywhere: its chunk must be read (and thrown away) even when the command fails. */
+	{ PROTO_V_BDAT,		GREETED_ON | IN(SMTP_S_REFUSED),		smtp_cmd_bdat },
+	{ PROTO_V_RSET,		GREETED_ON,					smtp_cmd_rset },
+	{ PROTO_V_NOOP,		GREETED_ON | IN(SMTP_S_REFUSED),		smtp_cmd_noop },
+	{ PROTO_V_QUIT,		GREETED_ON | IN(SMTP_S_REFUSED),		smtp_cmd_quit },
+	{ PROTO_V_VRFY,		GREETED_ON,					smtp_cmd_vrfy },
+	{ PROTO_V_EXPN,		GREETED_ON,					smtp_cmd_expn },
+	{ PROTO_V_HELP,		GREETED_ON,					smtp_cmd_help },
+	{ PROTO_V_STARTTLS,	GREETED_ON,					smtp_cmd_starttls },
+	{ PROTO_V_AUTH,		GREETED_ON,					smtp_cmd_auth },
+};
+
+static void	smtp_process(struct smtp_session *);
+static void	smtp_close(struct smtp_session *);
+static void	smtp_free(struct smtp_session *);
+static void	smtp_policy_done(uint64_t, const struct lb_verdict *);
+static void	smtp_greet(struct smtp_session *);
+
+const char *
+smtp_state_name(enum smtp_state st)
+{
+	return st < SMTP_S_COUNT ? smtp_state_names[st] : "?";
+}
+
+struct smtp_session *
+smtp_session_find(uint64_t id)
+{
+	return smtp_sessions ? idmap_get(smtp_sessions, id) : NULL;
+}
+
+size_t
+smtp_session_count(void)
+{
+	return smtp_sessions ? idmap_count(smtp_sessions) : 0;
+}
+
+/* smtp_logid - the queue ID inside a transaction, the session id outside one. */
+static const char *
+smtp_logid(const struct smtp_session *s)
+{
+	return s->tx ? s->tx->queue_id : s->idstr;
+}
+
+/* smtp_enter_state - the only writer of s->state. */
+static void
+smtp_enter_state(struct smtp_session *s, enum smtp_state st)
+{
+	if (s->state == st)
+		return;
+	log_debug("%s: state=%s->%s", s->idstr, smtp_state_name(s->state), smtp_state_name(st));
+	s->state = st;
+}
+
+static void
+smtp_timer_arm(struct smtp_session *s, double seconds)
+{
+	struct timeval	 tv;
+
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(s->timer, &tv);
+}
+
+/* smtp_send - queue one reply line (no CRLF in line). The bufferevent writes it when the loop turns, so the
+ * replies to a pipelined batch leave in one packet. */
+static void
+smtp_send(struct smtp_session *s, const char *line)
+{
+	struct evbuffer	*out = bufferevent_get_output(s->bev);
+
+	evbuffer_add(out, line, strlen(line));
+	evbuffer_add(out, "\r\n", 2);
+}
+
+/*
+ * smtp_reply - send a reply, counting errors (SPEC section 5, point 5): the 4xx/5xx reply that would take the
+ * count past max_errors is replaced by 421 and the connection closes. Returns 0, or -1 when it closed.
+ */
+static int
+smtp_reply(struct smtp_session *s, const char *fmt, ...)
+{
+	char	 line[POL_REPLY_MAX];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0) {
+		if (++s->errors > s->cfg->max_errors) {
+			log_info("%s: client=[%s] too many errors (%d), closing", s->idstr, s->ip, s->errors - 1);
+			smtp_send(s, "421 4.7.0 SMTP service not available, closing transmission channel");
+			smtp_close(s);
+			return -1;
+		}
+	}
+	smtp_send(s, line);
+	if (strncmp(line, "421", 3) == 0) {
+		smtp_close(s);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+smtp_header_free_list(struct smtp_header *h)
+{
+	struct smtp_header	*next;
+
+	for (; h != NULL; h = next) {
+		next = h->next;
+		free(h->line);
+		free(h);
+	}
+}
+
+static void
+smtp_tx_free(struct smtp_session *s)
+{
+	struct smtp_tx	*tx = s->tx;
+
+	if (tx == NULL)
+		return;
+	free(tx->rcpts);
+	if (tx->data != NULL)
+		evbuffer_free(tx->data);
+	smtp_header_free_list(tx->headers);
+	free(tx);
+	s->tx = NULL;
+}
+
+static struct smtp_tx *
+smtp_tx_new(struct smtp_session *s)
+{
+	struct smtp_tx	*tx = xcalloc(1, sizeof(*tx));
+
+	queueid_new(tx->queue_id);
+	tx->data = evbuffer_new();
+	tx->headers_tail = &tx->headers;
+	s->tx = tx;
+	return tx;
+}
+
+/* Pending policy runs. The stage and what to do with the verdict are kept in the session while we wait. */
+enum smtp_after {
+	SMTP_AFTER_CONNECT, SMTP_AFTER_HELO, SMTP_AFTER_MAIL, SMTP_AFTER_RCPT, SMTP_AFTER_DATA,
+	SMTP_AFTER_BDAT, SMTP_AFTER_MESSAGE
+};
+
+struct smtp_wait {
+	enum smtp_after		 after;
+	enum lb_stage		 stage;
+	struct proto_addr	 addr;		/* MAIL/RCPT: the address being decided */
+	char			 helo[SMTP_HELO_MAX + 1];
+	int			 esmtp;
+	char			 def[POL_REPLY_MAX];	/* the reply when the rules pass */
+};
+
+/* One wait per session at a time; kept outside struct smtp_session to keep the struct about the session. */
+static struct idmap	*smtp_waits;
+
+static int
+smtp_push_session(lua_State *L, void *arg)
+{
+	struct smtp_session	*s = arg;
+
+	lb_session_push(L, s->id);
+	return 1;
+}
+
+static int
+smtp_push_helo(lua_State *L, void *arg)
+{
+	struct smtp_session	*s = arg;
+	struct smtp_wait	*w = idmap_get(smtp_waits, s->id);
+
+	lb_session_push(L, s->id);
+	lua_pushstring(L, w->helo);
+	return 2;
+}
+
+static int
+smtp_push_addr(lua_State *L, void *arg)
+{
+	struct smtp_session	*s = arg;
+	struct smtp_wait	*w = idmap_get(smtp_waits, s->id);
+
+	lb_session_push(L, s->id);
+	lb_addr_push(L, &w->addr);
+	return 2;
+}
+
+static int
+smtp_push_message(lua_State *L, void *arg)
+{
+	struct smtp_session	*s = arg;
+
+	lb_session_push(L, s->id);
+	lb_message_push(L, s->id);
+	return 2;
+}
+
+static void	smtp_after(struct smtp_session *, struct smtp_wait *, const struct lb_verdict *);
+
+/*
+ * smtp_ask - run a stage for s. w (owned by the caller until here; taken) says what to do with the verdict.
+ * The verdict is acted on at once when no rule waits; otherwise reading pauses until smtp_policy_done().
+ */
+static void
+smtp_ask(struct smtp_session *s, struct smtp_wait *w)
+{
+	static lb_push_fn *const pushers[] = {
+		[SMTP_AFTER_CONNECT] = smtp_push_session, [SMTP_AFTER_HELO] = smtp_push_helo,
+		[SMTP_AFTER_MAIL] = smtp_push_addr, [SMTP_AFTER_RCPT] = smtp_push_addr,
+		[SMTP_AFTER_DATA] = smtp_push_session, [SMTP_AFTER_BDAT] = smtp_push_session,
+		[SMTP_AFTER_MESSAGE] = smtp_push_message,
+	};
+	struct lb_verdict	 v;
+	struct lb_run		*run;
+
+	idmap_put(smtp_waits, s->id, w);
+	if (lb_run_start(s->gen, worker_base(), w->stage, pushers[w->after], s, s->id, smtp_policy_done, &v,
+	    &run) == 1) {
+		s->run = run;
+		s->waiting = 1;
+		bufferevent_disable(s->bev, EV_READ);
+		return;
+	}
+	idmap_del(smtp_waits, s->id);
+	smtp_after(s, w, &v);
+	free(w);
+}
+
+static void
+smtp_policy_done(uint64_t id, const struct lb_verdict *v)
+{
+	struct smtp_session	*s;
+	struct smtp_wait	*w;
+
+	if ((s = smtp_session_find(id)) == NULL)
+		return;		/* client left while we waited */
+	w = idmap_get(smtp_waits, id);
+	idmap_del(smtp_waits, id);
+	s->run = NULL;
+	s->waiting = 0;
+	if (w == NULL)
+		fatal_bug("%s: policy answer without a wait", s->idstr);
+	smtp_after(s, w, v);
+	free(w);
+	if (s->state != SMTP_S_CLOSING && !s->waiting) {
+		bufferevent_enable(s->bev, EV_READ);
+		smtp_process(s);
+	}
+}
+
+static struct smtp_wait *
+smtp_wait_new(enum smtp_after after, enum lb_stage st, const char *def)
+{
+	struct smtp_wait	*w = xcalloc(1, sizeof(*w));
+
+	w->after = after;
+	w->stage = st;
+	util_strlcpy(w->def, def, sizeof(w->def));
+	return w;
+}
+
+/* Connection setup ------------------------------------------------------------------------------------------ */
+
+static void
+smtp_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session	*s = arg;
+
+	if (s->state == SMTP_S_CONNECT) {
+		/* RFC 5321 4.3.1: the client waits for the greeting. One that talks first is a bot. */
+		log_info("%s: client=[%s] early talker: input before the greeting", s->idstr, s->ip);
+		if (s->run != NULL) {
+			lb_run_cancel(s->run);
+			s->run = NULL;
+			free(idmap_get(smtp_waits, s->id));
+			idmap_del(smtp_waits, s->id);
+			s->waiting = 0;
+		}
+		smtp_send(s, "554 5.5.0 Error: SMTP protocol synchronization: input before the greeting");
+		smtp_close(s);
+		return;
+	}
+	smtp_timer_arm(s, s->state == SMTP_S_BODY || s->state == SMTP_S_BDAT ? s->cfg->timeout_data :
+	    s->cfg->timeout_command);
+	smtp_process(s);
+}
+
+static void
+smtp_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session	*s = arg;
+
+	if (s->state == SMTP_S_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		smtp_free(s);
+}
+
+static void
+smtp_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session	*s = arg;
+
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		if (s->state != SMTP_S_CLOSING)
+			log_info("%s: client=[%s] lost connection in state %s%s%s", s->idstr, s->ip,
+			    smtp_state_name(s->state), (what & BEV_EVENT_ERROR) ? ": " : "",
+			    (what & BEV_EVENT_ERROR) ? strerror(EVUTIL_SOCKET_ERROR()) : "");
+		smtp_free(s);
+	}
+}
+
+static void
+smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session	*s = arg;
+	char			 line[POL_REPLY_MAX];
+
+	if (s->delaying) {
+		s->delaying = 0;
+		smtp_greet(s);
+		return;
+	}
+	if (s->state == SMTP_S_CLOSING) {
+		smtp_free(s);		/* the client does not read its last reply */
+		return;
+	}
+	log_info("%s: client=[%s] timeout in state %s", smtp_logid(s), s->ip, smtp_state_name(s->state));
+	snprintf(line, sizeof(line), "421 4.4.2 %s Error: Timeout", s->cfg->hostname);
+	smtp_send(s, line);
+	smtp_close(s);
+}
+
+void
+smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cfg_listen *lsn)
+{
+	struct smtp_session	*s;
+	struct event_base	*base = worker_base();
+	unsigned long long	 key;
+	const struct config	*cfg = lb_gen_config(worker_gen());
+
+	if (smtp_sessions == NULL) {
+		smtp_sessions = idmap_new();
+		smtp_waits = idmap_new();
+	}
+	if (connlimit_acquire(sa, cfg->max_connections_per_ip, cfg->max_connections, &key) == -1) {
+		static const char	 busy[] = "421 4.7.0 Too many connections\r\n";
+		char			 ip[INET6_ADDRSTRLEN] = "?";
+
+		/* Best effort: the socket is new, so its send buffer has room for one line. */
+		(void)!write(fd, busy, sizeof(busy) - 1);
+		evutil_closesocket(fd);
+		if (sa->sa_family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
+		else if (sa->sa_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
+		log_info("connect from [%s] refused: too many connections", ip);
+		return;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->id = ((uint64_t)getpid() << 32) | (++smtp_next_id & 0xffffffffu);
+	snprintf(s->idstr, sizeof(s->idstr), "%016" PRIX64, s->id);
+	s->connlimit_key = key;
+	s->lsn = lsn;
+	s->gen = worker_gen();
+	lb_gen_hold(s->gen);
+	s->cfg = lb_gen_config(s->gen);
+	s->vars_ref = LUA_NOREF;
+	s->tags_tail = &s->tags;
+	s->state = SMTP_S_CONNECT;
+	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
+	if (sa->sa_family == AF_INET) {
+		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, s->ip, sizeof(s->ip));
+		s->port = ntohs(((struct sockaddr_in *)sa)->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, s->ip, sizeof(s->ip));
+		s->port = ntohs(((struct sockaddr_in6 *)sa)->sin6_port);
+	}
+	idmap_put(smtp_sessions, s->id, s);
+	s->next = smtp_all;
+	if (smtp_all != NULL)
+		smtp_all->prev = s;
+	smtp_all = s;
+	s->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
+	bufferevent_enable(s->bev, EV_READ);	/* to catch early talkers */
+	s->timer = evtimer_new(base, smtp_timer_cb, s);
+	log_info("%s: connect from [%s]:%d to %s", s->idstr, s->ip, s->port, lsn->text);
+
+	smtp_timer_arm(s, s->cfg->timeout_command);
+	smtp_ask(s, smtp_wait_new(SMTP_AFTER_CONNECT, LB_S_CONNECT, ""));
+}
+
+static void
+smtp_greet(struct smtp_session *s)
+{
+	char	 line[POL_REPLY_MAX];
+
+	if (s->state != SMTP_S_CONNECT)
+		return;
+	smtp_enter_state(s, SMTP_S_GREETED);
+	snprintf(line, sizeof(line), "220 %s ESMTP luamta", s->cfg->hostname);
+	smtp_send(s, line);
+	smtp_timer_arm(s, s->cfg->timeout_command);
+	smtp_process(s);
+}
+
+/* Commands ------------------------------------------------------------------------------------------------ */
+
+static void
+smtp_cmd_helo_common(struct smtp_session *s, const char *arg, int esmtp)
+{
+	struct smtp_wait	*w;
+
+	if (*arg == '\0') {
+		smtp_reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+		return;
+	}
+	if (!proto_helo_ok(arg)) {
+		smtp_reply(s, "501 5.5.2 Invalid %s argument: expected a domain name or address literal",
+		    esmtp ? "EHLO" : "HELO");
+		return;
+	}
+	w = smtp_wait_new(SMTP_AFTER_HELO, LB_S_HELO, "");
+	util_strlcpy(w->helo, arg, sizeof(w->helo));
+	w->esmtp = esmtp;
+	smtp_ask(s, w);
+}
+
+static void
+smtp_cmd_helo(struct smtp_session *s, const char *arg)
+{
+	smtp_cmd_helo_common(s, arg, 0);
+}
+
+static void
+smtp_cmd_ehlo(struct smtp_session *s, const char *arg)
+{
+	smtp_cmd_helo_common(s, arg, 1);
+}
+
+static void
+smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
+{
+	struct evbuffer	*out = bufferevent_get_output(s->bev);
+
+	/* RFC 5321 4.1.4: EHLO in a transaction resets it. */
+	smtp_tx_free(s);
+	util_strlcpy(s->helo, w->helo, sizeof(s->helo));
+	s->esmtp = w->esmtp;
+	smtp_enter_state(s, SMTP_S_READY);
+	if (!w->esmtp) {
+		evbuffer_add_printf(out, "250 %s\r\n", s->cfg->hostname);
+		return;
+	}
+	evbuffer_add_printf(out,
+	    "250-%s\r\n"
+	    "250-PIPELINING\r\n"
+	    "250-SIZE %llu\r\n"
+	    "250-ENHANCEDSTATUSCODES\r\n"
+	    "250-8BITMIME\r\n"
+	    "250-SMTPUTF8\r\n"
+	    "250 CHUNKING\r\n",
+	    s->cfg->hostname, s->cfg->max_message_size);
+}
+
+/* smtp_mail_params - check MAIL parameters into tx. Returns NULL or the failure reply. */
+static const char *
+smtp_mail_params(struct smtp_session *s, const struct proto_path *p, struct smtp_tx *tx)
+{
+	size_t	 i;
+
+	for (i = 0; i < p->nparams; i++) {
+		const struct proto_param	*pp = &p->params[i];
+
+		if (!s->esmtp)
+			return "555 5.5.4 Error: MAIL parameters need EHLO";
+		if (strcmp(pp->key, "SIZE") == 0) {
+			char			*end;
+			unsigned long long	 n;
+
+			errno = 0;
+			n = strtoull(pp->value, &end, 10);
+			if (!pp->has_value || *end != '\0' || pp->value[0] == '\0' || errno != 0)
+				return "501 5.5.4 Bad SIZE parameter";
+			if (n > s->cfg->max_message_size)
+				return "552 5.3.4 Message size exceeds fixed limit";
+		} else if (strcmp(pp->key, "BODY") == 0) {
+			if (strcasecmp(pp->value, "8BITMIME") == 0)
+				tx->body_8bit = 1;
+			else if (strcasecmp(pp->value, "7BIT") != 0)
+				return "501 5.5.4 Bad BODY parameter: expected 7BIT or 8BITMIME";
+		} else if (strcmp(pp->key, "SMTPUTF8") == 0) {
+			if (pp->has_value)
+				return "501 5.5.4 SMTPUTF8 takes no value";
+			tx->smtputf8 = 1;
+		} else if (strcmp(pp->key, "AUTH") == 0) {
+			/* RFC 4954 5: accepted and ignored from an unauthenticated client. */
+		} else
+			return "555 5.5.4 Unsupported parameter";
+	}
+	return NULL;
+}
+
+static void
+smtp_cmd_mail(struct smtp_session *s, const char *arg)
+{
+	struct proto_path	 p;
+	struct smtp_tx		*tx;
+	struct smtp_wait	*w;
+	const char		*why;
+
+	if (s->lsn->submission && s->user[0] == '\0') {
+		smtp_reply(s, "530 5.7.0 Authentication required");
+		return;
+	}
+	if (proto_parse_path(PROTO_V_MAIL, arg, &p, &why) == -1) {
+		smtp_reply(s, "%s", why);
+		return;
+	}
+	tx = smtp_tx_new(s);
+	if ((why = smtp_mail_params(s, &p, tx)) == NULL && p.addr.is_utf8 && !tx->smtputf8)
+		why = "553 5.6.7 Must declare SMTPUTF8 to send Unicode addresses";
+	if (why != NULL) {
+		smtp_tx_free(s);
+		smtp_reply(s, "%s", why);
+		return;
+	}
+	tx->sender = p.addr;
+	w = smtp_wait_new(SMTP_AFTER_MAIL, LB_S_MAIL, "250 2.1.0 Ok");
+	w->addr = p.addr;
+	smtp_ask(s, w);
+}
+
+static void
+smtp_cmd_rcpt(struct smtp_session *s, const char *arg)
+{
+	struct proto_path	 p;
+	struct smtp_wait	*w;
+	const char		*why;
+
+	if (proto_parse_path(PROTO_V_RCPT, arg, &p, &why) == -1) {
+		smtp_reply(s, "%s", why);
+		return;
+	}
+	if (p.nparams > 0) {
+		smtp_reply(s, "555 5.5.4 Unsupported parameter");
+		return;
+	}
+	if (p.addr.is_utf8 && !s->tx->smtputf8) {
+		smtp_reply(s, "553 5.6.7 Must declare SMTPUTF8 to send Unicode addresses");
+		return;
+	}
+	if ((int)s->tx->nrcpts >= s->cfg->max_recipients) {
+		smtp_reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	w = smtp_wait_new(SMTP_AFTER_RCPT, LB_S_RCPT, "250 2.1.5 Ok");
+	w->addr = p.addr;
+	smtp_ask(s, w);
+}
+
+static void
+smtp_rcpt_accepted(struct smtp_session *s, const struct proto_addr *a)
+{
+	struct smtp_tx	*tx = s->tx;
+
+	if (tx->nrcpts == tx->rcpt_cap) {
+		tx->rcpt_cap = tx->rcpt_cap ? tx->rcpt_cap * 2 : 4;
+		tx->rcpts = xrealloc(tx->rcpts, tx->rcpt_cap * sizeof(*tx->rcpts));
+	}
+	tx->rcpts[tx->nrcpts++] = *a;
+}
+
+static void
+smtp_cmd_data(struct smtp_session *s, const char *arg)
+{
+	if (*arg != '\0') {
+		smtp_reply(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	if (s->tx->nrcpts == 0) {
+		smtp_reply(s, "554 5.5.1 Error: no valid recipients");
+		return;
+	}
+	smtp_ask(s, smtp_wait_new(SMTP_AFTER_DATA, LB_S_DATA, "354 End data with <CR><LF>.<CR><LF>"));
+}
+
+static void
+smtp_data_emit(void *ctx, const char *p, size_t n)
+{
+	struct smtp_session	*s = ctx;
+	struct smtp_tx		*tx = s->tx;
+
+	tx->size += n;
+	if (tx->too_big)
+		return;
+	if (tx->size > s->cfg->max_message_size) {
+		/* Keep reading to the end so that the 552 comes where the client expects a reply. */
+		tx->too_big = 1;
+		evbuffer_drain(tx->data, evbuffer_get_length(tx->data));
+		return;
+	}
+	evbuffer_add(tx->data, p, n);
+}
+
+/* BDAT: a chunk is read raw (RFC 3030 2: no dot-stuffing); bare CR and LF are looked for as in DATA. */
+static void
+smtp_cmd_bdat(struct smtp_session *s, const char *arg)
+{
+	unsigned long long	 size;
+	int			 last;
+
+	if (proto_bdat_args(arg, &size, &last) == -1) {
+		/* Without a valid size we cannot find the end of the chunk: the only safe answer is to close. */
+		smtp_send(s, "501 5.5.4 Syntax: BDAT size [LAST], closing connection");
+		smtp_close(s);
+		return;
+	}
+	s->bdat_left = size;
+	s->bdat_last = last;
+	s->bdat_error[0] = '\0';
+	if (s->state != SMTP_S_RCPT)
+		util_strlcpy(s->bdat_error, s->state == SMTP_S_REFUSED ? "503 5.5.1 Error: bad sequence of commands" :
+		    "503 5.5.1 Error: need MAIL command", sizeof(s->bdat_error));
+	else if (s->tx->nrcpts == 0)
+		util_strlcpy(s->bdat_error, "554 5.5.1 Error: no valid recipients", sizeof(s->bdat_error));
+	else if (s->tx->bdat_failed)
+		util_strlcpy(s->bdat_error, "503 5.5.1 Error: an earlier chunk failed; send RSET",
+		    sizeof(s->bdat_error));
+	s->bdat_resume = s->state;
+	if (s->bdat_error[0] == '\0' && !s->tx->bdat_started) {
+		s->tx->bdat_started = 1;
+		smtp_ask(s, smtp_wait_new(SMTP_AFTER_BDAT, LB_S_DATA, ""));
+		return;
+	}
+	smtp_enter_state(s, SMTP_S_BDAT);
+	smtp_timer_arm(s, s->cfg->timeout_data);
+}
+
+static void
+smtp_cmd_rset(struct smtp_session *s, const char *arg)
+{
+	smtp_tx_free(s);
+	if (s->state != SMTP_S_GREETED)
+		smtp_enter_state(s, SMTP_S_READY);
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void
+smtp_cmd_noop(struct smtp_session *s, const char *arg)
+{
+	smtp_reply(s, "250 2.0.0 Ok");
+}
+
+static void
+smtp_cmd_quit(struct smtp_session *s, const char *arg)
+{
+	smtp_send(s, "221 2.0.0 Bye");
+	smtp_close(s);
+}
+
+static void
+smtp_cmd_vrfy(struct smtp_session *s, const char *arg)
+{
+	smtp_reply(s, "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void
+smtp_cmd_expn(struct smtp_session *s, const char *arg)
+{
+	smtp_reply(s, "502 5.5.1 EXPN command is disabled");
+}
+
+static void
+smtp_cmd_help(struct smtp_session *s, const char *arg)
+{
+	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
+}
+
+static void
+smtp_cmd_starttls(struct smtp_session *s, const char *arg)
+{
+	smtp_reply(s, "502 5.5.1 Error: STARTTLS is not offered here");
+}
+
+static void
+smtp_cmd_auth(struct smtp_session *s, const char *arg)
+{
+	smtp_reply(s, "503 5.5.1 Error: authentication not enabled");
+}
+
+/* End of message -------------------------------------------------------------------------------------------- */
+
+static void
+smtp_add_header_line(struct evbuffer *head, const char *line)
+{
+	evbuffer_add(head, line, strlen(line));
+	evbuffer_add(head, "\r\n", 2);
+}
+
+static const char *
+smtp_protocol_name(const struct smtp_session *s)
+{
+	/* RFC 3848 and RFC 6531 with-protocol names. */
+	if (s->tx->smtputf8)
+		return s->tls ? (s->user[0] ? "UTF8SMTPSA" : "UTF8SMTPS") : (s->user[0] ? "UTF8SMTPA" : "UTF8SMTP");
+	if (!s->esmtp)
+		return "SMTP";
+	return s->tls ? (s->user[0] ? "ESMTPSA" : "ESMTPS") : (s->user[0] ? "ESMTPA" : "ESMTP");
+}
+
+/* smtp_build_head - the envelope (spool.h) followed by our Received header, the session's tags and the headers
+ * that rules added, all before the message as the client sent it. */
+static struct evbuffer *
+smtp_build_head(struct smtp_session *s)
+{
+	struct smtp_tx		*tx = s->tx;
+	struct evbuffer		*head = evbuffer_new();
+	struct smtp_header	*h;
+	char			 date[64];
+	size_t			 i;
+
+	evbuffer_add_printf(head, "%s\nid %s\ntime %.6f\nclient %s %d\nhelo %s\nproto %s\nsender %s\n",
+	    SPOOL_MAGIC, tx->queue_id, util_now(), s->ip, s->port, s->helo, smtp_protocol_name(s),
+	    tx->sender.address);
+	if (tx->body_8bit)
+		evbuffer_add_printf(head, "param BODY=8BITMIME\n");
+	if (tx->smtputf8)
+		evbuffer_add_printf(head, "param SMTPUTF8\n");
+	for (i = 0; i < tx->nrcpts; i++)
+		evbuffer_add_printf(head, "rcpt %s\n", tx->rcpts[i].address);
+	evbuffer_add_printf(head, "end\n");
+
+	util_rfc5322_date(date, sizeof(date), util_now());
+	evbuffer_add_printf(head, "Received: from %s (%s%s%s)\r\n\tby %s (luamta) with %s id %s",
+	    s->helo[0] ? s->helo : "unknown", strchr(s->ip, ':') ? "[IPv6:" : "[", s->ip, "]",
+	    s->cfg->hostname, smtp_protocol_name(s), tx->queue_id);
+	if (tx->nrcpts == 1)	/* one recipient only: more would tell each of them about the others */
+		evbuffer_add_printf(head, "\r\n\tfor <%s>", tx->rcpts[0].address);
+	evbuffer_add_printf(head, "; %s\r\n", date);
+	for (h = s->tags; h != NULL; h = h->next)
+		smtp_add_header_line(head, h->line);
+	for (h = tx->headers; h != NULL; h = h->next)
+		smtp_add_header_line(head, h->line);
+	return head;
+}
+
+static void
+smtp_commit_done(uint64_t id, const char *queue_id, int err)
+{
+	struct smtp_session	*s;
+
+	if (err == 0) {
+		worker_message_queued(queue_id);
+	}
+	if ((s = smtp_session_find(id)) == NULL) {
+		if (err == 0)	/* queued, but the client left before the 250: it may send it again */
+			log_notice("%s: queued, but the client left before the reply", queue_id);
+		return;
+	}
+	s->waiting = 0;
+	if (err != 0) {
+		log_error("%s: client=[%s] queue file write failed: %s", queue_id, s->ip, strerror(err));
+		smtp_tx_free(s);
+		smtp_enter_state(s, SMTP_S_READY);
+		smtp_reply(s, "%s", spool_reply_for(err));
+	} else {
+		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=[%s], queued", queue_id,
+		    s->tx->sender.address, s->tx->size, s->tx->nrcpts, s->ip);
+		s->messages++;
+		smtp_tx_free(s);
+		smtp_enter_state(s, SMTP_S_READY);
+		smtp_reply(s, "250 2.0.0 Ok: queued as %s", queue_id);
+	}
+	if (s->state == SMTP_S_CLOSING)
+		return;
+	smtp_timer_arm(s, s->cfg->timeout_command);
+	bufferevent_enable(s->bev, EV_READ);
+	smtp_process(s);
+}
+
+static void
+smtp_commit(struct smtp_session *s)
+{
+	struct evbuffer	*head = smtp_build_head(s);
+	struct evbuffer	*body = s->tx->data;
+
+	s->tx->data = evbuffer_new();	/* the spool takes the message */
+	s->waiting = 1;
+	bufferevent_disable(s->bev, EV_READ);
+	spool_commit(worker_iot(), s->cfg->spool, s->tx->queue_id, head, body, smtp_commit_done, s->id);
+}
+
+/* smtp_end_of_data - the final dot (or BDAT LAST) arrived: decide, then queue or refuse. */
+static void
+smtp_end_of_data(struct smtp_session *s, int bare_lf, int bare_cr)
+{
+	smtp_enter_state(s, SMTP_S_READY);
+	smtp_timer_arm(s, s->cfg->timeout_command);
+	if (s->tx->too_big) {
+		log_info("%s: client=[%s] reject: message of %llu octets exceeds the limit of %llu",
+		    s->tx->queue_id, s->ip, s->tx->size, s->cfg->max_message_size);
+		smtp_tx_free(s);
+		smtp_reply(s, "552 5.3.4 Message size exceeds fixed limit");
+		return;
+	}
+	if ((bare_lf || bare_cr) && !s->cfg->bare_normalize) {
+		log_info("%s: client=[%s] reject: bare %s in message", s->tx->queue_id, s->ip,
+		    bare_lf ? "LF" : "CR");
+		smtp_tx_free(s);
+		smtp_reply(s, "550 5.5.2 Message contains bare CR or LF characters (RFC 5321 2.3.8)");
+		return;
+	}
+	/* The message stays in state READY while the message rules and the commit run; reading is paused. */
+	smtp_ask(s, smtp_wait_new(SMTP_AFTER_MESSAGE, LB_S_MESSAGE, ""));
+}
+
+/* smtp_after - act on a stage's verdict. */
+static void
+smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict *v)
+{
+	char			 reply[POL_REPLY_MAX];
+	enum pol_outcome	 out;
+	double			 left;
+
+	out = pol_reply(smtp_logid(s), w->stage, v, w->def, reply, sizeof(reply));
+	if (out == POL_CLOSE) {
+		smtp_send(s, reply);
+		smtp_close(s);
+		return;
+	}
+	switch (w->after) {
+	case SMTP_AFTER_CONNECT:
+		s->connect_done = 1;
+		if (out == POL_DENY) {
+			if (reply[0] == '4') {		/* a temporary refusal: 421 and close (RFC 5321 3.1) */
+				smtp_send(s, reply);
+				smtp_close(s);
+				return;
+			}
+			smtp_enter_state(s, SMTP_S_REFUSED);
+			smtp_send(s, reply);
+			return;
+		}
+		left = s->cfg->greeting_delay;
+		if (left > 0) {
+			s->delaying = 1;
+			smtp_timer_arm(s, left);
+			return;
+		}
+		smtp_greet(s);
+		return;
+	case SMTP_AFTER_HELO:
+		if (out == POL_DENY)
+			smtp_reply(s, "%s", reply);
+		else
+			smtp_helo_accepted(s, w);
+		return;
+	case SMTP_AFTER_MAIL:
+		if (out == POL_DENY) {
+			smtp_tx_free(s);
+			smtp_reply(s, "%s", reply);
+			return;
+		}
+		smtp_enter_state(s, SMTP_S_RCPT);
+		smtp_reply(s, "%s", reply);
+		return;
+	case SMTP_AFTER_RCPT:
+		if (out == POL_PASS)
+			smtp_rcpt_accepted(s, &w->addr);
+		else
+			log_info("%s: client=[%s] reject RCPT from=<%s> to=<%s>: %s", s->tx->queue_id, s->ip,
+			    s->tx->sender.address, w->addr.address, reply);
+		smtp_reply(s, "%s", reply);
+		return;
+	case SMTP_AFTER_DATA:
+		if (out == POL_DENY) {
+			smtp_reply(s, "%s", reply);
+			return;
+		}
+		if (smtp_reply(s, "%s", reply) == -1)
+			return;
+		smtp_data_init(&s->tx->scan, s->cfg->bare_normalize);
+		smtp_enter_state(s, SMTP_S_BODY);
+		smtp_timer_arm(s, s->cfg->timeout_data);
+		return;
+	case SMTP_AFTER_BDAT:
+		if (out == POL_DENY) {
+			util_strlcpy(s->bdat_error, reply, sizeof(s->bdat_error));
+			s->tx->bdat_failed = 1;
+		}
+		smtp_enter_state(s, SMTP_S_BDAT);
+		smtp_timer_arm(s, s->cfg->timeout_data);
+		return;
+	case SMTP_AFTER_MESSAGE:
+		if (out == POL_DENY) {
+			smtp_tx_free(s);
+			smtp_reply(s, "%s", reply);
+			return;
+		}
+		smtp_commit(s);
+		return;
+	}
+}
+
+/* Input --------------------------------------------------------------------------------------------------- */
+
+/* smtp_body_read - feed DATA input to the scanner. Returns 1 to go on, 0 when more input is needed. */
+static int
+smtp_body_read(struct smtp_session *s, struct evbuffer *in)
+{
+	struct evbuffer_iovec	 v;
+	size_t			 used;
+
+	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+		return 0;
+	used = smtp_data_feed(&s->tx->scan, v.iov_base, v.iov_len, smtp_data_emit, s);
+	evbuffer_drain(in, used);
+	if (s->tx->scan.done)
+		smtp_end_of_data(s, s->tx->scan.bare_lf, s->tx->scan.bare_cr);
+	return 1;
+}
+
+/* smtp_bdat_read - take octets of the current chunk. Returns 1 to go on, 0 when more input is needed. */
+static int
+smtp_bdat_read(struct smtp_session *s, struct evbuffer *in)
+{
+	struct evbuffer_iovec	 v;
+	size_t			 n, i;
+	int			 failed = s->bdat_error[0] != '\0';
+
+	if (s->bdat_left > 0) {
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+			return 0;
+		n = v.iov_len < s->bdat_left ? v.iov_len : (size_t)s->bdat_left;
+		if (!failed) {
+			const unsigned char	*p = v.iov_base;
+
+			for (i = 0; i < n; i++) {
+				if (p[i] == '\n' && s->bdat_prev != '\r')
+					s->tx->scan.bare_lf = 1;
+				if (s->bdat_prev == '\r' && p[i] != '\n')
+					s->tx->scan.bare_cr = 1;
+				s->bdat_prev = p[i];
+			}
+			smtp_data_emit(s, v.iov_base, n);
+		}
+		evbuffer_drain(in, n);
+		s->bdat_left -= n;
+		if (s->bdat_left > 0)
+			return 1;
+	}
+	/* The chunk is complete. */
+	if (failed) {
+		enum smtp_state	 back = s->bdat_resume == SMTP_S_BDAT ? SMTP_S_RCPT : s->bdat_resume;
+
+		smtp_enter_state(s, back);
+		smtp_timer_arm(s, s->cfg->timeout_command);
+		smtp_reply(s, "%s", s->bdat_error);
+		return 1;
+	}
+	if (!s->bdat_last) {
+		smtp_enter_state(s, SMTP_S_RCPT);
+		smtp_timer_arm(s, s->cfg->timeout_command);
+		smtp_reply(s, "250 2.0.0 Ok: %llu octets received", s->tx->size);
+		return 1;
+	}
+	if (s->bdat_prev == '\r')
+		s->tx->scan.bare_cr = 1;
+	s->bdat_prev = 0;
+	smtp_end_of_data(s, s->tx->scan.bare_lf, s->tx->scan.bare_cr);
+	return 1;
+}
+
+static void
+smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
+{
+	const struct smtp_cmd	*c = NULL;
+	enum proto_verb		 verb;
+	const char		*arg;
+	size_t			 i;
+
+	verb = proto_verb_of(line, len, &arg);
+	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++)
+		if (smtp_cmds[i].verb == verb)
+			c = &smtp_cmds[i];
+	if (c == NULL) {
+		smtp_reply(s, "500 5.5.2 Error: command not recognized");
+		return;
+	}
+	if (!(c->states & IN(s->state))) {
+		if (s->state == SMTP_S_REFUSED)
+			smtp_reply(s, "503 5.5.1 Error: connection refused, only QUIT is served");
+		else if (s->state == SMTP_S_GREETED && (verb == PROTO_V_MAIL || verb == PROTO_V_RCPT ||
+		    verb == PROTO_V_DATA))
+			smtp_reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+		else if (verb == PROTO_V_RCPT || verb == PROTO_V_DATA)
+			smtp_reply(s, "503 5.5.1 Error: need MAIL command");
+		else if (verb == PROTO_V_MAIL)
+			smtp_reply(s, "503 5.5.1 Error: nested MAIL command");
+		else
+			smtp_reply(s, "503 5.5.1 Error: bad sequence of commands");
+		return;
+	}
+	c->fn(s, arg);
+}
+
+/*
+ * smtp_line_read - take one command line. Returns 1 when a line was handled, 0 when more input is needed.
+ * A line longer than PROTO_LINE_MAX is answered once, after its end arrives, and never parsed.
+ */
+static int
+smtp_line_read(struct smtp_session *s, struct evbuffer *in)
+{
+	char			 line[PROTO_LINE_MAX + 1];
+	struct evbuffer_ptr	 eol;
+	size_t			 eol_len = 0, len, avail = evbuffer_get_length(in);
+
+	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+	if (s->discard_line) {
+		if (eol.pos < 0) {
+			evbuffer_drain(in, avail);
+			return 0;
+		}
+		evbuffer_drain(in, (size_t)eol.pos + eol_len);
+		s->discard_line = 0;
+		smtp_reply(s, "500 5.5.2 Error: line too long");
+		return 1;
+	}
+	len = eol.pos < 0 ? avail : (size_t)eol.pos;
+	if (len > PROTO_LINE_MAX - 1) {		/* complete or not, it is too long (512 with the CRLF) */
+		if (eol.pos < 0) {
+			evbuffer_drain(in, avail);
+			s->discard_line = 1;
+			return 0;
+		}
+		evbuffer_drain(in, len + eol_len);
+		smtp_reply(s, "500 5.5.2 Error: line too long");
+		return 1;
+	}
+	if (eol.pos < 0)
+		return 0;			/* no full line yet */
+	evbuffer_remove(in, line, len + 1);	/* the line and its LF */
+	line[len] = '\0';
+	if (len == 0 || line[len - 1] != '\r') {
+		smtp_reply(s, "500 5.5.2 Error: bare LF in command line");
+		return 1;
+	}
+	line[--len] = '\0';
+	if (len > PROTO_LINE_MAX - 2 || memchr(line, '\r', len) != NULL || strlen(line) != len) {
+		smtp_reply(s, "500 5.5.2 Error: %s in command line", strlen(line) != len ? "NUL" :
+		    memchr(line, '\r', len) ? "bare CR" : "line too long");
+		return 1;
+	}
+	smtp_dispatch(s, line, len);
+	return 1;
+}
+
+/* smtp_process - handle what the client sent, in order, until we must wait or need more input. */
+static void
+smtp_process(struct smtp_session *s)
+{
+	struct evbuffer	*in = bufferevent_get_input(s->bev);
+	int		 more = 1;
+
+	while (more && !s->waiting) {
+		switch (s->state) {
+		case SMTP_S_CONNECT:
+		case SMTP_S_CLOSING:
+			return;
+		case SMTP_S_BODY:
+			more = smtp_body_read(s, in);
+			break;
+		case SMTP_S_BDAT:
+			more = smtp_bdat_read(s, in);
+			break;
+		default:
+			if (smtp_shutting_down && s->state != SMTP_S_RCPT) {
+				smtp_send(s, SMTP_SHUTDOWN_REPLY);
+				smtp_close(s);
+				return;
+			}
+			more = smtp_line_read(s, in);
+			break;
+		}
+	}
+}
+
+/* Teardown ------------------------------------------------------------------------------------------------ */
+
+static void
+smtp_close(struct smtp_session *s)
+{
+	if (s->state == SMTP_S_CLOSING)
+		return;
+	smtp_enter_state(s, SMTP_S_CLOSING);
+	bufferevent_disable(s->bev, EV_READ);
+	if (s->run != NULL) {
+		lb_run_cancel(s->run);
+		s->run = NULL;
+		free(idmap_get(smtp_waits, s->id));
+		idmap_del(smtp_waits, s->id);
+		s->waiting = 0;
+	}
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		smtp_free(s);
+		return;
+	}
+	smtp_timer_arm(s, 10);		/* a client that never reads its last reply does not keep us */
+}
+
+static void
+smtp_close_done(uint64_t id, const struct lb_verdict *v)
+{
+	/* Nothing to answer: the connection is gone. The session was kept only for the rules to read. */
+	struct smtp_session	*s = smtp_session_find(id);
+
+	if (s != NULL) {
+		s->run = NULL;
+		smtp_free(s);
+	}
+}
+
+static void
+smtp_free(struct smtp_session *s)
+{
+	struct lb_verdict	 v;
+	struct lb_run		*run;
+
+	if (s->bev != NULL) {
+		log_info("%s: disconnect from [%s] messages=%u errors=%d", s->idstr, s->ip, s->messages, s->errors);
+		bufferevent_free(s->bev);
+		s->bev = NULL;
+		event_del(s->timer);
+		if (s->run != NULL) {
+			lb_run_cancel(s->run);
+			s->run = NULL;
+		}
+		free(idmap_get(smtp_waits, s->id));
+		idmap_del(smtp_waits, s->id);
+		connlimit_release(s->connlimit_key);
+		s->connlimit_key = 0;
+		if (s->connect_done &&
+		    lb_run_start(s->gen, worker_base(), LB_S_CLOSE, smtp_push_session, s, s->id, smtp_close_done,
+		    &v, &run) == 1) {
+			s->run = run;	/* the close rules wait for something; free when they finish */
+			return;
+		}
+	} else if (s->run != NULL) {
+		lb_run_cancel(s->run);	/* the worker is stopping while a close rule waits */
+		s->run = NULL;
+	}
+	smtp_tx_free(s);
+	smtp_header_free_list(s->tags);
+	if (s->timer != NULL)
+		event_free(s->timer);
+	lb_session_forget(lb_gen_state(s->gen), s);
+	idmap_del(smtp_sessions, s->id);
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		smtp_all = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	lb_gen_release(s->gen);
+	free(s);
+	worker_session_gone();
+}
+
+/* smtp_shutdown_one - say goodbye to a session that is between transactions; busy ones finish first. */
+static void
+smtp_shutdown_one(struct smtp_session *s)
+{
+	if (s->bev == NULL || s->state == SMTP_S_CLOSING || s->waiting)
+		return;
+	if (s->state == SMTP_S_BODY || s->state == SMTP_S_BDAT || s->state == SMTP_S_RCPT)
+		return;
+	smtp_send(s, SMTP_SHUTDOWN_REPLY);
+	smtp_close(s);
+}
+
+/* smtp_snapshot - the sessions as an array, so that closing some while walking is safe. */
+static size_t
+smtp_snapshot(struct smtp_session ***out)
+{
+	size_t			 n = 0;
+	struct smtp_session	*s, **list;
+
+	list = xcalloc(smtp_session_count() + 1, sizeof(*list));
+	for (s = smtp_all; s != NULL; s = s->next)
+		list[n++] = s;
+	*out = list;
+	return n;
+}
+
+void
+smtp_session_shutdown(void)
+{
+	struct smtp_session	**list;
+	size_t			  i, n;
+
+	smtp_shutting_down = 1;
+	if (smtp_sessions == NULL)
+		return;
+	n = smtp_snapshot(&list);
+	for (i = 0; i < n; i++)
+		if (smtp_session_find(list[i]->id) == list[i])
+			smtp_shutdown_one(list[i]);
+	free(list);
+}
+
+void
+smtp_session_close_all(void)
+{
+	struct smtp_session	**list;
+	size_t			  i, n;
+
+	if (smtp_sessions == NULL)
+		return;
+	n = smtp_snapshot(&list);
+	for (i = 0; i < n; i++) {
+		if (smtp_session_find(list[i]->id) != list[i])
+			continue;
+		if (list[i]->bev != NULL)
+			smtp_send(list[i], SMTP_SHUTDOWN_REPLY);
+		smtp_free(list[i]);
+	}
+	free(list);
+}

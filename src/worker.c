@@ -1,0 +1,178 @@
+/*
+ * worker.c - a listener process. It owns the event loop, the current Lua generation (replaced on SIGHUP if
+ * the new one loads), the disk thread, and the accept side of the shared listening sockets. On SIGTERM it
+ * stops accepting, lets open transactions finish (up to WORKER_DRAIN seconds), and exits.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "cfg.h"
+#include "iothread.h"
+#include "lb.h"
+#include "listen.h"
+#include "log.h"
+#include "smtp_session.h"
+#include "util.h"
+#include "worker.h"
+
+#define WORKER_DRAIN	60	/* seconds open sessions get to finish after SIGTERM */
+
+static struct event_base	*worker_evbase;
+static struct lb_gen		*worker_current;	/* held */
+static struct iothread		*worker_io;
+static struct lsn		**worker_lsns;
+static struct cfg_listen	*worker_lcfg;		/* owned copy: sessions borrow it for their lifetime */
+static int			 worker_nlsn;
+static int			 worker_stop;
+static int			 worker_router_fd = -1;
+static struct event		*worker_drain_ev;
+
+struct event_base *
+worker_base(void)
+{
+	return worker_evbase;
+}
+
+struct lb_gen *
+worker_gen(void)
+{
+	return worker_current;
+}
+
+struct iothread *
+worker_iot(void)
+{
+	return worker_io;
+}
+
+int
+worker_stopping(void)
+{
+	return worker_stop;
+}
+
+void
+worker_message_queued(const char *id)
+{
+	/* A datagram per message; if the router's buffer is full it finds the file on its next scan. */
+	if (worker_router_fd != -1)
+		(void)!send(worker_router_fd, id, strlen(id), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static void
+worker_maybe_exit(void)
+{
+	if (worker_stop && smtp_session_count() == 0 && iot_pending(worker_io) == 0)
+		event_base_loopexit(worker_evbase, NULL);
+}
+
+void
+worker_session_gone(void)
+{
+	worker_maybe_exit();
+}
+
+static void
+worker_reload(void)
+{
+	struct lb_gen	*g;
+	char		*errors = NULL, *warnings = NULL;
+
+	g = lb_gen_new(lb_gen_config(worker_current)->path, LB_ROLE_WORKER, &errors, &warnings);
+	if (g == NULL) {
+		log_error("reload failed; keeping policy generation %u. %s", lb_gen_number(worker_current),
+		    errors ? errors : "");
+		free(errors);
+		free(warnings);
+		return;
+	}
+	free(warnings);
+	log_info("reload: policy generation %u replaces %u; open sessions finish on the old one",
+	    lb_gen_number(g), lb_gen_number(worker_current));
+	lb_gen_release(worker_current);
+	worker_current = g;
+}
+
+static void
+worker_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	log_notice("stop: %zu session(s) still open after %d seconds; closing them", smtp_session_count(),
+	    WORKER_DRAIN);
+	smtp_session_close_all();
+	event_base_loopexit(worker_evbase, NULL);
+}
+
+static void
+worker_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct timeval	 tv = { WORKER_DRAIN, 0 };
+	int		 i;
+
+	if (sig == SIGHUP) {
+		worker_reload();
+		return;
+	}
+	if (worker_stop)
+		return;
+	worker_stop = 1;
+	log_info("stop: no longer accepting; %zu session(s) open", smtp_session_count());
+	for (i = 0; i < worker_nlsn; i++)
+		lsn_stop(worker_lsns[i]);
+	worker_nlsn = 0;
+	smtp_session_shutdown();
+	worker_drain_ev = evtimer_new(worker_evbase, worker_drain_cb, NULL);
+	evtimer_add(worker_drain_ev, &tv);
+	worker_maybe_exit();
+}
+
+int
+worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
+{
+	const struct config	*cfg = lb_gen_config(gen);
+	struct event		*sigs[3];
+	char			 role[32];
+	int			 i;
+
+	snprintf(role, sizeof(role), "worker %d", number);
+	log_set_role(role);
+	signal(SIGPIPE, SIG_IGN);
+	worker_current = gen;
+	worker_router_fd = router_fd;
+	if ((worker_evbase = event_base_new()) == NULL)
+		fatal("worker: cannot create an event base");
+	worker_io = iot_new(worker_evbase);
+	worker_lcfg = xcalloc((size_t)nfds, sizeof(*worker_lcfg));
+	worker_lsns = xcalloc((size_t)nfds, sizeof(*worker_lsns));
+	for (i = 0; i < nfds && (size_t)i < cfg->nlisten; i++) {
+		worker_lcfg[i] = cfg->listen[i];
+		worker_lsns[i] = lsn_start(worker_evbase, fds[i], &worker_lcfg[i]);
+	}
+	worker_nlsn = i;
+	sigs[0] = evsignal_new(worker_evbase, SIGHUP, worker_signal_cb, NULL);
+	sigs[1] = evsignal_new(worker_evbase, SIGTERM, worker_signal_cb, NULL);
+	sigs[2] = evsignal_new(worker_evbase, SIGINT, worker_signal_cb, NULL);
+	for (i = 0; i < 3; i++)
+		evsignal_add(sigs[i], NULL);
+	log_info("ready: policy generation %u, %d listener(s)", lb_gen_number(gen), worker_nlsn);
+
+	event_base_dispatch(worker_evbase);
+
+	for (i = 0; i < 3; i++)
+		event_free(sigs[i]);
+	if (worker_drain_ev != NULL)
+		event_free(worker_drain_ev);
+	iot_free(worker_io);
+	lb_gen_release(worker_current);
+	event_base_free(worker_evbase);
+	log_info("stopped");
+	return 0;
+}
