@@ -170,6 +170,28 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 		}
 		lua_pop(L, 1);
 	}
+	if (cfg_table(&x, "dns", "dns")) {
+		c->dns_timeout = cfg_num(&x, "timeout", "dns.timeout");
+		c->dns_tries = (int)cfg_num(&x, "tries", "dns.tries");
+		lua_getfield(L, -1, "servers");			/* [.. dns servers] */
+		if (lua_istable(L, -1) && lua_rawlen(L, -1) > 0) {
+			luaL_Buffer	 b;
+			size_t		 i, n = lua_rawlen(L, -1);
+			int		 list = lua_absindex(L, -1);	/* the buffer may use stack slots */
+
+			luaL_buffinit(L, &b);
+			for (i = 1; i <= n; i++) {
+				lua_rawgeti(L, list, (lua_Integer)i);
+				if (i > 1)
+					luaL_addchar(&b, ',');
+				luaL_addvalue(&b);
+			}
+			luaL_pushresult(&b);			/* [.. dns servers csv] */
+			c->dns_servers = xstrdup(lua_tostring(L, -1));
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 2);					/* [.. cfg] */
+	}
 	if (cfg_table(&x, "delivery", "delivery")) {
 		c->maildir = cfg_str(&x, "maildir", "delivery.maildir", 0);
 		lua_pop(L, 1);
@@ -193,5 +215,6 @@ cfg_free(struct config *c)
 	free(c->spool);
 	free(c->user);
 	free(c->maildir);
+	free(c->dns_servers);
 	memset(c, 0, sizeof(*c));
 }

@@ -42,6 +42,9 @@ struct config {
 	int			 log_level;		/* enum log_level */
 	int			 log_syslog;
 	char			*maildir;		/* owns: delivery.maildir template */
+	char			*dns_servers;		/* owns: "ip:port,..." for c-ares, or NULL (resolv.conf) */
+	double			 dns_timeout;
+	int			 dns_tries;
 };
 
 /*

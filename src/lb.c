@@ -42,6 +42,9 @@ struct lb_gen {
 };
 
 struct lb_run {
+	uint64_t	 id;		/* for asynchronous answers (lb_runs) */
+	int		 pending;	/* the coroutine yielded for a timer or a DNS answer */
+	int		 wait_tag;	/* what it waits for (the DNS type), for the waker */
 	struct lb_gen	*gen;		/* held */
 	lua_State	*co;		/* borrowed from the registry ref below */
 	int		 co_ref;	/* registry reference that keeps co alive */
@@ -56,6 +59,11 @@ static const char *const lb_stage_names[LB_S_COUNT] = {
 	"connect", "helo", "auth", "mail", "rcpt", "data", "message", "close", "route"
 };
 static unsigned	 lb_generations;
+static struct idmap	*lb_runs;	/* id -> run, so that a late answer finds only live runs */
+static uint64_t		 lb_next_run;
+
+static void	lb_run_free(struct lb_run *);
+static int	lb_run_resume(struct lb_run *, int nargs, struct lb_verdict *);
 
 const char *
 lb_stage_name(enum lb_stage st)
@@ -147,13 +155,16 @@ static int
 lb_core_sleep(lua_State *L)
 {
 	lua_Number	 sec = luaL_checknumber(L, 1);
+	struct lb_run	*run = *lb_run_slot(L);
+	struct timeval	 tv;
 
 	luaL_argcheck(L, sec >= 0 && sec <= 3600, 1, "seconds between 0 and 3600");
-	if (*lb_run_slot(L) == NULL || !lua_isyieldable(L))
+	if (lb_run_prepare_wait(L, 0) == 0 || run->timer == NULL)
 		return luaL_error(L, "mta.sleep: only a stage handler can wait");
-	lua_pushliteral(L, "sleep");		/* [sec "sleep"] */
-	lua_pushnumber(L, sec);			/* [sec "sleep" sec] */
-	return lua_yield(L, 2);
+	tv.tv_sec = (time_t)sec;
+	tv.tv_usec = (suseconds_t)((sec - (double)tv.tv_sec) * 1e6);
+	evtimer_add(run->timer, &tv);
+	return lua_yield(L, 0);		/* lb_timer_cb() resumes with no values */
 }
 
 static int
@@ -202,7 +213,9 @@ lb_core_open(lua_State *L)
 		{ NULL, NULL }
 	};
 
-	luaL_newlib(L, fns);
+	luaL_newlib(L, fns);					/* [core] */
+	lb_dns_register(L);
+	lb_session_core(L);
 	return 1;
 }
 
@@ -213,6 +226,7 @@ lb_join_list(lua_State *L, int idx)
 	size_t		 i, n;
 	char		*out;
 
+	idx = lua_absindex(L, idx);	/* the buffer below may push onto the stack */
 	if (!lua_istable(L, idx))
 		return NULL;
 	n = lua_rawlen(L, idx);
@@ -451,16 +465,59 @@ lb_verdict_read(struct lb_run *run, int nres, struct lb_verdict *v)
 		snprintf(v->text, sizeof(v->text), "rule %s returned an unknown action", v->rule);
 }
 
-static void	lb_run_free(struct lb_run *);
-static int	lb_run_resume(struct lb_run *, int nargs, struct lb_verdict *);
 
 static void
 lb_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct lb_run		*run = arg;
+	struct lb_run	*run = arg;
+
+	lb_run_wake(run->id, 0);
+}
+
+uint64_t
+lb_run_prepare_wait(lua_State *L, int tag)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	/* Only the run's own coroutine may wait: a yield from a coroutine the rule made itself would go there. */
+	if (run == NULL || run->co != L || !lua_isyieldable(L) || run->pending)
+		return 0;
+	run->pending = 1;
+	run->wait_tag = tag;
+	return run->id;
+}
+
+void
+lb_run_cancel_wait(lua_State *L)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	if (run != NULL)
+		run->pending = 0;
+}
+
+lua_State *
+lb_run_waiting(uint64_t id, int *tag)
+{
+	struct lb_run	*run = lb_runs ? idmap_get(lb_runs, id) : NULL;
+
+	if (run == NULL || !run->pending)
+		return NULL;
+	if (tag != NULL)
+		*tag = run->wait_tag;
+	return run->co;
+}
+
+void
+lb_run_wake(uint64_t id, int nargs)
+{
+	struct lb_run		*run = lb_runs ? idmap_get(lb_runs, id) : NULL;
 	struct lb_verdict	 v;
 
-	if (lb_run_resume(run, 0, &v) == 1)
+	if (run == NULL || !run->pending)
+		return;
+	run->pending = 0;
+	if (lb_run_resume(run, nargs, &v) == 1)
 		return;				/* waiting again */
 	run->done(run->owner, &v);
 	lb_run_free(run);
@@ -478,18 +535,9 @@ lb_run_resume(struct lb_run *run, int nargs, struct lb_verdict *v)
 
 	status = lua_resume(co, run->gen->L, nargs, &nres);
 	if (status == LUA_YIELD) {
-		if (nres == 2 && lua_isstring(co, -2) && strcmp(lua_tostring(co, -2), "sleep") == 0 &&
-		    run->timer != NULL) {
-			double		 sec = lua_tonumber(co, -1);
-			struct timeval	 tv;
-
-			lua_pop(co, nres);
-			tv.tv_sec = (time_t)sec;
-			tv.tv_usec = (suseconds_t)((sec - (double)tv.tv_sec) * 1e6);
-			evtimer_add(run->timer, &tv);
-			return 1;
-		}
 		lua_pop(co, nres);
+		if (run->pending)
+			return 1;
 		lb_rule_of(run, rule, sizeof(rule));
 		memset(v, 0, sizeof(*v));
 		v->kind = LB_V_ERROR;
@@ -532,6 +580,10 @@ lb_run_start(struct lb_gen *g, struct event_base *base, enum lb_stage st, lb_pus
 		return 0;
 	}
 	run = xcalloc(1, sizeof(*run));
+	if (lb_runs == NULL)
+		lb_runs = idmap_new();
+	run->id = ++lb_next_run;
+	idmap_put(lb_runs, run->id, run);
 	run->gen = g;
 	lb_gen_hold(g);
 	run->stage = st;
@@ -559,6 +611,7 @@ lb_run_free(struct lb_run *run)
 {
 	if (run->timer != NULL)
 		event_free(run->timer);
+	idmap_del(lb_runs, run->id);
 	*lb_run_slot(run->co) = NULL;
 	luaL_unref(run->gen->L, LUA_REGISTRYINDEX, run->co_ref);
 	lb_gen_release(run->gen);

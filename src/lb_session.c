@@ -19,6 +19,7 @@
 
 #define LB_SESSION_MT	"luamta.session"
 #define LB_VARS_KEY	"luamta.vars"		/* registry: session id -> s.vars table */
+#define LB_PRIVATE_KEY	"luamta.private"	/* registry: session id -> the library's own per-session table */
 
 struct lb_session_handle {
 	uint64_t	 id;
@@ -49,18 +50,6 @@ lb_session_closed(lua_State *L)
 {
 	lua_pushnil(L);
 	lua_pushliteral(L, "session closed");
-	return 2;
-}
-
-/* s:hostname() - the verified client host name. DNS arrives with the inbound-controls work; until then no
- * name is ever verified, so host-name entries never match (SPEC section 4: no verified name). */
-static int
-lb_session_hostname(lua_State *L)
-{
-	if (lb_session_check(L, 1) == NULL)
-		return lb_session_closed(L);
-	lua_pushnil(L);
-	lua_pushliteral(L, "no verified host name");
 	return 2;
 }
 
@@ -142,9 +131,9 @@ lb_session_log(lua_State *L)
 }
 
 static void
-lb_session_vars(lua_State *L, struct smtp_session *s)
+lb_session_table(lua_State *L, struct smtp_session *s, const char *key)
 {
-	lua_getfield(L, LUA_REGISTRYINDEX, LB_VARS_KEY);	/* [.. vars] */
+	lua_getfield(L, LUA_REGISTRYINDEX, key);		/* [.. vars] */
 	lua_rawgeti(L, -1, (lua_Integer)s->id);			/* [.. vars v] */
 	if (lua_isnil(L, -1)) {
 		lua_pop(L, 1);
@@ -161,7 +150,40 @@ lb_session_forget(lua_State *L, struct smtp_session *s)
 	lua_getfield(L, LUA_REGISTRYINDEX, LB_VARS_KEY);	/* [.. vars] */
 	lua_pushnil(L);
 	lua_rawseti(L, -2, (lua_Integer)s->id);
-	lua_pop(L, 1);
+	lua_getfield(L, LUA_REGISTRYINDEX, LB_PRIVATE_KEY);	/* [.. vars private] */
+	lua_pushnil(L);
+	lua_rawseti(L, -2, (lua_Integer)s->id);
+	lua_pop(L, 2);
+}
+
+/* core.session_private(s) - a table the luamta library keeps per session (rules cannot reach it through s). */
+static int
+lb_session_private(lua_State *L)
+{
+	struct smtp_session	*s = lb_session_check(L, 1);
+
+	if (s == NULL)
+		return lb_session_closed(L);
+	lb_session_table(L, s, LB_PRIVATE_KEY);
+	return 1;
+}
+
+/* core.session_methods() - the methods table, so that lua/luamta/init.lua can add methods written in Lua. */
+static int
+lb_session_methods(lua_State *L)
+{
+	luaL_getmetatable(L, LB_SESSION_MT);			/* [mt] */
+	lua_getfield(L, -1, "methods");				/* [mt methods] */
+	return 1;
+}
+
+void
+lb_session_core(lua_State *L)
+{
+	lua_pushcfunction(L, lb_session_private);
+	lua_setfield(L, -2, "session_private");
+	lua_pushcfunction(L, lb_session_methods);
+	lua_setfield(L, -2, "session_methods");
 }
 
 static int
@@ -205,7 +227,7 @@ lb_session_index(lua_State *L)
 			lua_rawseti(L, -2, (lua_Integer)i + 1);
 		}
 	} else if (strcmp(key, "vars") == 0)
-		lb_session_vars(L, s);
+		lb_session_table(L, s, LB_VARS_KEY);
 	else if (strcmp(key, "listener") == 0)
 		lua_pushstring(L, s->lsn->text);
 	else
@@ -235,7 +257,6 @@ void
 lb_session_open(lua_State *L)
 {
 	static const luaL_Reg	 methods[] = {
-		{ "hostname", lb_session_hostname },
 		{ "tag", lb_session_tag },
 		{ "log", lb_session_log },
 		{ NULL, NULL }
@@ -255,6 +276,8 @@ lb_session_open(lua_State *L)
 	lua_pop(L, 1);						/* [] */
 	lua_newtable(L);
 	lua_setfield(L, LUA_REGISTRYINDEX, LB_VARS_KEY);
+	lua_newtable(L);
+	lua_setfield(L, LUA_REGISTRYINDEX, LB_PRIVATE_KEY);
 }
 
 void

@@ -25,6 +25,7 @@
 #include <lua.h>
 
 #include "cfg.h"
+#include "dns.h"
 #include "iothread.h"
 #include "lb.h"
 #include "lb_types.h"
@@ -414,6 +415,9 @@ router_main(struct lb_gen *gen, int notify_fd)
 		fatal("router: cannot create %s: %s", path, strerror(errno));
 	router_base = event_base_new();
 	router_io = iot_new(router_base);
+	if (dns_init(router_base, router_cfg->dns_servers, router_cfg->dns_timeout, router_cfg->dns_tries, path,
+	    sizeof(path)) == -1)
+		fatal("%s", path);
 	router_busy = idmap_new();
 	notify = event_new(router_base, notify_fd, EV_READ | EV_PERSIST, router_notify_cb, NULL);
 	event_add(notify, NULL);
@@ -430,6 +434,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	event_base_dispatch(router_base);
 
 	iot_free(router_io);
+	dns_shutdown();
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_free(notify);

@@ -496,7 +496,18 @@ static void
 smtp_cmd_helo_common(struct smtp_session *s, const char *arg, int esmtp)
 {
 	struct smtp_wait	*w;
+	char			 name[SMTP_HELO_MAX + 1];
+	size_t			 n;
 
+	/* Trailing spaces are common and harmless (Postfix ignores them too). */
+	n = util_strlcpy(name, arg, sizeof(name));
+	if (n >= sizeof(name)) {
+		smtp_reply(s, "501 5.5.2 Invalid %s argument: too long", esmtp ? "EHLO" : "HELO");
+		return;
+	}
+	while (n > 0 && name[n - 1] == ' ')
+		name[--n] = '\0';
+	arg = name;
 	if (*arg == '\0') {
 		smtp_reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
 		return;
@@ -842,6 +853,7 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 	if ((s = smtp_session_find(id)) == NULL) {
 		if (err == 0)	/* queued, but the client left before the 250: it may send it again */
 			log_notice("%s: queued, but the client left before the reply", queue_id);
+		worker_session_gone();	/* when stopping, this may have been the last thing to wait for */
 		return;
 	}
 	s->waiting = 0;
@@ -1188,11 +1200,9 @@ smtp_close(struct smtp_session *s)
 		idmap_del(smtp_waits, s->id);
 		s->waiting = 0;
 	}
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
-		smtp_free(s);
-		return;
-	}
-	smtp_timer_arm(s, 10);		/* a client that never reads its last reply does not keep us */
+	/* Never free here: callers up the stack still hold s. The write callback frees once the last reply is
+	 * out; the timer does it when there is nothing to send, or when the client never reads its reply. */
+	smtp_timer_arm(s, evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 ? 0 : 10);
 }
 
 static void

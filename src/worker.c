@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "cfg.h"
+#include "dns.h"
 #include "iothread.h"
 #include "lb.h"
 #include "listen.h"
@@ -139,7 +140,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 {
 	const struct config	*cfg = lb_gen_config(gen);
 	struct event		*sigs[3];
-	char			 role[32];
+	char			 role[32], err[512];
 	int			 i;
 
 	snprintf(role, sizeof(role), "worker %d", number);
@@ -150,6 +151,8 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	if ((worker_evbase = event_base_new()) == NULL)
 		fatal("worker: cannot create an event base");
 	worker_io = iot_new(worker_evbase);
+	if (dns_init(worker_evbase, cfg->dns_servers, cfg->dns_timeout, cfg->dns_tries, err, sizeof(err)) == -1)
+		fatal("%s", err);
 	worker_lcfg = xcalloc((size_t)nfds, sizeof(*worker_lcfg));
 	worker_lsns = xcalloc((size_t)nfds, sizeof(*worker_lsns));
 	for (i = 0; i < nfds && (size_t)i < cfg->nlisten; i++) {
@@ -171,6 +174,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	if (worker_drain_ev != NULL)
 		event_free(worker_drain_ev);
 	iot_free(worker_io);
+	dns_shutdown();
 	lb_gen_release(worker_current);
 	event_base_free(worker_evbase);
 	log_info("stopped");

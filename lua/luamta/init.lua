@@ -62,6 +62,55 @@ function M.sleep(seconds)
   return core.sleep(seconds)
 end
 
+-- mta.dns.a/aaaa/mx/ptr/txt/cname(name) -> records | nil, err (err: "nxdomain", "nodata", "timeout",
+-- "servfail"). A cached answer comes at once; otherwise the handler waits without blocking the server.
+-- mx gives { preference = n, exchange = "host" } tables; ptr also takes an IP address.
+M.dns = core.dns
+
+-- s:hostname() -> the verified client host name, or nil, why ("none" or "timeout"). SPEC section 4: by
+-- default forward-confirmed (a PTR name whose A/AAAA records contain the client address); with
+-- dns.verify_ptr = "ptr_only" the first PTR name, as Domino does. Looked up once per session.
+local HOSTNAME_CANDIDATES = 10     -- PTR names tried at most; a long PTR list is a trick, not a host
+local verify_ptr = (M.config.dns or {}).verify_ptr or "forward_confirmed"
+
+local function strip_dot(name)
+  name = name:lower()
+  if name:sub(-1) == "." then name = name:sub(1, -2) end
+  return name
+end
+
+local function verify_host(ip)
+  local names, err = M.dns.ptr(ip)
+  if not names then
+    return nil, (err == "timeout" or err == "servfail") and "timeout" or "none"
+  end
+  if verify_ptr == "ptr_only" then return strip_dot(names[1]) end
+  local lookup = ip:find(":", 1, true) and M.dns.aaaa or M.dns.a
+  local failed = false
+  for i = 1, math.min(#names, HOSTNAME_CANDIDATES) do
+    local addrs, aerr = lookup(names[i])
+    if addrs then
+      for _, addr in ipairs(addrs) do
+        if core.dns.ip_equal(addr, ip) then return strip_dot(names[i]) end
+      end
+    elseif aerr == "timeout" or aerr == "servfail" then
+      failed = true
+    end
+  end
+  return nil, failed and "timeout" or "none"
+end
+
+local session_methods = core.session_methods()
+function session_methods.hostname(s)
+  local private, err = core.session_private(s)
+  if not private then return nil, err end
+  if not private.hostname_done then
+    private.hostname, private.hostname_err = verify_host(s.ip)
+    private.hostname_done = true
+  end
+  return private.hostname, private.hostname_err
+end
+
 -- mta.log(...): one log line at info level.
 function M.log(...)
   local parts = table.pack(...)
