@@ -460,6 +460,8 @@ dns_answer_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen
 		r.status = DNS_TIMEOUT;
 		break;
 	case ARES_ECONNREFUSED:		/* c-ares's word for a REFUSED answer as well as an unreachable server */
+		r.status = DNS_SERVFAIL;
+		break;
 	case ARES_EDESTRUCTION:		/* shutting down: nobody waits any more */
 	case ARES_ECANCELLED:
 		free(q);
