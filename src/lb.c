@@ -179,6 +179,13 @@ lb_core_log(lua_State *L)
 }
 
 static int
+lb_core_debugging(lua_State *L)
+{
+	lua_pushboolean(L, log_enabled(LOG_L_DEBUG));
+	return 1;
+}
+
+static int
 lb_core_config(lua_State *L)
 {
 	lua_getfield(L, LUA_REGISTRYINDEX, "luamta.config");	/* [cfg] */
@@ -207,6 +214,7 @@ lb_core_open(lua_State *L)
 	static const luaL_Reg	 fns[] = {
 		{ "sleep", lb_core_sleep },
 		{ "log", lb_core_log },
+		{ "debugging", lb_core_debugging },
 		{ "config", lb_core_config },
 		{ "set_config", lb_core_set_config },
 		{ "datadir", lb_core_datadir },

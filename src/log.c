@@ -19,6 +19,7 @@ static const char	*log_progname = "luamta";
 static char		 log_role[32] = "";
 static int		 log_min = LOG_L_INFO;
 static int		 log_syslog;
+static int		 log_fd = STDERR_FILENO;
 
 static const char *const log_names[] = { "debug", "info", "notice", "warning", "error" };
 
@@ -30,6 +31,18 @@ log_init(const char *progname, int level, int use_syslog)
 	if (use_syslog && !log_syslog)
 		openlog(progname, LOG_PID | LOG_NDELAY, LOG_MAIL);
 	log_syslog = use_syslog;
+}
+
+int
+log_enabled(enum log_level level)
+{
+	return (int)level >= log_min;
+}
+
+void
+log_set_fd(int fd)
+{
+	log_fd = fd;
 }
 
 void
@@ -80,7 +93,7 @@ log_vwrite(enum log_level level, const char *fmt, va_list ap)
 	if ((size_t)(n + m) > sizeof(line) - 2)
 		m = (int)sizeof(line) - 2 - n;	/* truncated: keep one whole line */
 	line[n + m] = '\n';
-	(void)!write(STDERR_FILENO, line, n + m + 1);
+	(void)!write(log_fd, line, n + m + 1);
 }
 
 void

@@ -8,7 +8,9 @@
 enum log_level { LOG_L_DEBUG, LOG_L_INFO, LOG_L_NOTICE, LOG_L_WARNING, LOG_L_ERROR };
 
 void	 log_init(const char *progname, int level, int use_syslog);
-void	 log_set_role(const char *role);	/* "master", "worker 1", "router": shown in each line */
+void	 log_set_role(const char *role);
+int	 log_enabled(enum log_level);
+void	 log_set_fd(int fd);			/* where lines go when not to syslog (default stderr) */	/* "master", "worker 1", "router": shown in each line */
 int	 log_level_from_name(const char *);	/* -1 when unknown */
 void	 log_msg(enum log_level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define	 log_debug(...)		log_msg(LOG_L_DEBUG, __VA_ARGS__)

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "master.h"
 #include "queueid.h"
+#include "simulate.h"
 #include "spool.h"
 #include "util.h"
 
@@ -283,10 +284,8 @@ main(int argc, char **argv)
 		lb_gen_release(g);
 		return rc;
 	}
-	if (strcmp(cmd, "simulate") == 0) {
-		fprintf(stderr, "luamta simulate: not available yet (it arrives with the inbound controls)\n");
-		return 2;
-	}
+	if (strcmp(cmd, "simulate") == 0)
+		return simulate_main(path, argc - 2, argv + 2);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
 		main_usage(stdout);
 		return 0;

@@ -51,6 +51,7 @@ static struct idmap	*smtp_sessions;
 static struct smtp_session *smtp_all;		/* list of every session, for shutdown */
 static uint64_t		 smtp_next_id;
 static int		 smtp_shutting_down;
+static int		 smtp_dry_run;		/* luamta simulate: decide everything, queue nothing */
 
 static const char *const smtp_state_names[SMTP_S_COUNT] = {
 	"CONNECT", "GREETED", "READY", "RCPT", "BODY", "BDAT", "REFUSED", "CLOSING"
@@ -97,6 +98,29 @@ static void	smtp_close(struct smtp_session *);
 static void	smtp_free(struct smtp_session *);
 static void	smtp_policy_done(uint64_t, const struct lb_verdict *);
 static void	smtp_greet(struct smtp_session *);
+
+void
+smtp_session_dry_run(void)
+{
+	smtp_dry_run = 1;
+}
+
+int
+smtp_session_set_user(uint64_t id, const char *user)
+{
+	struct smtp_session	*s = smtp_session_find(id);
+
+	if (s == NULL)
+		return -1;
+	util_strlcpy(s->user, user, sizeof(s->user));
+	return 0;
+}
+
+uint64_t
+smtp_session_last_id(void)
+{
+	return smtp_all ? smtp_all->id : 0;
+}
 
 const char *
 smtp_state_name(enum smtp_state st)
@@ -883,6 +907,15 @@ smtp_commit(struct smtp_session *s)
 	struct evbuffer	*head = smtp_build_head(s);
 	struct evbuffer	*body = s->tx->data;
 
+	if (smtp_dry_run) {
+		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu: would be queued (simulation)", s->tx->queue_id,
+		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
+		evbuffer_free(head);
+		smtp_tx_free(s);
+		smtp_enter_state(s, SMTP_S_READY);
+		smtp_reply(s, "250 2.0.0 Ok: would be queued (simulation, nothing was queued)");
+		return;
+	}
 	s->tx->data = evbuffer_new();	/* the spool takes the message */
 	s->waiting = 1;
 	bufferevent_disable(s->bev, EV_READ);

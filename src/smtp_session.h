@@ -104,5 +104,9 @@ void			 smtp_session_shutdown(void);
 void			 smtp_session_close_all(void);	/* the deadline passed: close everything */
 size_t			 smtp_session_count(void);
 const char		*smtp_state_name(enum smtp_state);
+/* For luamta simulate: commit nothing; authenticate a session as if AUTH had succeeded; the newest session. */
+void			 smtp_session_dry_run(void);
+int			 smtp_session_set_user(uint64_t id, const char *user);
+uint64_t		 smtp_session_last_id(void);
 
 #endif

@@ -135,6 +135,14 @@ worker_signal_cb(evutil_socket_t sig, short what, void *arg)
 	worker_maybe_exit();
 }
 
+void
+worker_embed(struct event_base *base, struct lb_gen *gen)
+{
+	worker_evbase = base;
+	worker_current = gen;
+	worker_io = iot_new(base);
+}
+
 int
 worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 {

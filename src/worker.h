@@ -11,6 +11,8 @@ struct lb_gen;
 
 /* worker_main - run a worker until it is told to stop; returns the exit status. Takes gen. */
 int			 worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd);
+/* worker_embed - serve sessions on base with gen without listening (luamta simulate). Takes gen. */
+void			 worker_embed(struct event_base *base, struct lb_gen *gen);
 struct event_base	*worker_base(void);
 struct lb_gen		*worker_gen(void);		/* borrowed: the generation new sessions start on */
 struct iothread		*worker_iot(void);

@@ -127,10 +127,14 @@ end
 function M.run(stage, ...)
   local list = by_stage[stage]
   local co = coroutine.running()
+  local tracing = core.debugging()    -- luamta simulate and log.level = "debug" show every rule's answer
   for i = 1, #list do
     local rule = list[i]
     running[co] = rule.name
     local verdict = rule.fn(...)
+    if verdict == nil and tracing then
+      core.log("debug", ("stage=%s rule=%s: no opinion"):format(stage, rule.name))
+    end
     if verdict ~= nil then
       if type(verdict) ~= "table" or type(verdict.action) ~= "string" then
         error(("rule %q: %s handler returned a %s; expected a verdict (mta.accept, mta.reject, ...) or nothing")

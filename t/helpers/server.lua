@@ -107,7 +107,7 @@ end
 M.group_members = group_members
 
 local function kill(sig, target)
-  run("kill -" .. sig .. " -- " .. tostring(target))
+  run("kill -" .. sig .. " " .. tostring(target))
 end
 
 -- Configuration -----------------------------------------------------------------------------------------------
