@@ -98,6 +98,15 @@ function M.boot(path, opts)
     else
       loaded[name] = true
       local mod = load_rule(name, path_found, errors)
+      if mod and type(mod.check_warnings) == "function" and opts.role ~= "router" then
+        -- A module may explain its configuration to `luamta check` (and to the log at start).
+        local ok, list = pcall(mod.check_warnings)
+        if ok and type(list) == "table" then
+          for _, w in ipairs(list) do warnings[#warnings + 1] = path .. ": " .. tostring(w) end
+        elseif not ok then
+          errors[#errors + 1] = ("%s: rule module %q: check_warnings failed: %s"):format(path_found, name, tostring(list))
+        end
+      end
       if mod then
         for _, stage in ipairs(STAGES) do
           if type(mod[stage]) == "function" then

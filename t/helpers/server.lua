@@ -310,6 +310,14 @@ function Server:wait_gone(timeout)
   return wait_until(function() return #self:processes() == 0 end, timeout or 10, 0.02) and true or false
 end
 
+-- wait_reaped(): when the pid file still names the dead master, wait (bounded) until init has reaped it: the
+-- next start checks that pid with kill(pid, 0), which a zombie would pass.
+function Server:wait_reaped()
+  if self:master_pid() == self.pid then
+    wait_until(function() return proc_stat(self.pid) == nil end, 5, 0.02)
+  end
+end
+
 -- stop(timeout): SIGTERM to the master, wait (bounded) for every process to exit, then SIGKILL the group.
 -- Returns true when the daemon stopped on its own.
 function Server:stop(timeout)
@@ -319,10 +327,12 @@ function Server:stop(timeout)
   if not self:wait_gone(timeout or 10) then
     graceful = false
     kill("KILL", "-" .. self.pgid)
-    self:wait_gone(5)
+    for _, pid in ipairs(self:processes()) do kill("KILL", pid) end
+    if not self:wait_gone(5) then
+      error("luamta processes left after SIGKILL: " .. table.concat(self:processes(), " "))
+    end
   end
-  -- Let init reap the master, so that a restart does not mistake its pid for a running server.
-  wait_until(function() return proc_stat(self.pid) == nil end, 2, 0.02)
+  self:wait_reaped()
   running[self] = nil
   self.pgid, self.pid = nil, nil
   return graceful
@@ -334,7 +344,7 @@ function Server:kill9()
   kill("KILL", "-" .. self.pgid)
   for _, pid in ipairs(self:processes()) do kill("KILL", pid) end
   self:wait_gone(5)
-  wait_until(function() return proc_stat(self.pid) == nil end, 2, 0.02)
+  self:wait_reaped()
   running[self] = nil
   self.pgid, self.pid = nil, nil
 end
