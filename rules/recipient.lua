@@ -52,6 +52,11 @@ function M.check_warnings()
   for _, m in ipairs({ allow, deny }) do
     for _, w in ipairs(m:warnings()) do out[#out + 1] = w end
   end
+  if check_directory and #mta.config.directory.users == 0 then
+    out[#out + 1] = (cfg.verify_local and "inbound.recipient.verify_local" or "routing.smart_host_all")
+                    .. ": the directory has no users, so every local recipient is rejected with 550 5.1.1; "
+                    .. "expected directory.users or directory.file"
+  end
   return out
 end
 

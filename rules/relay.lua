@@ -49,10 +49,7 @@ function M.check_warnings()
   for _, m in ipairs({ allow_to, deny_to, allow_from, deny_from, dom.exclude }) do
     for _, w in ipairs(m:warnings()) do out[#out + 1] = w end
   end
-  if cfg.enforce == "none" then
-    out[#out + 1] = 'inbound.relay.enforce: "none" makes an open relay: anyone may send mail anywhere through '
-                    .. 'this server; expected "external" or "all"'
-  end
+  -- enforce = "none" is warned about by the configuration loader, with its line.
   if allow_to:has_star() then
     out[#out + 1] = 'inbound.relay.allow_to: "*" allows relaying to every domain'
                     .. (cfg.precedence == "allow" and ", which makes an open relay" or "")

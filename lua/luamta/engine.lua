@@ -28,7 +28,8 @@ local function load_rule(name, path, errors)
     return nil
   end
   debug.sethook(function() error("rule module takes too long to load", 2) end, "", LOAD_BUDGET)
-  local ok, mod = xpcall(chunk, debug.traceback)
+  -- No traceback: a load error is a configuration problem, and its message already names file:line or key.
+  local ok, mod = pcall(chunk)
   debug.sethook()
   if not ok then
     errors[#errors + 1] = ("%s: rule module %q failed to load: %s"):format(path, name, tostring(mod))

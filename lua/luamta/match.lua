@@ -490,11 +490,13 @@ function M.compile(list, family, keypath, groups)
     if kind == "star" then
       self.star = self.star or origin
     elseif kind == "ip4" or kind == "ip6" then
-      if e.note then warn(where .. ": " .. quoted(text) .. " has " .. e.note .. "; expected the network address") end
+      if e.note then
+        warn(where .. ": " .. quoted(text) .. " has " .. e.note .. "; expected the network address" .. tail)
+      end
       local list = kind == "ip4" and self.ip4 or self.ip6
       list[#list + 1] = { ranges = e.ranges, words = e.words, bits = e.bits, origin = origin }
     elseif kind == "suffix" then
-      warn(suffix_warning(where, e, hosts))
+      warn(suffix_warning(where, e, hosts) .. tail)
       self.suffix[#self.suffix + 1] = { value = e.value, origin = origin }
     elseif kind == "domain" or kind == "address" or kind == "domino" then
       local set = self[kind]
@@ -502,7 +504,8 @@ function M.compile(list, family, keypath, groups)
     elseif kind == "group" then
       local name = groups[e.value] ~= nil and e.value or by_lower[e.value:lower()]
       if name == nil then
-        warn(where .. ": unknown group " .. quoted(e.value) .. " matches nothing; expected a group of directory.groups")
+        warn(where .. ": unknown group " .. quoted(e.value) .. " matches nothing; expected a group of directory.groups"
+             .. tail)
         return
       end
       for i, g in ipairs(stack) do
@@ -516,7 +519,7 @@ function M.compile(list, family, keypath, groups)
       end
       local members = to_list(groups[name], "directory.groups." .. name)
       if #members == 0 then
-        warn(where .. ": group " .. quoted(name) .. " is empty and matches nothing; expected members")
+        warn(where .. ": group " .. quoted(name) .. " is empty and matches nothing; expected members" .. tail)
         return
       end
       stack[#stack + 1] = name

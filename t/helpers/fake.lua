@@ -6,15 +6,18 @@
 --   opts.hostname: what server.hostname defaults to (default "mx.example.org"); opts.dns: a DNS script;
 --   opts.directory_error: make mta.directory.lookup answer nil, err (a directory that cannot answer).
 --   The module gets mta.dns.a/aaaa/mx/cname/txt/ptr answering from the script, and mta.fake =
---   { cfg, warnings, dns = script, queries = { "a 7.2.0.192.bl.test", … }, logs = { … } }.
+--   { cfg, warnings, dns = script, queries = { "a 7.2.0.192.bl.test", … }, logs = { … }, methods = the session
+--   methods init.lua added (hostname) }.
 -- DNS script: { ["name"] = { a = { "127.0.0.2" }, mx = { { preference = 10, exchange = "mx.x.test" } } } }. A
 --   record list answers; a string answers nil, that string ("timeout", "servfail", "nodata", "nxdomain"); a
 --   name whose value is a string answers every type so; a name without that type is "nodata"; a name not in the
---   script is "nxdomain". Names are case-insensitive and lose one trailing dot.
+--   script is "nxdomain". Names are case-insensitive and lose one trailing dot. mta.dns.ptr is asked with the IP
+--   text (as the real one is), so a PTR answer goes under ["192.0.2.7"] = { ptr = { "mail.x.test" } }.
 -- fake.load_rule(name, cfg, opts) -> rule module, mta: loads rules/<name>.lua with the fake in
 --   package.loaded.luamta, then puts the previous value back (also when loading fails; the error is raised again).
 -- fake.session(t) -> a session: t.ip (default "198.51.100.7"), t.user, t.helo, t.port, t.host (the verified
---   name s:hostname() gives) or t.host_error ("timeout" or "none", the default when there is no t.host).
+--   name s:hostname() gives) or t.host_error ("timeout" or "none", the default when there is no t.host), or
+--   t.mta (a fake.mta): s:hostname() is then init.lua's own verification (PTR, then A/AAAA) over its DNS script.
 --   Recorded: s.tags ({ { name, value } … }), s.logs (strings), s.hostname_calls (a number).
 -- fake.addr(text) -> an address table { address, localpart, domain }; "" is the null sender.
 local match = require "luamta.match"
@@ -139,6 +142,7 @@ function M.mta(cfg, opts)
   if opts.directory_error then
     mta.directory.lookup = function() return nil, opts.directory_error end
   end
+  state.methods = methods
   mta.fake = state
   return mta
 end
@@ -160,6 +164,7 @@ Session.__index = Session
 function Session:hostname()
   self.hostname_calls = self.hostname_calls + 1
   if self._host then return self._host end
+  if self._mta and self._host_error == nil then return self._mta.fake.methods.hostname(self) end
   return nil, self._host_error or "none"
 end
 
@@ -179,7 +184,7 @@ function M.session(t)
   return setmetatable({
     ip = t.ip or "198.51.100.7", port = t.port or 40000, user = t.user, helo = t.helo, tls = t.tls or false,
     id = "fake", vars = {}, tags = {}, logs = {}, hostname_calls = 0,
-    _host = t.host, _host_error = t.host_error,
+    _host = t.host, _host_error = t.host_error, _mta = t.mta,
   }, Session)
 end
 
