@@ -192,6 +192,29 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 		}
 		lua_pop(L, 2);					/* [.. cfg] */
 	}
+	if (cfg_table(&x, "routing", "routing")) {
+		size_t	 i;
+
+		c->max_queue_time = cfg_num(&x, "max_queue_time", "routing.max_queue_time");
+		c->delay_warning = cfg_num(&x, "delay_warning", "routing.delay_warning");
+		c->max_per_domain = (int)cfg_num(&x, "max_per_domain", "routing.max_per_domain");
+		if (cfg_table(&x, "retry", "routing.retry")) {
+			c->nretry = lua_rawlen(L, -1);
+			c->retry = xcalloc(c->nretry ? c->nretry : 1, sizeof(*c->retry));
+			for (i = 0; i < c->nretry; i++) {
+				lua_rawgeti(L, -1, (lua_Integer)i + 1);
+				c->retry[i] = lua_tonumber(L, -1);
+				lua_pop(L, 1);
+			}
+			lua_pop(L, 1);
+		}
+		if (cfg_table(&x, "timeouts", "routing.timeouts")) {
+			c->connect_timeout = cfg_num(&x, "connect", "routing.timeouts.connect");
+			c->reply_timeout = cfg_num(&x, "reply", "routing.timeouts.reply");
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	}
 	if (cfg_table(&x, "delivery", "delivery")) {
 		c->maildir = cfg_str(&x, "maildir", "delivery.maildir", 0);
 		lua_pop(L, 1);
@@ -216,5 +239,6 @@ cfg_free(struct config *c)
 	free(c->user);
 	free(c->maildir);
 	free(c->dns_servers);
+	free(c->retry);
 	memset(c, 0, sizeof(*c));
 }

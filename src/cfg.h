@@ -45,6 +45,13 @@ struct config {
 	char			*dns_servers;		/* owns: "ip:port,..." for c-ares, or NULL (resolv.conf) */
 	double			 dns_timeout;
 	int			 dns_tries;
+	double			*retry;			/* owns nretry: routing.retry */
+	size_t			 nretry;
+	double			 max_queue_time;
+	double			 delay_warning;		/* 0 = never */
+	int			 max_per_domain;
+	double			 connect_timeout;	/* routing.timeouts.connect */
+	double			 reply_timeout;		/* routing.timeouts.reply */
 };
 
 /*

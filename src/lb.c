@@ -444,7 +444,7 @@ lb_verdict_read(struct lb_run *run, int nres, struct lb_verdict *v)
 	static const struct { const char *name; enum lb_verdict_kind kind; } kinds[] = {
 		{ "accept", LB_V_ACCEPT }, { "reject", LB_V_REJECT }, { "tempfail", LB_V_TEMPFAIL },
 		{ "disconnect", LB_V_DISCONNECT }, { "local", LB_V_LOCAL }, { "bounce", LB_V_BOUNCE },
-		{ "defer", LB_V_DEFER },
+		{ "defer", LB_V_DEFER }, { "relay", LB_V_RELAY }, { "hold", LB_V_HOLD },
 	};
 	lua_State	*co = run->co;
 	const char	*action;
@@ -468,7 +468,25 @@ lb_verdict_read(struct lb_run *run, int nres, struct lb_verdict *v)
 	lb_clean_text(v->text, sizeof(v->text), lua_isstring(co, -1) ? lua_tostring(co, -1) : "");
 	lua_getfield(co, -nres - 2, "mailbox");
 	lb_clean_text(v->arg, sizeof(v->arg), lua_isstring(co, -1) ? lua_tostring(co, -1) : "");
-	lua_pop(co, 4);
+	lua_pop(co, 4);						/* [.. name verdict] */
+	if (v->kind == LB_V_RELAY) {
+		const char	*mode;
+
+		lua_getfield(co, -1, "host");
+		lb_clean_text(v->arg, sizeof(v->arg), lua_isstring(co, -1) ? lua_tostring(co, -1) : "");
+		lua_getfield(co, -2, "port");
+		v->port = (int)lua_tointeger(co, -1);
+		lua_getfield(co, -3, "mode");
+		mode = lua_isstring(co, -1) ? lua_tostring(co, -1) : "mx";
+		v->mode = strcmp(mode, "ip") == 0 ? LB_RELAY_IP : strcmp(mode, "host") == 0 ? LB_RELAY_HOST :
+		    LB_RELAY_MX;
+		lua_pop(co, 3);
+		if (v->arg[0] == '\0' || v->port < 1 || v->port > 65535) {
+			v->kind = LB_V_ERROR;
+			snprintf(v->text, sizeof(v->text), "rule %s returned a relay verdict without host or port",
+			    v->rule);
+		}
+	}
 	if (v->kind == LB_V_ERROR)
 		snprintf(v->text, sizeof(v->text), "rule %s returned an unknown action", v->rule);
 }

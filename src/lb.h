@@ -32,6 +32,14 @@ enum lb_verdict_kind {
 	LB_V_LOCAL,		/* router: deliver to the Maildir of arg */
 	LB_V_BOUNCE,		/* router: fail the recipient with code and text */
 	LB_V_DEFER,		/* router: leave the recipient queued; text says why */
+	LB_V_RELAY,		/* router: SMTP to host (mode says how to find its addresses) */
+	LB_V_HOLD,		/* router: keep the recipient queued until an administrator acts */
+};
+
+enum lb_relay_mode {
+	LB_RELAY_MX,		/* host is a mail domain: its MX records, else its A/AAAA (RFC 5321 5.1) */
+	LB_RELAY_HOST,		/* host is a relay or smart host name: MX first, then A/AAAA (SPEC section 6) */
+	LB_RELAY_IP,		/* host is an IP address: no DNS */
 };
 
 #define LB_TEXT_MAX	480	/* reply text after the code; longer texts are cut, never split */
@@ -42,7 +50,9 @@ struct lb_verdict {
 	int			 code;
 	char			 text[LB_TEXT_MAX + 1];	/* no CR or LF */
 	char			 rule[64];		/* the module that decided, "" for none */
-	char			 arg[512];		/* LB_V_LOCAL: the mailbox address */
+	char			 arg[512];		/* LB_V_LOCAL: the mailbox address; LB_V_RELAY: the host */
+	int			 port;			/* LB_V_RELAY */
+	enum lb_relay_mode	 mode;			/* LB_V_RELAY */
 };
 
 /* lb_push_fn - push the stage's arguments on L (a coroutine); return how many were pushed. */

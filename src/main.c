@@ -18,6 +18,7 @@
 #include "lb.h"
 #include "log.h"
 #include "master.h"
+#include "queuectl.h"
 #include "queueid.h"
 #include "simulate.h"
 #include "spool.h"
@@ -34,7 +35,7 @@ main_usage(FILE *f)
 	    "usage: luamta run      [-c FILE]   run in the foreground\n"
 	    "       luamta check    [-c FILE]   check the configuration and the rules\n"
 	    "       luamta reload   [-c FILE]   make the running server reload (SIGHUP)\n"
-	    "       luamta queue    [-c FILE] list [--json]\n"
+	    "       luamta queue    [-c FILE] list [--json] | show ID | flush [ID] | delete ID | hold ID | release ID\n"
 	    "       luamta simulate [-c FILE] --ip ADDR --from ADDR --to ADDR ...\n"
 	    "       luamta version\n"
 	    "The default FILE is %s.\n", MAIN_DEFAULT_CONFIG);
@@ -126,121 +127,11 @@ main_reload(const char *path)
 	return 0;
 }
 
-static void
-main_json_string(const char *s)
-{
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", (unsigned char)*s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
-}
-
-/* main_queue_list - mailq-style listing of <spool>/queue with each recipient's recorded state. */
-static int
-main_queue_list(const struct config *cfg, int json)
-{
-	char		 dir[4200], path[4400], state[4400], err[256], when[64], line[1024];
-	DIR		*d;
-	struct dirent	*de;
-	int		 count = 0;
-
-	snprintf(dir, sizeof(dir), "%s/queue", cfg->spool);
-	if ((d = opendir(dir)) == NULL) {
-		fprintf(stderr, "luamta queue: cannot read %s: %s\n", dir, strerror(errno));
-		return 1;
-	}
-	if (json)
-		printf("[");
-	while ((de = readdir(d)) != NULL) {
-		struct spool_env	 env;
-		struct stat		 st;
-		char			*buf;
-		char			**status;
-		FILE			*f;
-		ssize_t			 n;
-		int			 fd;
-		size_t			 i;
-		time_t			 t;
-
-		if (!queueid_valid(de->d_name))
-			continue;
-		if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= sizeof(path))
-			continue;
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 || fstat(fd, &st) == -1) {
-			if (fd != -1)
-				close(fd);
-			continue;
-		}
-		buf = xmalloc(SPOOL_ENV_MAX + 1);
-		n = read(fd, buf, SPOOL_ENV_MAX);
-		close(fd);
-		if (n <= 0 || spool_env_parse(buf, (size_t)n, &env, err, sizeof(err)) == -1) {
-			free(buf);
-			continue;
-		}
-		status = xcalloc(env.nrcpts, sizeof(*status));
-		snprintf(state, sizeof(state), "%s/state/%s", cfg->spool, env.id);
-		if ((f = fopen(state, "re")) != NULL) {
-			while (fgets(line, sizeof(line), f) != NULL) {
-				char		*end;
-				unsigned long	 k = strtoul(line, &end, 10);
-
-				line[strcspn(line, "\n")] = '\0';
-				if (end != line && k < env.nrcpts && *end == ' ') {
-					free(status[k]);
-					status[k] = xstrdup(end + 1);
-				}
-			}
-			fclose(f);
-		}
-		t = (time_t)env.time;
-		strftime(when, sizeof(when), "%a %b %d %H:%M:%S", localtime(&t));
-		if (json) {
-			printf("%s{\"id\":\"%s\",\"size\":%lld,\"arrival\":%.0f,\"sender\":", count ? "," : "",
-			    env.id, (long long)(st.st_size - (off_t)env.body_offset), env.time);
-			main_json_string(env.sender);
-			printf(",\"recipients\":[");
-			for (i = 0; i < env.nrcpts; i++) {
-				printf("%s{\"address\":", i ? "," : "");
-				main_json_string(env.rcpts[i]);
-				printf(",\"status\":");
-				main_json_string(status[i] ? status[i] : "queued");
-				printf("}");
-			}
-			printf("]}");
-		} else {
-			printf("%-20s %8lld %s  <%s>\n", env.id, (long long)(st.st_size - (off_t)env.body_offset),
-			    when, env.sender);
-			for (i = 0; i < env.nrcpts; i++)
-				printf("%*s <%s>  %s\n", 20, "", env.rcpts[i], status[i] ? status[i] : "queued");
-		}
-		for (i = 0; i < env.nrcpts; i++)
-			free(status[i]);
-		free(status);
-		spool_env_free(&env);
-		free(buf);
-		count++;
-	}
-	closedir(d);
-	if (json)
-		printf("]\n");
-	else
-		printf("-- %d message%s in the queue\n", count, count == 1 ? "" : "s");
-	return 0;
-}
-
 int
 main(int argc, char **argv)
 {
 	const char	*cmd, *path = MAIN_DEFAULT_CONFIG;
-	int		 i, json = 0, rc;
-	const char	*sub = NULL;
+	int		 i, rc, own_args;
 	struct lb_gen	*g;
 
 	log_init("luamta", LOG_L_INFO, 0);
@@ -249,14 +140,11 @@ main(int argc, char **argv)
 		return 2;
 	}
 	cmd = argv[1];
+	own_args = strcmp(cmd, "simulate") == 0 || strcmp(cmd, "queue") == 0;	/* they parse the rest */
 	for (i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
 			path = argv[++i];
-		else if (strcmp(argv[i], "--json") == 0)
-			json = 1;
-		else if (sub == NULL && argv[i][0] != '-')
-			sub = argv[i];
-		else if (strcmp(cmd, "simulate") != 0) {
+		else if (!own_args) {
 			fprintf(stderr, "luamta %s: unexpected argument %s\n", cmd, argv[i]);
 			main_usage(stderr);
 			return 2;
@@ -273,14 +161,9 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "reload") == 0)
 		return main_reload(path);
 	if (strcmp(cmd, "queue") == 0) {
-		if (sub == NULL || strcmp(sub, "list") != 0) {
-			fprintf(stderr, "luamta queue: only \"list\" exists so far; show, flush, delete, hold and "
-			    "release come with the router\n");
-			return 2;
-		}
 		if ((g = main_load(path, 1)) == NULL)
 			return 2;
-		rc = main_queue_list(lb_gen_config(g), json);
+		rc = queuectl_main(lb_gen_config(g), argc - 2, argv + 2);
 		lb_gen_release(g);
 		return rc;
 	}

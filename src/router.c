@@ -1,11 +1,17 @@
 /*
  * router.c - the router process. A message enters when a worker sends its queue ID (a datagram), at start-up,
- * and at every rescan (ROUTER_RESCAN seconds). For each message: the I/O thread reads the queue file and the
- * recipient state file (<spool>/state/<id>); the loop asks the route stage (rules/routing.lua) about every
- * recipient still open; the I/O thread delivers the local ones to Maildir, appends one line per final outcome
- * to the state file (fsynced), and removes the message once every recipient has one. A crash between a
- * Maildir write and its state line delivers that recipient again after restart: the one documented window for
- * a duplicate. Remote recipients are deferred (logged) until the SMTP client exists.
+ * at every rescan, when its retry time comes, and on `luamta queue flush`. One attempt:
+ *  1. load (I/O thread): the queue file and the recipient state file <spool>/state/<id>;
+ *  2. route (loop): the route stage (rules/routing.lua) decides each open recipient: Maildir, SMTP (by MX, to a
+ *     relay or smart host, or to an address), bounce, defer or hold; SMTP recipients are grouped per next hop;
+ *  3. deliver: Maildir writes on the I/O thread; for each SMTP group, DNS (MX, then A and AAAA) and one
+ *     transaction (mta.c), at most routing.max_per_domain at a time per next hop;
+ *  4. record (I/O thread): bounces are queued first (RFC 3464, never for the null sender), then one state line
+ *     per final outcome is appended and fsynced; a message whose every recipient has an outcome is removed.
+ * Deferred recipients are tried again after routing.retry[attempt] seconds, until routing.max_queue_time, when
+ * they bounce; a delay warning goes out once after routing.delay_warning. A crash between a delivery and its
+ * state line delivers that recipient again after restart: the one documented window for a duplicate.
+ *	router_main()	the process
  */
 #include "config.h"
 
@@ -16,37 +22,82 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/listener.h>
 #include <lauxlib.h>
 #include <lua.h>
 
 #include "cfg.h"
 #include "dns.h"
+#include "dsn.h"
 #include "iothread.h"
 #include "lb.h"
 #include "lb_types.h"
 #include "log.h"
 #include "maildir.h"
+#include "mta.h"
 #include "queueid.h"
 #include "router.h"
 #include "smtp_proto.h"
 #include "spool.h"
 #include "util.h"
 
-#define ROUTER_RESCAN		60		/* seconds between two looks at the whole queue */
-#define ROUTER_FILE_MAX		(1024ULL * 1024 * 1024)	/* a queue file larger than this is left alone */
+#define ROUTER_RESCAN		60	/* seconds between two looks at the whole queue */
+#define ROUTER_HOLD_RECHECK	3600	/* a held recipient is routed again after this, or on flush/reload */
+#define ROUTER_FILE_MAX		(1024ULL * 1024 * 1024)
+#define ROUTER_MX_MAX		8	/* MX hosts looked up per destination */
+#define ROUTER_CTL_LINE		256
 
-enum router_outcome { ROUTER_OPEN, ROUTER_LOCAL, ROUTER_DONE, ROUTER_BOUNCED, ROUTER_DEFERRED };
+enum router_outcome {
+	R_OPEN,		/* nothing decided yet in this attempt */
+	R_LOCAL,	/* for the Maildir job */
+	R_RELAY,	/* in an SMTP group */
+	R_SENT,		/* delivered by SMTP in this attempt: to record */
+	R_FAILED,	/* failed in this attempt: to bounce and record */
+	R_DEFERRED,	/* to try again later */
+	R_HOLD,		/* kept by the route rule until an administrator acts */
+	R_DONE,		/* delivered, on record */
+	R_BOUNCED,	/* failed, on record (and bounced) */
+};
 
 struct router_rcpt {
 	enum router_outcome	 outcome;
-	char			 mailbox[512];	/* ROUTER_LOCAL: where to deliver */
-	char			 text[LB_TEXT_MAX + 8];	/* reply or reason for logs and the state file */
-	int			 err;		/* delivery errno */
+	char			 mailbox[512];		/* R_LOCAL: the Maildir owner */
+	char			 dsn[16];
+	char			 text[MTA_TEXT_MAX + 1];	/* reply or reason */
+	char			 relay[400];		/* "host[ip]:port", "local" or "none" */
+	char			 remote[256];		/* next hop name for the bounce */
+};
+
+struct router_msg;
+
+/* One SMTP transaction: the recipients of one message that go to one next hop. */
+struct router_group {
+	uint64_t		 id;		/* for DNS answers and the mta callback */
+	struct router_msg	*m;		/* borrowed: the message waits for all its groups */
+	enum lb_relay_mode	 mode;
+	char			 host[256];
+	int			 port;
+	char			 key[540];	/* the next hop, for routing.max_per_domain */
+	size_t			*idx;		/* owns n recipient indexes */
+	size_t			 n;
+	/* DNS: MX hosts in order, then their addresses */
+	char			 mx[ROUTER_MX_MAX][256];
+	size_t			 nmx;
+	struct mta_addr		 found[ROUTER_MX_MAX][4];	/* per MX host, A then AAAA answers */
+	size_t			 nfound[ROUTER_MX_MAX];
+	int			 dns_pending;
+	int			 dns_failed;	/* a lookup timed out or failed */
+	int			 dns_nxdomain;	/* every address lookup said the name does not exist */
+	struct router_group	*next_wait;	/* waiting for a connection slot */
 };
 
 struct router_msg {
@@ -56,31 +107,60 @@ struct router_msg {
 	char			*data;		/* owns: the whole queue file */
 	size_t			 len;
 	struct spool_env	 env;
+	int			 body_8bit, smtputf8;
 	struct router_rcpt	*rcpts;		/* owns env.nrcpts */
+	char			*maildir;	/* owns: delivery.maildir when the message was taken */
+	char			*hostname;	/* owns: server.hostname, for bounces */
+	int			 attempts;	/* attempts on record (state file) */
+	int			 warned;	/* a delay warning went out */
+	int			 want_warning;	/* this attempt sends one */
+	int			 pending;	/* jobs and groups still running in this attempt */
 	int			 err;
 	char			 why[256];
-	char			*maildir;	/* owns: delivery.maildir when the message was taken */
+	struct router_group	**groups;	/* owns ngroups */
+	size_t			 ngroups;
+	int			 deleted;	/* `luamta queue delete` arrived while busy */
+	int			 expired;	/* past routing.max_queue_time */
 	double			 started;
+	size_t			 route_i;	/* recipient index the route stage is looking at */
 };
 
 static struct event_base	*router_base;
 static struct lb_gen		*router_gen;
 static struct iothread		*router_io;
-static struct idmap		*router_busy;	/* id hash -> 1 while a message is being worked on */
+static struct idmap		*router_busy;	/* id hash -> message being worked on */
+static struct idmap		*router_later;	/* id hash -> (void *) timer event for its next attempt */
+static struct idmap		*router_groups;	/* group id -> group */
+static uint64_t			 router_next_gid;
 static const struct config	*router_cfg;
 static int			 router_stop;
+static struct router_group	*router_waiting;	/* groups waiting for a connection slot */
+static struct idmap		*router_dest;	/* next hop key hash -> (intptr_t) transactions in flight */
+
+static void	router_take(const char *id);
+static void	router_delete_files(const char *id);
+static void	router_group_ready(struct router_group *);
+static void	router_msg_step_done(struct router_msg *);
+
+void
+router_control_path(const char *spool, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/control.sock", spool);
+}
 
 static uint64_t
-router_key(const char *id)
+router_key(const char *s)
 {
 	uint64_t	 h = 1469598103934665603ULL;
 
-	for (; *id; id++) {
-		h ^= (unsigned char)*id;
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
 		h *= 1099511628211ULL;
 	}
 	return h ? h : 1;
 }
+
+/* Load ----------------------------------------------------------------------------------------------------- */
 
 /* router_load_work - I/O thread: read the queue file and the state file. */
 static int
@@ -89,7 +169,7 @@ router_load_work(void *arg)
 	struct router_msg	*m = arg;
 	struct stat		 st;
 	FILE			*f;
-	char			 line[1024];
+	char			 line[2048];
 	int			 fd;
 	size_t			 got = 0;
 
@@ -114,19 +194,35 @@ router_load_work(void *arg)
 	m->data[m->len] = '\0';
 	if (spool_env_parse(m->data, m->len, &m->env, m->why, sizeof(m->why)) == -1)
 		return EINVAL;
+	m->body_8bit = strstr(m->data, "\nparam BODY=8BITMIME\n") != NULL &&
+	    (size_t)(strstr(m->data, "\nparam BODY=8BITMIME\n") - m->data) < m->env.body_offset;
+	m->smtputf8 = strstr(m->data, "\nparam SMTPUTF8\n") != NULL &&
+	    (size_t)(strstr(m->data, "\nparam SMTPUTF8\n") - m->data) < m->env.body_offset;
 	m->rcpts = xcalloc(m->env.nrcpts, sizeof(*m->rcpts));
-	/* State lines: "<index> <outcome> <text>"; a later line for the same index wins. */
+	/* State lines: "<index> delivered|bounced|deferred <text>", "attempt <time>", "warned <time>". */
 	if ((f = fopen(m->state_path, "re")) != NULL) {
 		while (fgets(line, sizeof(line), f) != NULL) {
 			char		*end;
-			unsigned long	 i = strtoul(line, &end, 10);
+			unsigned long	 i;
 
-			if (end == line || i >= m->env.nrcpts)
+			line[strcspn(line, "\n")] = '\0';
+			if (strncmp(line, "attempt ", 8) == 0) {
+				m->attempts++;
+				continue;
+			}
+			if (strncmp(line, "warned ", 7) == 0) {
+				m->warned = 1;
+				continue;
+			}
+			i = strtoul(line, &end, 10);
+			if (end == line || i >= m->env.nrcpts || *end != ' ')
 				continue;
 			if (strncmp(end, " delivered", 10) == 0)
-				m->rcpts[i].outcome = ROUTER_DONE;
+				m->rcpts[i].outcome = R_DONE;
 			else if (strncmp(end, " bounced", 8) == 0)
-				m->rcpts[i].outcome = ROUTER_BOUNCED;
+				m->rcpts[i].outcome = R_BOUNCED;
+			else if (strncmp(end, " deferred ", 10) == 0)
+				util_strlcpy(m->rcpts[i].text, end + 10, sizeof(m->rcpts[i].text));
 		}
 		fclose(f);
 	}
@@ -136,101 +232,570 @@ router_load_work(void *arg)
 static void
 router_msg_free(struct router_msg *m)
 {
+	size_t	 i;
+
 	idmap_del(router_busy, router_key(m->id));
+	for (i = 0; i < m->ngroups; i++) {
+		idmap_del(router_groups, m->groups[i]->id);
+		free(m->groups[i]->idx);
+		free(m->groups[i]);
+	}
+	free(m->groups);
 	spool_env_free(&m->env);
 	free(m->maildir);
+	free(m->hostname);
 	free(m->rcpts);
 	free(m->data);
 	free(m);
 }
 
-/* router_deliver_work - I/O thread: Maildir writes, state lines, and the removal of a finished message. */
+/* Record ----------------------------------------------------------------------------------------------------- */
+
+/* router_bounce_write - I/O thread: queue one report about the recipients in state st (failed or delayed). */
 static int
-router_deliver_work(void *arg)
+router_bounce_write(struct router_msg *m, int delayed)
+{
+	struct dsn_rcpt		*dr;
+	struct dsn_info		 info;
+	struct evbuffer		*buf;
+	char			 id[QUEUEID_SIZE], tmp[4300], final[4300], qdir[4300];
+	size_t			 i, n = 0;
+	int			 fd, err = 0;
+
+	if (m->env.sender[0] == '\0')
+		return 0;		/* never a bounce for a bounce (RFC 5321 6.1) */
+	dr = xcalloc(m->env.nrcpts, sizeof(*dr));
+	for (i = 0; i < m->env.nrcpts; i++) {
+		struct router_rcpt	*r = &m->rcpts[i];
+
+		if (delayed ? r->outcome != R_DEFERRED : r->outcome != R_FAILED)
+			continue;
+		dr[n].address = m->env.rcpts[i];
+		dr[n].action = delayed ? "delayed" : "failed";
+		dr[n].status = r->dsn;
+		dr[n].diagnostic = r->text[0] ? r->text : NULL;
+		dr[n].remote_mta = r->remote[0] ? r->remote : NULL;
+		n++;
+	}
+	if (n == 0) {
+		free(dr);
+		return 0;
+	}
+	memset(&info, 0, sizeof(info));
+	info.hostname = m->hostname;
+	info.queue_id = m->id;
+	info.arrival = m->env.time;
+	info.now = util_now();
+	info.expires = delayed ? m->env.time + router_cfg->max_queue_time : 0;
+	info.sender = m->env.sender;
+	info.rcpts = dr;
+	info.nrcpts = n;
+	info.orig = m->data + m->env.body_offset;
+	info.orig_len = m->len - m->env.body_offset;
+	info.delayed = delayed;
+	buf = evbuffer_new();
+	queueid_new(id);
+	evbuffer_add_printf(buf, "%s\nid %s\ntime %.6f\nclient 127.0.0.1 0\nhelo %s\nproto LOCAL\nsender \n"
+	    "param BODY=8BITMIME\nrcpt %s\nend\n", SPOOL_MAGIC, id, util_now(), m->hostname, m->env.sender);
+	if (dsn_build(&info, buf) == -1) {
+		evbuffer_free(buf);
+		free(dr);
+		return 0;	/* nothing usable to report: the recipients still get their state lines */
+	}
+	free(dr);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", router_cfg->spool, id);
+	snprintf(final, sizeof(final), "%s/queue/%s", router_cfg->spool, id);
+	snprintf(qdir, sizeof(qdir), "%s/queue", router_cfg->spool);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
+		err = errno;
+	while (err == 0 && evbuffer_get_length(buf) > 0)
+		if (evbuffer_write(buf, fd) < 0 && errno != EINTR)
+			err = errno;
+	if (fd != -1) {
+		if (err == 0 && fsync(fd) == -1)
+			err = errno;
+		close(fd);
+	}
+	if (err == 0 && rename(tmp, final) == -1)
+		err = errno;
+	if (err == 0 && util_fsync_dir(qdir) == -1)
+		err = errno;
+	if (err != 0)
+		unlink(tmp);
+	evbuffer_free(buf);
+	if (err == 0)
+		util_strlcpy(delayed ? m->why : m->why, id, sizeof(m->why));	/* the loop announces it */
+	return err;
+}
+
+/* router_record_work - I/O thread: Maildir deliveries, bounces, state lines, and removal of a finished message. */
+static int
+router_record_work(void *arg)
 {
 	struct router_msg	*m = arg;
 	const char		*body = m->data + m->env.body_offset;
 	size_t			 blen = m->len - m->env.body_offset, i;
-	int			 fd, open_left = 0, wrote = 0;
-	char			 dir[4200], unique[64], prefix[1200], line[LB_TEXT_MAX + 64];
+	int			 fd, open_left = 0, err;
+	char			 dir[4200], unique[64], prefix[1200], line[MTA_TEXT_MAX + 600];
+	struct evbuffer		*state = evbuffer_new();
 
-	if ((fd = open(m->state_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) == -1)
-		return errno;
+	m->why[0] = '\0';
 	for (i = 0; i < m->env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
-		int			 n = 0;
 
-		if (r->outcome == ROUTER_LOCAL) {
-			if (maildir_path(m->maildir, r->mailbox, dir, sizeof(dir)) == -1)
-				r->err = ENAMETOOLONG;
-			else {
-				snprintf(unique, sizeof(unique), "%s.%zu", m->id, i);
-				snprintf(prefix, sizeof(prefix), "Return-Path: <%s>\nDelivered-To: %s\n",
-				    m->env.sender, r->mailbox);
-				r->err = maildir_deliver(dir, unique, prefix, body, blen);
-			}
-			if (r->err == 0) {
-				r->outcome = ROUTER_DONE;
-				n = snprintf(line, sizeof(line), "%zu delivered %s\n", i, r->mailbox);
-			}
-		} else if (r->outcome == ROUTER_BOUNCED)
-			n = snprintf(line, sizeof(line), "%zu bounced %s\n", i, r->text);
-		if (n > 0) {
-			if ((size_t)n >= sizeof(line))
-				line[sizeof(line) - 2] = '\n', n = (int)sizeof(line) - 1;
-			(void)!write(fd, line, (size_t)n);
-			wrote = 1;
+		if (r->outcome != R_LOCAL)
+			continue;
+		if (maildir_path(m->maildir, r->mailbox, dir, sizeof(dir)) == -1)
+			err = ENAMETOOLONG;
+		else {
+			snprintf(unique, sizeof(unique), "%s.%zu", m->id, i);
+			snprintf(prefix, sizeof(prefix), "Return-Path: <%s>\nDelivered-To: %s\n", m->env.sender,
+			    r->mailbox);
+			err = maildir_deliver(dir, unique, prefix, body, blen);
 		}
-		if (r->outcome != ROUTER_DONE && r->outcome != ROUTER_BOUNCED)
+		if (err == 0) {
+			r->outcome = R_SENT;
+			util_strlcpy(r->dsn, "2.0.0", sizeof(r->dsn));
+			snprintf(r->text, sizeof(r->text), "delivered to maildir of %s", r->mailbox);
+		} else {
+			r->outcome = R_DEFERRED;
+			util_strlcpy(r->dsn, "4.3.0", sizeof(r->dsn));
+			snprintf(r->text, sizeof(r->text), "maildir write failed: %s", strerror(err));
+		}
+	}
+	/* Bounces first: a recipient is marked bounced only once its report is safely queued. */
+	if ((err = router_bounce_write(m, 0)) != 0) {
+		for (i = 0; i < m->env.nrcpts; i++)
+			if (m->rcpts[i].outcome == R_FAILED)
+				m->rcpts[i].outcome = R_DEFERRED;	/* try the bounce again next time */
+	}
+	if (m->want_warning && router_bounce_write(m, 1) == 0)
+		evbuffer_add_printf(state, "warned %.0f\n", util_now());
+	for (i = 0; i < m->env.nrcpts; i++) {
+		struct router_rcpt	*r = &m->rcpts[i];
+		char			 clean[MTA_TEXT_MAX + 1];
+		size_t			 k;
+
+		util_strlcpy(clean, r->text, sizeof(clean));
+		for (k = 0; clean[k]; k++)
+			if ((unsigned char)clean[k] < 0x20)
+				clean[k] = ' ';
+		if (r->outcome == R_SENT)
+			snprintf(line, sizeof(line), "%zu delivered %s\n", i, clean);
+		else if (r->outcome == R_FAILED)
+			snprintf(line, sizeof(line), "%zu bounced %s %s\n", i, r->dsn, clean);
+		else if (r->outcome == R_DEFERRED || r->outcome == R_HOLD)
+			snprintf(line, sizeof(line), "%zu deferred %s %s\n", i, r->dsn, clean);
+		else
+			line[0] = '\0';
+		evbuffer_add(state, line, strlen(line));
+		if (r->outcome == R_DEFERRED || r->outcome == R_HOLD || r->outcome == R_OPEN)
 			open_left = 1;
 	}
-	if (wrote && fsync(fd) == -1) {
-		close(fd);
+	if (open_left)
+		evbuffer_add_printf(state, "attempt %.0f\n", util_now());
+	if ((fd = open(m->state_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) == -1) {
+		evbuffer_free(state);
 		return errno;
 	}
+	err = 0;
+	while (evbuffer_get_length(state) > 0)
+		if (evbuffer_write(state, fd) < 0 && errno != EINTR) {
+			err = errno;
+			break;
+		}
+	if (err == 0 && fsync(fd) == -1)
+		err = errno;
 	close(fd);
+	evbuffer_free(state);
+	if (err != 0)
+		return err;
 	if (!open_left) {
-		/* Every recipient has its outcome on disk: the message can go (queue file first). */
+		/* Every recipient has its outcome on disk: the message goes (queue file first). */
 		unlink(m->path);
 		unlink(m->state_path);
 	}
 	return 0;
 }
 
+static double
+router_retry_delay(int attempts)
+{
+	size_t	 i;
+
+	if (router_cfg->nretry == 0)
+		return 300;
+	i = attempts < 1 ? 0 : (size_t)attempts - 1;
+	if (i >= router_cfg->nretry)
+		i = router_cfg->nretry - 1;
+	return router_cfg->retry[i];
+}
+
 static void
-router_deliver_done(void *arg, int err)
+router_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+	char	*id = arg;
+
+	idmap_del(router_later, router_key(id));
+	router_take(id);
+	free(id);
+}
+
+/* router_schedule - the message's next attempt in seconds (the timer owns a copy of the id). */
+static void
+router_schedule(const char *id, double seconds)
+{
+	struct timeval	 tv;
+	char		*copy = xstrdup(id);
+	struct event	*ev;
+
+	if (idmap_get(router_later, router_key(id)) != NULL) {
+		free(copy);
+		return;
+	}
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	ev = evtimer_new(router_base, router_later_cb, copy);
+	idmap_put(router_later, router_key(id), ev);
+	evtimer_add(ev, &tv);
+	/* The event is freed by the next evtimer_new for this id or at exit; a small leak per retry otherwise. */
+}
+
+static void
+router_record_done(void *arg, int err)
 {
 	struct router_msg	*m = arg;
 	double			 delay = util_now() - m->env.time;
 	size_t			 i;
+	int			 open_left = 0, held = 0;
 
 	for (i = 0; i < m->env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
+		const char		*status;
 
-		if (r->outcome == ROUTER_DONE && r->mailbox[0] != '\0')
-			log_info("%s: to=<%s>, relay=local, delay=%.2f, dsn=2.0.0, status=sent (delivered to "
-			    "maildir of %s)", m->id, m->env.rcpts[i], delay, r->mailbox);
-		else if (r->outcome == ROUTER_LOCAL)
-			log_warn("%s: to=<%s>, relay=local, delay=%.2f, dsn=4.3.0, status=deferred (maildir "
-			    "write failed: %s)", m->id, m->env.rcpts[i], delay, strerror(r->err));
-		else if (r->outcome == ROUTER_BOUNCED && r->text[0] != '\0')
-			log_info("%s: to=<%s>, relay=none, delay=%.2f, status=bounced (%s)", m->id,
-			    m->env.rcpts[i], delay, r->text);
-		else if (r->outcome == ROUTER_DEFERRED)
-			log_info("%s: to=<%s>, relay=none, delay=%.2f, status=deferred (%s)", m->id,
-			    m->env.rcpts[i], delay, r->text);
+		switch (r->outcome) {
+		case R_SENT:
+			status = "sent";
+			break;
+		case R_FAILED:
+			status = "bounced";
+			break;
+		case R_DEFERRED:
+			status = "deferred";
+			open_left = 1;
+			break;
+		case R_HOLD:
+			status = "held";
+			held = 1;
+			break;
+		default:
+			continue;
+		}
+		log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)", m->id, m->env.rcpts[i],
+		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text);
+	}
+	if (m->why[0] != '\0') {
+		log_info("%s: sender non-delivery notification: %s", m->id, m->why);
+		router_take(m->why);
 	}
 	if (err != 0)
-		log_error("%s: cannot record delivery state: %s", m->id, strerror(err));
+		log_error("%s: cannot record delivery state: %s; trying again later", m->id, strerror(err));
+	else if (!open_left && !held)
+		log_info("%s: removed", m->id);
+	if (m->deleted)
+		router_delete_files(m->id);	/* the delete may have come after the record job ran */
+	if ((open_left || err != 0) && !m->deleted) {
+		double	 next = router_retry_delay(m->attempts + 1);
+
+		router_schedule(m->id, next);
+	} else if (held && !m->deleted)
+		router_schedule(m->id, ROUTER_HOLD_RECHECK);
 	router_msg_free(m);
 }
+
+/* router_msg_step_done - one job or group of this attempt finished; the last one records the outcomes. */
+static void
+router_msg_step_done(struct router_msg *m)
+{
+	size_t	 i;
+
+	if (--m->pending > 0)
+		return;
+	/* A delay warning, once, when recipients are still deferred after routing.delay_warning. */
+	if (!m->warned && router_cfg->delay_warning > 0 && util_now() - m->env.time >= router_cfg->delay_warning &&
+	    m->env.sender[0] != '\0')
+		for (i = 0; i < m->env.nrcpts; i++)
+			if (m->rcpts[i].outcome == R_DEFERRED)
+				m->want_warning = 1;
+	iot_submit(router_io, router_record_work, router_record_done, m, NULL);
+}
+
+/* SMTP groups ------------------------------------------------------------------------------------------------ */
+
+static void
+router_group_finish(struct router_group *g, enum router_outcome outcome, const char *dsn, const char *text)
+{
+	size_t	 i;
+
+	for (i = 0; i < g->n; i++) {
+		struct router_rcpt	*r = &g->m->rcpts[g->idx[i]];
+
+		if (r->outcome != R_RELAY)
+			continue;
+		r->outcome = outcome;
+		util_strlcpy(r->dsn, dsn, sizeof(r->dsn));
+		util_strlcpy(r->text, text, sizeof(r->text));
+		if (r->relay[0] == '\0')
+			util_strlcpy(r->relay, "none", sizeof(r->relay));
+	}
+	router_msg_step_done(g->m);
+}
+
+static intptr_t
+router_dest_count(const char *key, int delta)
+{
+	uint64_t	 k = router_key(key);
+	intptr_t	 n = (intptr_t)idmap_get(router_dest, k) + delta;
+
+	if (n <= 0)
+		idmap_del(router_dest, k);
+	else
+		idmap_put(router_dest, k, (void *)n);
+	return n < 0 ? 0 : n;
+}
+
+static void	router_group_send(struct router_group *);
+
+static void
+router_mta_done(uint64_t cookie, const struct mta_result *res)
+{
+	struct router_group	*g = idmap_get(router_groups, cookie);
+	struct router_group	**pp, *w;
+	size_t			 i;
+
+	if (g == NULL)
+		return;
+	for (i = 0; i < g->n && i < res->nrcpts; i++) {
+		struct router_rcpt		*r = &g->m->rcpts[g->idx[i]];
+		const struct mta_rcpt_result	*x = &res->rcpts[i];
+
+		r->outcome = x->status == MTA_SENT ? R_SENT : x->status == MTA_BOUNCED ? R_FAILED : R_DEFERRED;
+		util_strlcpy(r->dsn, x->dsn, sizeof(r->dsn));
+		util_strlcpy(r->text, x->text, sizeof(r->text));
+		util_strlcpy(r->relay, res->relay, sizeof(r->relay));
+		util_strlcpy(r->remote, res->remote_host, sizeof(r->remote));
+	}
+	router_dest_count(g->key, -1);
+	/* A slot to this next hop is free: the first group waiting for it goes. */
+	for (pp = &router_waiting; (w = *pp) != NULL; pp = &w->next_wait) {
+		if (strcmp(w->key, g->key) == 0) {
+			*pp = w->next_wait;
+			w->next_wait = NULL;
+			router_group_send(w);
+			break;
+		}
+	}
+	router_msg_step_done(g->m);
+}
+
+/* router_group_send - one SMTP transaction for the group, or wait for a slot to its next hop. */
+static void
+router_group_send(struct router_group *g)
+{
+	struct router_msg	*m = g->m;
+	struct mta_request	 req;
+	const char		**rcpts;
+	size_t			 i, k;
+
+	if (router_dest_count(g->key, 0) >= router_cfg->max_per_domain) {
+		g->next_wait = router_waiting;
+		router_waiting = g;
+		return;
+	}
+	memset(&req, 0, sizeof(req));
+	for (i = 0; i < g->nmx && req.naddrs < MTA_ADDRS_MAX; i++)
+		for (k = 0; k < g->nfound[i] && req.naddrs < MTA_ADDRS_MAX; k++)
+			req.addrs[req.naddrs++] = g->found[i][k];
+	rcpts = xcalloc(g->n, sizeof(*rcpts));
+	for (i = 0; i < g->n; i++)
+		rcpts[i] = m->env.rcpts[g->idx[i]];
+	req.queue_id = m->id;
+	req.helo = m->hostname;
+	req.sender = m->env.sender;
+	req.rcpts = rcpts;
+	req.nrcpts = g->n;
+	req.data = m->data + m->env.body_offset;
+	req.len = m->len - m->env.body_offset;
+	req.body_8bit = m->body_8bit;
+	req.smtputf8 = m->smtputf8;
+	req.connect_timeout = router_cfg->connect_timeout;
+	req.reply_timeout = router_cfg->reply_timeout;
+	router_dest_count(g->key, +1);
+	mta_deliver(&req, router_mta_done, g->id);
+	free(rcpts);
+}
+
+/* router_group_ready - DNS is done (or not needed): deliver, or decide the recipients without a connection. */
+static void
+router_group_ready(struct router_group *g)
+{
+	size_t	 i, naddrs = 0;
+	char	 text[600];
+
+	for (i = 0; i < g->nmx; i++)
+		naddrs += g->nfound[i];
+	if (naddrs > 0) {
+		router_group_send(g);
+		return;
+	}
+	if (g->dns_failed) {
+		snprintf(text, sizeof(text), "Host or domain name lookup failed for %s: temporary DNS failure", g->host);
+		router_group_finish(g, R_DEFERRED, "4.4.3", text);
+	} else if (g->dns_nxdomain && g->mode == LB_RELAY_MX) {
+		snprintf(text, sizeof(text), "Host or domain name not found. Name service error for name=%s", g->host);
+		router_group_finish(g, R_FAILED, "5.1.2", text);
+	} else {
+		snprintf(text, sizeof(text), "no address found for %s", g->host);
+		router_group_finish(g, g->mode == LB_RELAY_MX ? R_FAILED : R_DEFERRED,
+		    g->mode == LB_RELAY_MX ? "5.4.4" : "4.4.4", text);
+	}
+}
+
+/* The DNS cookie packs the group id and what was asked: (gid << 8) | (mx index << 1) | is_aaaa; 0xff = MX. */
+#define ROUTER_Q_MX	0xff
+
+static void	router_dns_done(uint64_t cookie, const struct dns_result *res);
+
+static void
+router_ask(struct router_group *g, enum dns_type type, const char *name, unsigned tag)
+{
+	const struct dns_result	*cached = dns_cached(type, name);
+	uint64_t		 cookie = (g->id << 8) | tag;
+
+	g->dns_pending++;
+	if (cached != NULL) {
+		router_dns_done(cookie, cached);
+		return;
+	}
+	if (dns_query(type, name, router_dns_done, cookie) == -1) {
+		struct dns_result	 r;
+
+		memset(&r, 0, sizeof(r));
+		r.status = DNS_NXDOMAIN;	/* a name no server could answer for */
+		router_dns_done(cookie, &r);
+	}
+}
+
+static void
+router_mx_sort(struct router_group *g, const struct dns_result *res)
+{
+	size_t	 order[DNS_RECORDS_MAX], i, j, n = res->n;
+
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	/* Lowest preference first, random among equals (RFC 5321 5.1): shuffle, then a stable sort. */
+	for (i = n; i > 1; i--) {
+		size_t	 k = (size_t)random() % i, t = order[i - 1];
+
+		order[i - 1] = order[k];
+		order[k] = t;
+	}
+	for (i = 1; i < n; i++)
+		for (j = i; j > 0 && res->pref[order[j - 1]] > res->pref[order[j]]; j--) {
+			size_t	 t = order[j];
+
+			order[j] = order[j - 1];
+			order[j - 1] = t;
+		}
+	for (i = 0; i < n && g->nmx < ROUTER_MX_MAX; i++)
+		util_strlcpy(g->mx[g->nmx++], res->rec[order[i]], sizeof(g->mx[0]));
+}
+
+static void
+router_dns_done(uint64_t cookie, const struct dns_result *res)
+{
+	struct router_group	*g = idmap_get(router_groups, cookie >> 8);
+	unsigned		 tag = (unsigned)(cookie & 0xff);
+	size_t			 i;
+
+	if (g == NULL)
+		return;
+	g->dns_pending--;
+	if (tag == ROUTER_Q_MX) {
+		if (res->status == DNS_OK && res->n == 1 && (res->rec[0][0] == '\0' || strcmp(res->rec[0], ".") == 0)) {
+			char	 text[400];
+
+			/* RFC 7505: a null MX says the domain takes no mail. */
+			snprintf(text, sizeof(text), "Domain %s does not accept mail (null MX)", g->host);
+			router_group_finish(g, R_FAILED, "5.1.10", text);
+			return;
+		}
+		if (res->status == DNS_OK)
+			router_mx_sort(g, res);
+		else if (res->status == DNS_NODATA || (res->status == DNS_NXDOMAIN && g->mode == LB_RELAY_HOST))
+			util_strlcpy(g->mx[g->nmx++], g->host, sizeof(g->mx[0]));	/* no MX: the name itself */
+		else if (res->status == DNS_NXDOMAIN) {
+			g->dns_nxdomain = 1;
+			router_group_ready(g);
+			return;
+		} else {
+			g->dns_failed = 1;
+			router_group_ready(g);
+			return;
+		}
+		g->dns_nxdomain = 1;	/* until an address lookup finds the name */
+		for (i = 0; i < g->nmx; i++) {
+			router_ask(g, DNS_T_A, g->mx[i], (unsigned)(i << 1));
+			router_ask(g, DNS_T_AAAA, g->mx[i], (unsigned)(i << 1) | 1);
+		}
+		return;
+	}
+	i = tag >> 1;
+	if (i < g->nmx) {
+		if (res->status == DNS_OK) {
+			size_t	 k;
+
+			g->dns_nxdomain = 0;
+			for (k = 0; k < res->n && g->nfound[i] < 4; k++) {
+				struct mta_addr	*a = &g->found[i][g->nfound[i]++];
+
+				util_strlcpy(a->ip, res->rec[k], sizeof(a->ip));
+				util_strlcpy(a->host, g->mx[i], sizeof(a->host));
+				a->port = g->port;
+			}
+		} else if (res->status == DNS_NODATA)
+			g->dns_nxdomain = 0;
+		else if (res->status == DNS_TIMEOUT || res->status == DNS_SERVFAIL)
+			g->dns_failed = 1;
+	}
+	if (g->dns_pending == 0)
+		router_group_ready(g);
+}
+
+/* router_group_start - find the next hop's addresses (or use the literal one), then deliver. */
+static void
+router_group_start(struct router_group *g)
+{
+	if (g->mode == LB_RELAY_IP) {
+		util_strlcpy(g->mx[0], g->host, sizeof(g->mx[0]));
+		g->nmx = 1;
+		util_strlcpy(g->found[0][0].ip, g->host, sizeof(g->found[0][0].ip));
+		util_strlcpy(g->found[0][0].host, g->host, sizeof(g->found[0][0].host));
+		g->found[0][0].port = g->port;
+		g->nfound[0] = 1;
+		router_group_ready(g);
+		return;
+	}
+	router_ask(g, DNS_T_MX, g->host, ROUTER_Q_MX);
+}
+
+/* Route ------------------------------------------------------------------------------------------------------ */
 
 static int
 router_push_route(lua_State *L, void *arg)
 {
 	struct router_msg	*m = arg;
-	size_t			 i = (size_t)(m->err);	/* the recipient index, passed through err */
-	const char		*rcpt = m->env.rcpts[i], *at = strrchr(rcpt, '@');
+	const char		*rcpt = m->env.rcpts[m->route_i], *at = strrchr(rcpt, '@');
 	struct proto_addr	 a;
 
 	memset(&a, 0, sizeof(a));
@@ -242,7 +807,7 @@ router_push_route(lua_State *L, void *arg)
 		util_strlcpy(a.domain, at + 1, sizeof(a.domain));
 	} else
 		util_strlcpy(a.local, rcpt, sizeof(a.local));
-	/* The router's message object is a plain table for now: queue_id, sender, size. */
+	/* The router's message object is a plain table: queue_id, sender, size. */
 	lua_createtable(L, 0, 3);
 	lua_pushstring(L, m->id);
 	lua_setfield(L, -2, "queue_id");
@@ -260,49 +825,105 @@ router_route_abandoned(uint64_t owner, const struct lb_verdict *v)
 	/* Not reached: waiting route rules are cancelled (see router_route). */
 }
 
-/* router_route - ask the rules about every open recipient, then hand the message to the I/O thread. */
+static struct router_group *
+router_group_for(struct router_msg *m, const struct lb_verdict *v)
+{
+	char			 key[540];
+	size_t			 i;
+	struct router_group	*g;
+
+	snprintf(key, sizeof(key), "%d:%s:%d", (int)v->mode, v->arg, v->port);
+	for (i = 0; i < m->ngroups; i++)
+		if (strcasecmp(m->groups[i]->key, key) == 0)
+			return m->groups[i];
+	g = xcalloc(1, sizeof(*g));
+	g->id = ++router_next_gid;
+	g->m = m;
+	g->mode = v->mode;
+	util_strlcpy(g->host, v->arg, sizeof(g->host));
+	g->port = v->port;
+	util_strlcpy(g->key, key, sizeof(g->key));
+	g->idx = xcalloc(m->env.nrcpts, sizeof(*g->idx));
+	idmap_put(router_groups, g->id, g);
+	m->groups = xrealloc(m->groups, (m->ngroups + 1) * sizeof(*m->groups));
+	m->groups[m->ngroups++] = g;
+	return g;
+}
+
+/* router_route - ask the rules about every open recipient, then start the deliveries. */
 static void
 router_route(struct router_msg *m)
 {
 	size_t	 i;
+	int	 expired = router_cfg->max_queue_time > 0 && util_now() - m->env.time > router_cfg->max_queue_time;
 
 	for (i = 0; i < m->env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
 		struct lb_verdict	 v;
 		struct lb_run		*run;
+		char			 last[MTA_TEXT_MAX - 64];
 
-		if (r->outcome != ROUTER_OPEN)
+		if (r->outcome != R_OPEN)
 			continue;
-		m->err = (int)i;
+		if (expired) {
+			/* Past routing.max_queue_time: bounce with the last reason on record. */
+			util_strlcpy(last, r->text, sizeof(last));	/* cut: the prefix below must fit */
+			r->outcome = R_FAILED;
+			util_strlcpy(r->dsn, "4.4.7", sizeof(r->dsn));
+			snprintf(r->text, sizeof(r->text), "message delayed too long in the queue%s%s",
+			    last[0] ? ": " : "", last);
+			continue;
+		}
+		m->route_i = i;
 		if (lb_run_start(router_gen, router_base, LB_S_ROUTE, router_push_route, m, 0,
 		    router_route_abandoned, &v, &run) == 1) {
 			lb_run_cancel(run);
 			v.kind = LB_V_DEFER;
-			snprintf(v.text, sizeof(v.text), "4.3.0 route rules may not wait yet");
+			snprintf(v.text, sizeof(v.text), "4.3.0 route rules may not wait");
 		}
+		r->text[0] = '\0';
 		switch (v.kind) {
 		case LB_V_LOCAL:
-			r->outcome = ROUTER_LOCAL;
+			r->outcome = R_LOCAL;
 			util_strlcpy(r->mailbox, v.arg, sizeof(r->mailbox));
+			util_strlcpy(r->relay, "local", sizeof(r->relay));
 			break;
+		case LB_V_RELAY: {
+			struct router_group	*g = router_group_for(m, &v);
+
+			r->outcome = R_RELAY;
+			g->idx[g->n++] = i;
+			break;
+		}
 		case LB_V_BOUNCE:
 		case LB_V_REJECT:
-			r->outcome = ROUTER_BOUNCED;
+			r->outcome = R_FAILED;
+			snprintf(r->dsn, sizeof(r->dsn), "%.*s", (int)strcspn(v.text, " "), v.text);
 			snprintf(r->text, sizeof(r->text), "%d %s", v.code, v.text);
 			break;
+		case LB_V_HOLD:
+			r->outcome = R_HOLD;
+			util_strlcpy(r->dsn, "4.3.2", sizeof(r->dsn));
+			util_strlcpy(r->text, v.text, sizeof(r->text));
+			break;
 		case LB_V_ERROR:
-			r->outcome = ROUTER_DEFERRED;
-			snprintf(r->text, sizeof(r->text), "4.3.0 route rule failed");
+			r->outcome = R_DEFERRED;
+			util_strlcpy(r->dsn, "4.3.0", sizeof(r->dsn));
+			snprintf(r->text, sizeof(r->text), "route rule %s failed", v.rule[0] ? v.rule : "?");
 			break;
 		default:
-			r->outcome = ROUTER_DEFERRED;
-			snprintf(r->text, sizeof(r->text), "%s", v.kind == LB_V_DEFER ? v.text :
-			    "4.4.0 no route for this recipient");
+			r->outcome = R_DEFERRED;
+			util_strlcpy(r->dsn, "4.4.0", sizeof(r->dsn));
+			util_strlcpy(r->text, v.kind == LB_V_DEFER ? v.text : "no route for this recipient",
+			    sizeof(r->text));
 			break;
 		}
 	}
-	m->err = 0;
-	iot_submit(router_io, router_deliver_work, router_deliver_done, m, NULL);
+	/* pending counts this routing step, then every group; the last to finish records. */
+	m->pending = 1 + (int)m->ngroups;
+	for (i = 0; i < m->ngroups; i++)
+		router_group_start(m->groups[i]);
+	router_msg_step_done(m);
 }
 
 static void
@@ -311,7 +932,7 @@ router_load_done(void *arg, int err)
 	struct router_msg	*m = arg;
 
 	if (err != 0) {
-		if (err != ENOENT)	/* ENOENT: delivered and removed by an earlier pass */
+		if (err != ENOENT)	/* ENOENT: delivered and removed by an earlier pass, or deleted */
 			log_error("%s: cannot read queue file: %s", m->id, err == EINVAL ? m->why : strerror(err));
 		router_msg_free(m);
 		return;
@@ -323,23 +944,39 @@ static void
 router_take(const char *id)
 {
 	struct router_msg	*m;
+	struct event		*later;
 
 	if (router_stop || !queueid_valid(id) || idmap_get(router_busy, router_key(id)) != NULL)
 		return;
+	if ((later = idmap_get(router_later, router_key(id))) != NULL)
+		return;		/* its retry time has not come */
 	m = xcalloc(1, sizeof(*m));
 	util_strlcpy(m->id, id, sizeof(m->id));
 	snprintf(m->path, sizeof(m->path), "%s/queue/%s", router_cfg->spool, id);
 	snprintf(m->state_path, sizeof(m->state_path), "%s/state/%s", router_cfg->spool, id);
 	m->maildir = xstrdup(router_cfg->maildir);
+	m->hostname = xstrdup(router_cfg->hostname);
 	m->started = util_monotonic();
 	idmap_put(router_busy, router_key(id), m);
 	iot_submit(router_io, router_load_work, router_load_done, m, NULL);
 }
 
-/* router_scan - every message in the queue. Reading a directory is quick next to delivering, so it stays on
- * the loop; the file work itself goes to the I/O thread. */
+/* router_unschedule - forget a message's retry time, so that the next take tries it at once. */
 static void
-router_scan(void)
+router_unschedule(const char *id)
+{
+	struct event	*ev = idmap_get(router_later, router_key(id));
+
+	if (ev == NULL)
+		return;
+	idmap_del(router_later, router_key(id));
+	free(event_get_callback_arg(ev));
+	event_free(ev);
+}
+
+/* router_scan - every message in the queue whose time has come. */
+static void
+router_scan(int flush)
 {
 	char		 path[4200];
 	DIR		*d;
@@ -350,8 +987,11 @@ router_scan(void)
 		log_error("router: cannot read %s: %s", path, strerror(errno));
 		return;
 	}
-	while ((de = readdir(d)) != NULL)
+	while ((de = readdir(d)) != NULL) {
+		if (flush)
+			router_unschedule(de->d_name);
 		router_take(de->d_name);
+	}
 	closedir(d);
 }
 
@@ -370,8 +1010,179 @@ router_notify_cb(evutil_socket_t fd, short what, void *arg)
 static void
 router_rescan_cb(evutil_socket_t fd, short what, void *arg)
 {
-	router_scan();
+	router_scan(0);
 }
+
+/* Control socket: `luamta queue flush|delete|hold|release`. One line in, one line out. ------------------------ */
+
+struct router_move {
+	char	 from[4300], to[4300], state[4300];
+	char	 id[QUEUEID_SIZE];
+	int	 unlink_only;
+	int	 take_after;
+};
+
+static int
+router_move_work(void *arg)
+{
+	struct router_move	*mv = arg;
+
+	if (mv->unlink_only) {
+		if (unlink(mv->from) == -1)
+			return errno;
+		unlink(mv->state);
+		return 0;
+	}
+	return rename(mv->from, mv->to) == 0 ? 0 : errno;
+}
+
+static void
+router_move_done(void *arg, int err)
+{
+	struct router_move	*mv = arg;
+
+	if (err == 0 && mv->take_after)
+		router_take(mv->id);
+	free(mv);
+}
+
+static void
+router_delete_files(const char *id)
+{
+	struct router_move	*mv = xcalloc(1, sizeof(*mv));
+
+	util_strlcpy(mv->id, id, sizeof(mv->id));
+	snprintf(mv->from, sizeof(mv->from), "%s/queue/%s", router_cfg->spool, id);
+	snprintf(mv->state, sizeof(mv->state), "%s/state/%s", router_cfg->spool, id);
+	mv->unlink_only = 1;
+	iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
+}
+
+static const char *
+router_control(const char *cmd, const char *id)
+{
+	struct router_msg	*busy;
+	struct router_move	*mv;
+	struct stat		 st;
+
+	if (strcmp(cmd, "flush") == 0 && id == NULL) {
+		router_scan(1);
+		return "ok: flushing the whole queue";
+	}
+	if (id == NULL || !queueid_valid(id))
+		return "error: expected a queue ID";
+	busy = idmap_get(router_busy, router_key(id));
+	mv = xcalloc(1, sizeof(*mv));
+	util_strlcpy(mv->id, id, sizeof(mv->id));
+	snprintf(mv->state, sizeof(mv->state), "%s/state/%s", router_cfg->spool, id);
+	if (strcmp(cmd, "flush") == 0) {
+		free(mv);
+		router_unschedule(id);
+		router_take(id);
+		return busy ? "ok: being delivered now" : "ok: flushing";
+	}
+	if (strcmp(cmd, "delete") == 0) {
+		router_unschedule(id);
+		if (busy != NULL) {
+			busy->deleted = 1;	/* removed when its attempt records */
+			free(mv);
+			return "ok: deleted once the delivery in progress ends";
+		}
+		snprintf(mv->from, sizeof(mv->from), "%s/queue/%s", router_cfg->spool, id);
+		if (stat(mv->from, &st) == -1)
+			snprintf(mv->from, sizeof(mv->from), "%s/hold/%s", router_cfg->spool, id);
+		mv->unlink_only = 1;
+		log_info("%s: deleted by the administrator", id);
+		iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
+		return "ok: deleted";
+	}
+	if (strcmp(cmd, "hold") == 0) {
+		if (busy != NULL) {
+			free(mv);
+			return "error: being delivered now; try again in a moment";
+		}
+		router_unschedule(id);
+		snprintf(mv->from, sizeof(mv->from), "%s/queue/%s", router_cfg->spool, id);
+		snprintf(mv->to, sizeof(mv->to), "%s/hold/%s", router_cfg->spool, id);
+		log_info("%s: held by the administrator", id);
+		iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
+		return "ok: held";
+	}
+	if (strcmp(cmd, "release") == 0) {
+		snprintf(mv->from, sizeof(mv->from), "%s/hold/%s", router_cfg->spool, id);
+		snprintf(mv->to, sizeof(mv->to), "%s/queue/%s", router_cfg->spool, id);
+		mv->take_after = 1;
+		log_info("%s: released by the administrator", id);
+		iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
+		return "ok: released";
+	}
+	free(mv);
+	return "error: unknown command; expected flush, delete, hold or release";
+}
+
+static void
+router_ctl_read_cb(struct bufferevent *bev, void *arg)
+{
+	char		*line, *cmd, *id, *save = NULL;
+	size_t		 len;
+	const char	*answer;
+
+	if ((line = evbuffer_readln(bufferevent_get_input(bev), &len, EVBUFFER_EOL_ANY)) == NULL) {
+		if (evbuffer_get_length(bufferevent_get_input(bev)) > ROUTER_CTL_LINE)
+			bufferevent_free(bev);
+		return;
+	}
+	cmd = strtok_r(line, " ", &save);
+	id = strtok_r(NULL, " ", &save);
+	answer = cmd ? router_control(cmd, id) : "error: empty command";
+	evbuffer_add_printf(bufferevent_get_output(bev), "%s\n", answer);
+	free(line);
+	bufferevent_disable(bev, EV_READ);
+}
+
+static void
+router_ctl_write_cb(struct bufferevent *bev, void *arg)
+{
+	if (!(bufferevent_get_enabled(bev) & EV_READ))
+		bufferevent_free(bev);	/* the answer is out */
+}
+
+static void
+router_ctl_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	bufferevent_free(bev);
+}
+
+static void
+router_ctl_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	struct bufferevent	*bev = bufferevent_socket_new(router_base, fd, BEV_OPT_CLOSE_ON_FREE);
+
+	bufferevent_setcb(bev, router_ctl_read_cb, router_ctl_write_cb, router_ctl_event_cb, NULL);
+	bufferevent_enable(bev, EV_READ);
+}
+
+static struct evconnlistener *
+router_ctl_listen(void)
+{
+	struct sockaddr_un	 sun;
+	struct evconnlistener	*l;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	router_control_path(router_cfg->spool, sun.sun_path, sizeof(sun.sun_path));
+	unlink(sun.sun_path);
+	l = evconnlistener_new_bind(router_base, router_ctl_accept, NULL, LEV_OPT_CLOSE_ON_FREE, 16,
+	    (struct sockaddr *)&sun, sizeof(sun));
+	if (l == NULL)
+		log_error("router: cannot listen on %s: %s; luamta queue flush/delete/hold/release will not work",
+		    sun.sun_path, strerror(errno));
+	else
+		chmod(sun.sun_path, 0600);
+	return l;
+}
+
+/* Process --------------------------------------------------------------------------------------------------- */
 
 static void
 router_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -389,9 +1200,11 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 			return;
 		}
 		log_info("router reload: policy generation %u", lb_gen_number(g));
+		/* Messages in flight keep copies of what they need from the old configuration. */
 		lb_gen_release(router_gen);
 		router_gen = g;
 		router_cfg = lb_gen_config(g);
+		router_scan(1);		/* held recipients may have a route now */
 		return;
 	}
 	router_stop = 1;
@@ -401,16 +1214,21 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 int
 router_main(struct lb_gen *gen, int notify_fd)
 {
-	struct event	*notify, *rescan, *sigs[3];
-	struct timeval	 tv = { ROUTER_RESCAN, 0 };
-	char		 path[4200];
-	int		 i;
+	struct event		*notify, *rescan, *sigs[3];
+	struct evconnlistener	*ctl;
+	struct timeval		 tv = { ROUTER_RESCAN, 0 };
+	char			 path[4200];
+	int			 i;
 
 	log_set_role("router");
 	signal(SIGPIPE, SIG_IGN);
+	srandom((unsigned)getpid() ^ (unsigned)util_now());
 	router_gen = gen;
 	router_cfg = lb_gen_config(gen);
 	snprintf(path, sizeof(path), "%s/state", router_cfg->spool);
+	if (util_mkdirs(path, 0700) == -1)
+		fatal("router: cannot create %s: %s", path, strerror(errno));
+	snprintf(path, sizeof(path), "%s/hold", router_cfg->spool);
 	if (util_mkdirs(path, 0700) == -1)
 		fatal("router: cannot create %s: %s", path, strerror(errno));
 	router_base = event_base_new();
@@ -418,7 +1236,11 @@ router_main(struct lb_gen *gen, int notify_fd)
 	if (dns_init(router_base, router_cfg->dns_servers, router_cfg->dns_timeout, router_cfg->dns_tries, path,
 	    sizeof(path)) == -1)
 		fatal("%s", path);
+	mta_init(router_base);
 	router_busy = idmap_new();
+	router_later = idmap_new();
+	router_groups = idmap_new();
+	router_dest = idmap_new();
 	notify = event_new(router_base, notify_fd, EV_READ | EV_PERSIST, router_notify_cb, NULL);
 	event_add(notify, NULL);
 	rescan = event_new(router_base, -1, EV_PERSIST, router_rescan_cb, NULL);
@@ -428,11 +1250,18 @@ router_main(struct lb_gen *gen, int notify_fd)
 	sigs[2] = evsignal_new(router_base, SIGINT, router_signal_cb, NULL);
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
+	ctl = router_ctl_listen();
 	log_info("ready: resuming the queue in %s/queue", router_cfg->spool);
-	router_scan();
+	router_scan(0);
 
 	event_base_dispatch(router_base);
 
+	/* Transactions in flight end here; their recipients were never recorded, so the next start retries them. */
+	if (ctl != NULL)
+		evconnlistener_free(ctl);
+	router_control_path(router_cfg->spool, path, sizeof(path));
+	unlink(path);
+	mta_shutdown();
 	iot_free(router_io);
 	dns_shutdown();
 	for (i = 0; i < 3; i++)
@@ -440,7 +1269,6 @@ router_main(struct lb_gen *gen, int notify_fd)
 	event_free(notify);
 	event_free(rescan);
 	lb_gen_release(router_gen);
-	event_base_free(router_base);
 	log_info("stopped");
 	return 0;
 }

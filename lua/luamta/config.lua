@@ -1009,6 +1009,11 @@ local routing = record({
   { "delay_warning", number(0), default = 14400 },
   { "max_per_domain", whole(1), default = 10 },
   { "tls", enum("opportunistic", "required", "none"), default = "opportunistic" },
+  -- Not in SPEC (it is silent): Postfix's smtp_connect_timeout and its reply timeouts.
+  { "timeouts", record {
+      { "connect", number(0, true), default = 30 },
+      { "reply", number(0, true), default = 300 },
+    }, default = { connect = 30, reply = 300 } },
 }, function(out)
   local port = out.port or 25
   local hosts = { out.relay_host, out.smart_host }

@@ -53,6 +53,30 @@ function M.bounce(code, text)
            text = check_text("mta.bounce", text, "5.0.0 Delivery failed") }
 end
 
+-- mta.deliver_mx(domain): SMTP to the domain's MX hosts (or its A/AAAA when it has no MX), port routing.port.
+function M.deliver_mx(domain, port)
+  if type(domain) ~= "string" or domain == "" then error("mta.deliver_mx: expected a domain", 2) end
+  return { action = "relay", mode = "mx", host = domain, port = port or M.config.routing.port }
+end
+
+-- mta.relay(host): SMTP to a relay or smart host: a host value of the configuration ({ host, port, literal }),
+-- or a string "name", "name:port" or "[ip]:port". A name is resolved by MX, then A (SPEC section 6).
+function M.relay(host)
+  if type(host) == "string" then
+    local parsed = require("luamta.config").parse_host(host)
+    if not parsed then error("mta.relay: expected \"name\", \"name:port\" or \"[ip]:port\", got " .. host, 2) end
+    host = parsed
+  end
+  if type(host) ~= "table" or type(host.host) ~= "string" then error("mta.relay: expected a host", 2) end
+  return { action = "relay", mode = host.literal and "ip" or "host", host = host.host,
+           port = host.port or M.config.routing.port }
+end
+
+-- mta.hold(text): keep the recipient queued until an administrator flushes or releases it.
+function M.hold(text)
+  return { action = "hold", code = 451, text = check_text("mta.hold", text, "4.3.2 Held in the queue") }
+end
+
 function M.defer(text)
   return { action = "defer", code = 451, text = check_text("mta.defer", text, "4.0.0 Deferred") }
 end

@@ -1,0 +1,666 @@
+/*
+ * mta.c - the outbound SMTP client (RFC 5321, with PIPELINING, SIZE, 8BITMIME and SMTPUTF8). A transaction
+ * (struct mta_tx) walks its list of addresses: a connection that fails, or a server that does not greet or
+ * answer EHLO/HELO, sends it to the next address. Once MAIL has been sent, what happens is final for this
+ * attempt: every recipient ends sent, deferred or bounced, and the router decides about retries. Replies are
+ * read in order; with PIPELINING, MAIL, every RCPT and DATA go out in one write (RFC 2920). Connections that
+ * end a transaction cleanly wait MTA_IDLE seconds for another transaction to the same address (RSET first).
+ * Nothing here blocks: connect, reads, writes and timers are libevent's.
+ *	mta_deliver()	run one transaction; the results arrive by callback
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "log.h"
+#include "mta.h"
+#include "util.h"
+
+#define MTA_IDLE	5		/* seconds a clean connection waits to be reused */
+#define MTA_REPLY_MAX	8192		/* octets of one reply line we accept before giving up on the server */
+
+enum mta_state {
+	MTA_S_CONNECT, MTA_S_GREETING, MTA_S_EHLO, MTA_S_HELO, MTA_S_RSET, MTA_S_MAIL, MTA_S_RCPT, MTA_S_DATA,
+	MTA_S_BODY, MTA_S_IDLE, MTA_S_QUIT,
+};
+
+static const char *const mta_state_names[] = {
+	"connecting", "waiting for the greeting", "sending EHLO", "sending HELO", "sending RSET", "sending MAIL FROM",
+	"sending RCPT TO", "sending DATA", "sending the message", "idle", "sending QUIT",
+};
+
+struct mta_tx;
+
+struct mta_conn {
+	struct bufferevent	*bev;		/* owns */
+	struct event		*timer;		/* owns */
+	struct mta_addr		 addr;
+	char			 key[96];	/* "ip:port": what a transaction may reuse */
+	enum mta_state		 state;
+	int			 pipelining, eightbit, smtputf8, starttls;
+	unsigned long long	 size_max;	/* 0: no SIZE limit announced */
+	struct mta_tx		*tx;		/* borrowed; NULL while idle */
+	char			 reply[MTA_TEXT_MAX + 1];	/* the reply being read, lines joined by spaces */
+	size_t			 reply_len;
+	struct mta_conn		*next;		/* idle list */
+	int			 dead;		/* freed at the next turn of the loop; callbacks up the stack see it */
+};
+
+struct mta_tx {
+	uint64_t		 cookie;
+	mta_done_fn		*done;
+	struct mta_request	 req;		/* strings below are owned copies, except req.data */
+	char			*queue_id, *helo, *sender;
+	char			**rcpts;
+	int			*decided;	/* per recipient: its result is final for this attempt */
+	struct mta_result	 res;
+	size_t			 addr_i;	/* the address being tried */
+	size_t			 rcpt_replied;	/* RCPT replies read */
+	size_t			 rcpt_sent;	/* RCPT commands sent (without PIPELINING, one at a time) */
+	size_t			 rcpt_ok;	/* recipients the server accepted */
+	int			 mail_ok;
+	int			 mail_sent;	/* after MAIL, failures are final for this attempt */
+	char			 last_error[MTA_TEXT_MAX + 1];
+	char			 last_dsn[16];
+	struct mta_conn		*conn;		/* borrowed */
+};
+
+static struct event_base	*mta_base;
+static struct mta_conn		*mta_idle;
+static size_t			 mta_inflight;
+
+static void	mta_try_next(struct mta_tx *);
+static void	mta_conn_free(struct mta_conn *);
+static void	mta_tx_start(struct mta_conn *);
+
+void
+mta_init(struct event_base *base)
+{
+	mta_base = base;
+}
+
+size_t
+mta_active(void)
+{
+	return mta_inflight;
+}
+
+void
+mta_stuff(struct evbuffer *out, const char *data, size_t len)
+{
+	size_t	 start = 0, i;
+
+	if (len > 0 && data[0] == '.')
+		evbuffer_add(out, ".", 1);
+	for (i = 0; i + 2 < len; i++) {
+		if (data[i] == '\r' && data[i + 1] == '\n' && data[i + 2] == '.') {
+			evbuffer_add(out, data + start, i + 2 - start);
+			evbuffer_add(out, ".", 1);
+			start = i + 2;
+		}
+	}
+	evbuffer_add(out, data + start, len - start);
+	if (len < 2 || data[len - 2] != '\r' || data[len - 1] != '\n')
+		evbuffer_add(out, "\r\n", 2);
+}
+
+/* mta_dsn_of - the enhanced status code at the start of a reply text, or one derived from the code. */
+static void
+mta_dsn_of(int code, const char *text, char *dsn, size_t size)
+{
+	const char	*p = text;
+	size_t		 n = 0;
+
+	if ((p[0] == '2' || p[0] == '4' || p[0] == '5') && p[1] == '.' && p[0] == '0' + code / 100) {
+		while (n < 11 && (isdigit((unsigned char)p[n]) || p[n] == '.'))
+			n++;
+		if (n >= 5 && n < size && (p[n] == ' ' || p[n] == '\0')) {
+			memcpy(dsn, p, n);
+			dsn[n] = '\0';
+			return;
+		}
+	}
+	snprintf(dsn, size, "%d.0.0", code / 100);
+}
+
+static void
+mta_rcpt_set(struct mta_tx *tx, size_t i, enum mta_status st, const char *dsn, const char *text)
+{
+	struct mta_rcpt_result	*r = &tx->res.rcpts[i];
+
+	if (tx->decided[i])
+		return;
+	tx->decided[i] = 1;
+	r->status = st;
+	util_strlcpy(r->dsn, dsn, sizeof(r->dsn));
+	util_strlcpy(r->text, text, sizeof(r->text));
+}
+
+/* mta_rcpt_reply - decide recipient i from an SMTP reply. */
+static void
+mta_rcpt_reply(struct mta_tx *tx, size_t i, int code, const char *reply)
+{
+	char	 dsn[16];
+
+	mta_dsn_of(code, reply + (strlen(reply) > 4 ? 4 : strlen(reply)), dsn, sizeof(dsn));
+	mta_rcpt_set(tx, i, code >= 500 ? MTA_BOUNCED : code >= 400 ? MTA_DEFERRED : MTA_SENT, dsn, reply);
+}
+
+/* mta_tx_finish - every undecided recipient gets (st, dsn, text); the caller hears about it; tx is freed. */
+static void
+mta_tx_finish(struct mta_tx *tx, enum mta_status st, const char *dsn, const char *text)
+{
+	size_t	 i;
+
+	for (i = 0; i < tx->req.nrcpts; i++)
+		mta_rcpt_set(tx, i, st, dsn, text);
+	if (tx->conn != NULL)
+		tx->conn->tx = NULL;
+	mta_inflight--;
+	tx->done(tx->cookie, &tx->res);
+	for (i = 0; i < tx->req.nrcpts; i++)
+		free(tx->rcpts[i]);
+	free(tx->rcpts);
+	free(tx->decided);
+	free(tx->res.rcpts);
+	free(tx->queue_id);
+	free(tx->helo);
+	free(tx->sender);
+	free(tx);
+}
+
+static void
+mta_timer_arm(struct mta_conn *c, double seconds)
+{
+	struct timeval	 tv;
+
+	tv.tv_sec = (time_t)seconds;
+	tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+	evtimer_add(c->timer, &tv);
+}
+
+static void
+mta_send(struct mta_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+mta_send(struct mta_conn *c, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+	va_end(ap);
+	evbuffer_add(bufferevent_get_output(c->bev), "\r\n", 2);
+}
+
+/* mta_conn_park - the transaction ended cleanly: keep the connection for the next one to this address. */
+static void
+mta_conn_park(struct mta_conn *c)
+{
+	c->tx = NULL;
+	c->state = MTA_S_IDLE;
+	c->next = mta_idle;
+	mta_idle = c;
+	mta_timer_arm(c, MTA_IDLE);
+}
+
+static void
+mta_conn_unlink_idle(struct mta_conn *c)
+{
+	struct mta_conn	**pp;
+
+	for (pp = &mta_idle; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	c->next = NULL;
+}
+
+/*
+ * mta_conn_fail - the connection is unusable. Before MAIL, the transaction moves to the next address; after it,
+ * every open recipient is deferred with why.
+ */
+static void
+mta_conn_fail(struct mta_conn *c, const char *why)
+{
+	struct mta_tx	*tx = c->tx;
+	char		 text[MTA_TEXT_MAX + 1];
+
+	c->tx = NULL;
+	mta_conn_free(c);
+	if (tx == NULL)
+		return;
+	tx->conn = NULL;
+	snprintf(text, sizeof(text), "%s[%s]:%d %s", tx->req.addrs[tx->addr_i].host, tx->req.addrs[tx->addr_i].ip,
+	    tx->req.addrs[tx->addr_i].port, why);
+	if (!tx->mail_sent) {
+		util_strlcpy(tx->last_error, text, sizeof(tx->last_error));
+		tx->addr_i++;
+		mta_try_next(tx);
+		return;
+	}
+	mta_tx_finish(tx, MTA_DEFERRED, "4.4.2", text);
+}
+
+/* mta_tx_end - the server answered the end of a transaction: park or close the connection, report. */
+static void
+mta_tx_end(struct mta_conn *c, enum mta_status st, const char *dsn, const char *text)
+{
+	struct mta_tx	*tx = c->tx;
+
+	mta_conn_park(c);
+	tx->conn = NULL;
+	mta_tx_finish(tx, st, dsn, text);
+}
+
+static void
+mta_send_rcpt(struct mta_conn *c, size_t i)
+{
+	mta_send(c, "RCPT TO:<%s>", c->tx->rcpts[i]);
+}
+
+/* mta_tx_start - greeted (or RSET): send MAIL, and with PIPELINING every RCPT and DATA too. */
+static void
+mta_tx_start(struct mta_conn *c)
+{
+	struct mta_tx	*tx = c->tx;
+	struct evbuffer	*out = bufferevent_get_output(c->bev);
+	char		 text[MTA_TEXT_MAX + 1];
+	size_t		 i;
+
+	if (tx->req.smtputf8 && !c->smtputf8) {
+		snprintf(text, sizeof(text), "%s[%s] does not offer SMTPUTF8, which this message needs",
+		    c->addr.host, c->addr.ip);
+		mta_tx_end(c, MTA_BOUNCED, "5.6.7", text);
+		return;
+	}
+	if (c->size_max > 0 && tx->req.len > c->size_max) {
+		snprintf(text, sizeof(text), "message of %zu octets exceeds the limit of %llu at %s[%s]",
+		    tx->req.len, c->size_max, c->addr.host, c->addr.ip);
+		mta_tx_end(c, MTA_BOUNCED, "5.3.4", text);
+		return;
+	}
+	tx->mail_sent = 1;
+	evbuffer_add_printf(out, "MAIL FROM:<%s>", tx->sender);
+	if (c->size_max > 0 || c->pipelining)	/* SIZE= is harmless where SIZE was offered */
+		evbuffer_add_printf(out, " SIZE=%zu", tx->req.len);
+	if (tx->req.body_8bit && c->eightbit)
+		evbuffer_add_printf(out, " BODY=8BITMIME");
+	if (tx->req.smtputf8)
+		evbuffer_add_printf(out, " SMTPUTF8");
+	evbuffer_add(out, "\r\n", 2);
+	c->state = MTA_S_MAIL;
+	if (c->pipelining) {
+		for (i = 0; i < tx->req.nrcpts; i++)
+			mta_send_rcpt(c, i);
+		tx->rcpt_sent = tx->req.nrcpts;
+		mta_send(c, "DATA");
+	}
+	mta_timer_arm(c, tx->req.reply_timeout);
+}
+
+/* mta_ehlo_line - note the extensions of one EHLO reply line ("250-PIPELINING", "250 SIZE 1000"). */
+static void
+mta_ehlo_line(struct mta_conn *c, const char *line)
+{
+	const char	*kw = line + 4;
+
+	if (strlen(line) < 5)
+		return;
+	if (strcasecmp(kw, "PIPELINING") == 0)
+		c->pipelining = 1;
+	else if (strcasecmp(kw, "8BITMIME") == 0)
+		c->eightbit = 1;
+	else if (strcasecmp(kw, "SMTPUTF8") == 0)
+		c->smtputf8 = 1;
+	else if (strcasecmp(kw, "STARTTLS") == 0)
+		c->starttls = 1;
+	else if (strncasecmp(kw, "SIZE", 4) == 0 && (kw[4] == ' ' || kw[4] == '\0'))
+		c->size_max = strtoull(kw + 4, NULL, 10);
+}
+
+/* mta_reply - one complete reply (code, text joined) in the connection's current state. */
+static void
+mta_reply(struct mta_conn *c, int code, const char *reply)
+{
+	struct mta_tx	*tx = c->tx;
+	char		 dsn[16], why[MTA_TEXT_MAX + 1];
+	size_t		 i;
+
+	if (tx == NULL) {		/* idle or quitting: the server said something on its own */
+		mta_conn_unlink_idle(c);
+		mta_conn_free(c);
+		return;
+	}
+	mta_timer_arm(c, tx->req.reply_timeout);
+	switch (c->state) {
+	case MTA_S_GREETING:
+		if (code / 100 != 2) {
+			snprintf(why, sizeof(why), "refused to talk to me: %s", reply);
+			mta_conn_fail(c, why);
+			return;
+		}
+		c->state = MTA_S_EHLO;
+		mta_send(c, "EHLO %s", tx->helo);
+		return;
+	case MTA_S_EHLO:
+		if (code / 100 == 2) {
+			mta_tx_start(c);
+			return;
+		}
+		if (code / 100 == 5) {		/* an old server: try HELO */
+			c->state = MTA_S_HELO;
+			mta_send(c, "HELO %s", tx->helo);
+			return;
+		}
+		snprintf(why, sizeof(why), "refused EHLO: %s", reply);
+		mta_conn_fail(c, why);
+		return;
+	case MTA_S_HELO:
+		if (code / 100 == 2) {
+			mta_tx_start(c);
+			return;
+		}
+		snprintf(why, sizeof(why), "refused HELO: %s", reply);
+		mta_conn_fail(c, why);
+		return;
+	case MTA_S_RSET:
+		if (code / 100 == 2) {
+			mta_tx_start(c);
+			return;
+		}
+		mta_conn_fail(c, "refused RSET on a reused connection");
+		return;
+	case MTA_S_MAIL:
+		if (code / 100 == 2)
+			tx->mail_ok = 1;
+		else {
+			for (i = 0; i < tx->req.nrcpts; i++)
+				mta_rcpt_reply(tx, i, code, reply);
+		}
+		if (!c->pipelining) {
+			if (!tx->mail_ok) {
+				c->state = MTA_S_RSET;
+				mta_tx_end(c, MTA_DEFERRED, "4.0.0", reply);
+				return;
+			}
+			mta_send_rcpt(c, tx->rcpt_sent++);
+		}
+		c->state = MTA_S_RCPT;
+		return;
+	case MTA_S_RCPT:
+		if (tx->mail_ok) {
+			if (code / 100 == 2)
+				tx->rcpt_ok++;
+			else
+				mta_rcpt_reply(tx, tx->rcpt_replied, code, reply);
+		}
+		tx->rcpt_replied++;
+		if (tx->rcpt_replied < tx->req.nrcpts) {
+			if (!c->pipelining)
+				mta_send_rcpt(c, tx->rcpt_sent++);
+			return;
+		}
+		c->state = MTA_S_DATA;
+		if (!c->pipelining) {
+			if (tx->rcpt_ok == 0) {
+				mta_tx_end(c, MTA_DEFERRED, "4.0.0", "no recipient accepted");
+				return;
+			}
+			mta_send(c, "DATA");
+		}
+		return;
+	case MTA_S_DATA:
+		if (code == 354) {
+			c->state = MTA_S_BODY;
+			if (tx->rcpt_ok == 0 || !tx->mail_ok) {
+				/* Pipelined, every recipient refused, and yet 354: end an empty message at once. */
+				evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
+				return;
+			}
+			mta_stuff(bufferevent_get_output(c->bev), tx->req.data, tx->req.len);
+			evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
+			return;
+		}
+		mta_dsn_of(code, strlen(reply) > 4 ? reply + 4 : "", dsn, sizeof(dsn));
+		mta_tx_end(c, code >= 500 ? MTA_BOUNCED : MTA_DEFERRED, dsn, reply);
+		return;
+	case MTA_S_BODY:
+		mta_dsn_of(code, strlen(reply) > 4 ? reply + 4 : "", dsn, sizeof(dsn));
+		if (tx->rcpt_ok == 0 || !tx->mail_ok)
+			mta_tx_end(c, MTA_DEFERRED, "4.0.0", "no recipient accepted");
+		else
+			mta_tx_end(c, code / 100 == 2 ? MTA_SENT : code >= 500 ? MTA_BOUNCED : MTA_DEFERRED, dsn, reply);
+		return;
+	default:
+		mta_conn_fail(c, "sent a reply we did not ask for");
+		return;
+	}
+}
+
+static void
+mta_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct mta_conn	*c = arg;
+	struct evbuffer	*in = bufferevent_get_input(bev);
+	char		*line;
+	size_t		 len;
+
+	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF)) != NULL) {
+		int	 last, code;
+
+		if (len < 3 || !isdigit((unsigned char)line[0]) || !isdigit((unsigned char)line[1]) ||
+		    !isdigit((unsigned char)line[2]) || (len > 3 && line[3] != ' ' && line[3] != '-')) {
+			free(line);
+			mta_conn_fail(c, "sent a malformed reply");
+			return;
+		}
+		last = len == 3 || line[3] == ' ';
+		code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+		if (c->state == MTA_S_EHLO && c->reply_len > 0)
+			mta_ehlo_line(c, line);
+		if (c->reply_len == 0)
+			c->reply_len = util_strlcpy(c->reply, line, sizeof(c->reply));
+		else if (c->reply_len < sizeof(c->reply) - 2 && len > 4) {	/* continuation: join the text */
+			c->reply[c->reply_len++] = ' ';
+			c->reply_len += util_strlcpy(c->reply + c->reply_len, line + 4, sizeof(c->reply) - c->reply_len);
+		}
+		if (c->reply_len >= sizeof(c->reply))
+			c->reply_len = sizeof(c->reply) - 1;
+		free(line);
+		if (!last)
+			continue;
+		c->reply[c->reply_len] = '\0';
+		c->reply_len = 0;
+		mta_reply(c, code, c->reply);
+		if (c->dead || c->state == MTA_S_IDLE)
+			return;		/* closed, or parked with nothing more to read */
+	}
+	if (evbuffer_get_length(in) > MTA_REPLY_MAX)
+		mta_conn_fail(c, "sent a reply line that is too long");
+}
+
+static void
+mta_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct mta_conn	*c = arg;
+	char		 why[256];
+
+	if (what & BEV_EVENT_CONNECTED) {
+		c->state = MTA_S_GREETING;
+		mta_timer_arm(c, c->tx ? c->tx->req.reply_timeout : 300);
+		return;
+	}
+	if (c->tx == NULL) {			/* an idle connection closed by the server */
+		mta_conn_unlink_idle(c);
+		mta_conn_free(c);
+		return;
+	}
+	if (c->state == MTA_S_CONNECT)
+		snprintf(why, sizeof(why), "connect failed: %s", strerror(EVUTIL_SOCKET_ERROR()));
+	else
+		snprintf(why, sizeof(why), "lost connection while %s", mta_state_names[c->state]);
+	mta_conn_fail(c, why);
+}
+
+static void
+mta_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mta_conn	*c = arg;
+	char		 why[128];
+
+	if (c->state == MTA_S_IDLE) {		/* nobody needed it: close (servers accept a close without QUIT) */
+		mta_conn_unlink_idle(c);
+		mta_conn_free(c);
+		return;
+	}
+	snprintf(why, sizeof(why), "timed out while %s", mta_state_names[c->state]);
+	mta_conn_fail(c, why);
+}
+
+static void
+mta_conn_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct mta_conn	*c = arg;
+
+	if (c->timer != NULL)
+		event_free(c->timer);
+	free(c);
+}
+
+/* mta_conn_free - close now, free later: a callback further up the stack may still hold c. */
+static void
+mta_conn_free(struct mta_conn *c)
+{
+	struct timeval	 now = { 0, 0 };
+
+	if (c->dead)
+		return;
+	c->dead = 1;
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);
+	c->bev = NULL;
+	evtimer_del(c->timer);
+	event_base_once(mta_base, -1, EV_TIMEOUT, mta_conn_reap, c, &now);
+}
+
+/* mta_try_next - the next address: an idle connection to it, or a new one. */
+static void
+mta_try_next(struct mta_tx *tx)
+{
+	struct mta_conn		*c, **pp;
+	struct mta_addr		*a;
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+	char			 key[96], dsn[16];
+
+	if (tx->addr_i >= tx->req.naddrs) {
+		util_strlcpy(dsn, tx->req.naddrs == 0 ? "4.4.4" : "4.4.1", sizeof(dsn));
+		if (tx->last_error[0] == '\0')
+			util_strlcpy(tx->last_error, "no address to deliver to", sizeof(tx->last_error));
+		snprintf(tx->res.relay, sizeof(tx->res.relay), "none");
+		mta_tx_finish(tx, MTA_DEFERRED, dsn, tx->last_error);
+		return;
+	}
+	a = &tx->req.addrs[tx->addr_i];
+	snprintf(tx->res.relay, sizeof(tx->res.relay), "%s[%s]:%d", a->host, a->ip, a->port);
+	util_strlcpy(tx->res.remote_host, a->host, sizeof(tx->res.remote_host));
+	snprintf(key, sizeof(key), "%s:%d", a->ip, a->port);
+	for (pp = &mta_idle; *pp != NULL; pp = &(*pp)->next) {
+		if (strcmp((*pp)->key, key) == 0) {
+			c = *pp;
+			*pp = c->next;
+			c->next = NULL;
+			c->tx = tx;
+			tx->conn = c;
+			c->state = MTA_S_RSET;
+			mta_send(c, "RSET");
+			mta_timer_arm(c, tx->req.reply_timeout);
+			return;
+		}
+	}
+	memset(&ss, 0, sizeof(ss));
+	if (inet_pton(AF_INET, a->ip, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+		ss.ss_family = AF_INET;
+		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)a->port);
+		sslen = sizeof(struct sockaddr_in);
+	} else if (inet_pton(AF_INET6, a->ip, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+		ss.ss_family = AF_INET6;
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)a->port);
+		sslen = sizeof(struct sockaddr_in6);
+	} else {
+		snprintf(tx->last_error, sizeof(tx->last_error), "%s: not an IP address", a->ip);
+		tx->addr_i++;
+		mta_try_next(tx);
+		return;
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->addr = *a;
+	c->timer = NULL;
+	util_strlcpy(c->key, key, sizeof(c->key));
+	c->tx = tx;
+	tx->conn = c;
+	c->state = MTA_S_CONNECT;
+	c->timer = evtimer_new(mta_base, mta_timer_cb, c);
+	c->bev = bufferevent_socket_new(mta_base, -1, BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(c->bev, mta_read_cb, NULL, mta_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ);
+	mta_timer_arm(c, tx->req.connect_timeout);
+	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss, (int)sslen) == -1) {
+		/* An immediate failure (no route, no buffers): the event callback will not run. */
+		c->tx = NULL;
+		tx->conn = NULL;
+		mta_conn_free(c);
+		snprintf(tx->last_error, sizeof(tx->last_error), "%s[%s]:%d connect failed: %s", a->host, a->ip,
+		    a->port, strerror(errno));
+		tx->addr_i++;
+		mta_try_next(tx);
+	}
+}
+
+void
+mta_deliver(const struct mta_request *req, mta_done_fn *done, uint64_t cookie)
+{
+	struct mta_tx	*tx = xcalloc(1, sizeof(*tx));
+	size_t		 i;
+
+	tx->cookie = cookie;
+	tx->done = done;
+	tx->req = *req;
+	tx->queue_id = xstrdup(req->queue_id);
+	tx->helo = xstrdup(req->helo);
+	tx->sender = xstrdup(req->sender);
+	tx->rcpts = xcalloc(req->nrcpts, sizeof(*tx->rcpts));
+	for (i = 0; i < req->nrcpts; i++)
+		tx->rcpts[i] = xstrdup(req->rcpts[i]);
+	tx->decided = xcalloc(req->nrcpts, sizeof(*tx->decided));
+	tx->res.rcpts = xcalloc(req->nrcpts, sizeof(*tx->res.rcpts));
+	tx->res.nrcpts = req->nrcpts;
+	mta_inflight++;
+	mta_try_next(tx);
+}
+
+void
+mta_shutdown(void)
+{
+	struct mta_conn	*c;
+
+	while ((c = mta_idle) != NULL) {
+		mta_idle = c->next;
+		mta_conn_free(c);
+	}
+}

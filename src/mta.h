@@ -1,0 +1,68 @@
+/*
+ * mta.h - outbound SMTP delivery: one transaction carries one message to one next hop with all its recipients.
+ * The caller gives the addresses to try in order (already resolved: MX and A lookups happen in the router);
+ * mta tries them until one takes a transaction, and answers with a result per recipient. Connections that end a
+ * transaction cleanly are kept for a few seconds and reused for the same address (RSET first).
+ */
+#ifndef MTA_H
+#define MTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+
+#define MTA_ADDRS_MAX	16	/* addresses tried for one transaction */
+#define MTA_TEXT_MAX	900	/* a remote reply kept for logs and bounces */
+
+struct mta_addr {
+	char	 ip[64];		/* numeric */
+	int	 port;
+	char	 host[256];		/* the name it came from (MX host or relay host), for logs and Remote-MTA */
+};
+
+struct mta_request {
+	const char		*queue_id;
+	const char		*helo;		/* our name in EHLO */
+	const char		*sender;	/* "" for the null sender */
+	const char *const	*rcpts;
+	size_t			 nrcpts;
+	const char		*data;		/* the message, CRLF lines, not dot-stuffed; borrowed until done */
+	size_t			 len;
+	int			 body_8bit;
+	int			 smtputf8;
+	struct mta_addr		 addrs[MTA_ADDRS_MAX];
+	size_t			 naddrs;
+	double			 connect_timeout;
+	double			 reply_timeout;	/* each reply, and each block of data written */
+};
+
+enum mta_status { MTA_SENT, MTA_DEFERRED, MTA_BOUNCED };
+
+struct mta_rcpt_result {
+	enum mta_status	 status;
+	char		 dsn[16];			/* "2.0.0", "4.4.1", "5.1.1" */
+	char		 text[MTA_TEXT_MAX + 1];	/* the reply, or what went wrong */
+};
+
+struct mta_result {
+	struct mta_rcpt_result	*rcpts;		/* nrcpts of them, in request order */
+	size_t			 nrcpts;
+	char			 relay[400];	/* "host[ip]:port" that was used, or "none" */
+	char			 remote_host[256];
+};
+
+/* mta_done_fn - the transaction is over; res is borrowed for the call. */
+typedef void	 mta_done_fn(uint64_t cookie, const struct mta_result *res);
+
+void		 mta_init(struct event_base *);
+/* mta_deliver - start; copies what it needs from req except data, which must stay valid until done runs. */
+void		 mta_deliver(const struct mta_request *req, mta_done_fn *done, uint64_t cookie);
+void		 mta_shutdown(void);	/* close idle connections; transactions in flight end deferred */
+size_t		 mta_active(void);	/* transactions in flight */
+
+/* mta_stuff - append data to out with dot-stuffing (RFC 5321 4.5.2) and a final CRLF if it lacks one. */
+struct evbuffer;
+void		 mta_stuff(struct evbuffer *out, const char *data, size_t len);
+
+#endif
