@@ -470,7 +470,11 @@ end
 
 -- stop_all(): stop every server still running (a safety net for teardown)
 function M.stop_all()
-  for srv in pairs(running) do srv:cleanup() end
+  for srv in pairs(running) do pcall(srv.cleanup, srv) end
 end
+
+-- The last safety net: when the test runner's Lua state closes (busted exits with os.exit(code, true)), any
+-- daemon a spec forgot is stopped.
+M._sentinel = setmetatable({}, { __gc = function() M.stop_all() end })
 
 return M

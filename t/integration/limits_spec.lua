@@ -51,6 +51,18 @@ describe("the error limit (inbound.connection.max_errors = 3)", function()
     assert.is_true((c:expect_closed(2)))
   end)
 
+  it("ten bad commands in one write get three 500s, one 421 and nothing more", function()
+    local c = env.connect()
+    c:greet()
+    c:send(string.rep("BOGUS\r\n", 10))
+    local codes = {}
+    for i = 1, 4 do codes[i] = (c:read_reply()) end
+    assert.same({ 500, 500, 500, 421 }, codes)
+    local closed, extra = c:expect_closed(2)
+    assert.is_true(closed)
+    assert.same({}, extra)
+  end)
+
   it("lets a session with 3 errors go on", function()
     local c = env.connect()
     c:greet()
@@ -101,6 +113,46 @@ describe("the connection limit per IP (server.max_connections_per_ip = 2)", func
       socket.sleep(0.05)
     end
     assert.equal(220, code)
+  end)
+end)
+
+describe("the connection limit per IP with two workers (max_connections_per_ip = 2, workers = 2)", function()
+  local env = with_server { server = { max_connections_per_ip = 2, workers = 2 } }
+
+  it("counts the connections of every worker: the third from 127.0.0.2 gets 421 4.7.0", function()
+    -- Whatever worker takes each connection, the limit is the server's, not the worker's.
+    for round = 1, 3 do
+      local a = env.connect { bind = "127.0.0.2" }
+      assert.equal(220, (a:read_reply()))
+      local b = env.connect { bind = "127.0.0.2" }
+      assert.equal(220, (b:read_reply()))
+      local third = env.connect { bind = "127.0.0.2" }
+      local code, lines = third:read_reply()
+      assert.equal(421, code, "round " .. round .. ": " .. tostring(lines and lines.text or lines))
+      assert.equal("421 4.7.0 Too many connections", lines[1])
+      assert.equal(221, (a:cmd("QUIT")))
+      assert.equal(221, (b:cmd("QUIT")))
+      a:expect_closed(2)
+      b:expect_closed(2)
+      third:close()
+      socket.sleep(0.1)
+    end
+  end)
+end)
+
+describe("the connection limit of the server (server.max_connections = 2)", function()
+  local env = with_server { server = { max_connections = 2 } }
+
+  it("a third connection, from another IP, gets 421 4.7.0 Too many connections", function()
+    local a = env.connect { bind = "127.0.0.4" }
+    assert.equal(220, (a:read_reply()))
+    local b = env.connect { bind = "127.0.0.5" }
+    assert.equal(220, (b:read_reply()))
+    local c = env.connect { bind = "127.0.0.6" }
+    local code, lines = c:read_reply()
+    assert.equal(421, code)
+    assert.equal("421 4.7.0 Too many connections", lines[1])
+    assert.is_true((c:expect_closed(2)))
   end)
 end)
 

@@ -13,7 +13,8 @@ describe("an SMTP session", function()
 
   -- Every test mails its own directory user, so that "nothing was delivered" is about that test alone.
   local users = {}
-  for _, u in ipairs { "jdoe", "pipe", "after", "stuffed", "big", "many", "bdat", "bdat2", "post" } do
+  for _, u in ipairs { "jdoe", "pipe", "after", "stuffed", "big", "many", "bdat", "bdat2", "bdat3", "null", "two1",
+                       "two2", "exact", "over" } do
     users[#users + 1] = { address = u .. "@example.test", aliases = u == "jdoe" and { "john@example.test" } or nil }
   end
 
@@ -43,14 +44,30 @@ describe("an SMTP session", function()
     return c
   end
 
-  -- nothing_for(user, mark): no message for user arrives, and the log has no queued message after mark.
+  -- sized(subject, n) -> a message of exactly n octets (CRLF line ends, the last line ends with CRLF)
+  local function sized(subject, n)
+    local head = "Subject: " .. subject .. "\r\n\r\n"
+    local left = n - #head
+    local parts = { head }
+    while left > 0 do
+      local len = math.min(100, left)
+      if left - len > 0 and left - len < 3 then len = left - 3 end   -- keep room for a last "x\r\n"
+      parts[#parts + 1] = string.rep("x", len - 2) .. "\r\n"
+      left = left - len
+    end
+    local text = table.concat(parts)
+    assert(#text == n)
+    return text
+  end
+
+  -- assert_nothing_delivered(user, mark): no message for user arrives, and the log has no queued message after mark.
   local function assert_nothing_delivered(user, mark)
     socket.sleep(0.3)
     assert.same({}, srv:maildir_files(user))
     assert.is_nil(srv:log():sub(mark + 1):find("nrcpt=", 1, true))
   end
 
-  describe("greets and introduces itself:", function()
+  describe("the greeting and EHLO", function()
     it("greets with 220 and the configured hostname", function()
       local c = connect()
       local code, lines = c:read_reply()
@@ -111,6 +128,31 @@ describe("an SMTP session", function()
       assert.equal(#text, tonumber(line:match("size=(%d+)")))
     end)
 
+    it("gives each of two recipients a copy with its own Delivered-To, and no \"for\" in Received", function()
+      local c = session()
+      local code = smtp.send_mail(c, "alice@example.org", { "two1@example.test", "two2@example.test" },
+        smtp.message({ "Subject: for two" }, "shared\r\n"))
+      assert.equal(250, code)
+      for _, u in ipairs { "two1", "two2" } do
+        local files = srv:wait_maildir(u)
+        assert.equal(1, #files)
+        assert.matches("^Return%-Path: <alice@example%.org>\nDelivered%-To: " .. u .. "@example%.test\n",
+          files[1].content)
+        local received = files[1].content:match("\nReceived: (.-)\n%S")
+        assert.truthy(received, files[1].content)
+        assert.is_nil(received:find("for <", 1, true), received)
+      end
+    end)
+
+    it("delivers a message from the null sender <> with Return-Path: <>", function()
+      local c = session()
+      local code = smtp.send_mail(c, "", "null@example.test", smtp.message({ "Subject: bounce" }, "report\r\n"))
+      assert.equal(250, code)
+      local files = srv:wait_maildir("null")
+      assert.equal(1, #files)
+      assert.matches("^Return%-Path: <>\nDelivered%-To: null@example%.test\n", files[1].content)
+    end)
+
     it("keeps a message for a user's alias in the user's Maildir", function()
       local c = session()
       local code = smtp.send_mail(c, "alice@example.org", "john@example.test",
@@ -151,6 +193,14 @@ describe("an SMTP session", function()
   end)
 
   describe("the small commands", function()
+    it("forgets the transaction at a second EHLO", function()
+      local c = session()
+      assert.equal(250, (c:cmd("MAIL FROM:<a@example.org>")))
+      assert.equal(250, (c:cmd("EHLO again.test")))
+      assert.equal(503, (c:cmd("RCPT TO:<jdoe@example.test>")))
+      assert.equal(250, (c:cmd("MAIL FROM:<a@example.org>")), "a new MAIL is not nested")
+    end)
+
     it("answers RSET with 250 and forgets the transaction", function()
       local c = session()
       assert.equal(250, (c:cmd("MAIL FROM:<a@example.org>")))
@@ -247,6 +297,20 @@ describe("an SMTP session", function()
       assert.equal(250, (c:read_reply()))
     end)
 
+    it("a 512-octet command line (CRLF included) is accepted", function()
+      local c = session()
+      local code, lines = c:cmd("NOOP " .. string.rep("x", 505))
+      assert.equal(250, code, lines and lines.text)
+    end)
+
+    it("a 513-octet command line (CRLF included) gets 500 5.5.2", function()
+      local c = session()
+      local code, lines = c:cmd("NOOP " .. string.rep("x", 506))
+      assert.equal(500, code)
+      assert.matches("^500 5%.5%.2 ", lines[1])
+      assert.equal(250, (c:cmd("NOOP")))
+    end)
+
     it("a command with a bare LF gets 500 5.5.2", function()
       local c = session()
       c:send("NOOP\n")
@@ -314,6 +378,22 @@ describe("an SMTP session", function()
         assert_nothing_delivered("big", mark)
       end)
 
+    it("a message of exactly max_message_size octets is accepted", function()
+      local c = session()
+      local code, lines = smtp.send_mail(c, "a@example.org", "exact@example.test", sized("exact", MAX_SIZE))
+      assert.equal(250, code, lines and lines.text)
+      assert.equal(1, #srv:wait_maildir("exact"))
+    end)
+
+    it("a message one octet over max_message_size gets 552 5.3.4 and nothing is delivered", function()
+      local c = session()
+      local mark = srv:log_mark()
+      local code, lines = smtp.send_mail(c, "a@example.org", "over@example.test", sized("over", MAX_SIZE + 1))
+      assert.equal(552, code, lines and lines.text)
+      assert.matches("^552 5%.3%.4 ", lines[1])
+      assert_nothing_delivered("over", mark)
+    end)
+
     it("the recipient past max_recipients gets 452 4.5.3", function()
       local c = session()
       assert.equal(250, (c:cmd("MAIL FROM:<a@example.org>")))
@@ -340,6 +420,41 @@ describe("an SMTP session", function()
       local files = srv:wait_maildir("bdat")
       assert.equal(1, #files)
       assert.matches("\nSubject: chunked\n\n%.a line with a dot\none chunk\n$", files[1].content)
+    end)
+
+    it("answers MAIL, RCPT, BDAT LAST and QUIT sent in one write in order", function()
+      local c = session()
+      local text = "Subject: one write\r\n\r\nall at once\r\n"
+      c:send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bdat3@example.test>\r\nBDAT " .. #text .. " LAST\r\n" .. text
+        .. "QUIT\r\n")
+      local codes = {}
+      for i = 1, 4 do codes[i] = (c:read_reply()) end
+      assert.same({ 250, 250, 250, 221 }, codes)
+      assert.equal(1, #srv:wait_maildir("bdat3"))
+    end)
+
+    it("BDAT before MAIL gets 503 5.5.1 and its octets are not read as commands", function()
+      local c = session()
+      local chunk = "MAIL FROM:<x@example.org>\r\nRCPT TO:<bdat@example.test>\r\n"
+      c:send("BDAT " .. #chunk .. " LAST\r\n" .. chunk)
+      local code, lines = c:read_reply()
+      assert.equal(503, code, lines and lines.text)
+      assert.matches("^503 5%.5%.1 ", lines[1])
+      local code2, lines2 = c:cmd("NOOP")
+      assert.equal(250, code2)
+      assert.equal("250 2.0.0 Ok", lines2[1], "the next reply is the NOOP's, not a MAIL's or RCPT's")
+    end)
+
+    it("DATA after a BDAT chunk gets 503 5.5.1 (RFC 3030 section 2)", function()
+      local c = session()
+      assert.equal(250, (c:cmd("MAIL FROM:<a@example.org>")))
+      assert.equal(250, (c:cmd("RCPT TO:<bdat@example.test>")))
+      c:send("BDAT 5\r\nabcde")
+      assert.equal(250, (c:read_reply()))
+      local code, lines = c:cmd("DATA")
+      if code == 354 then c:send("Subject: mixed\r\n\r\nx\r\n.\r\n") c:read_reply() end
+      assert.equal(503, code, lines and lines.text)
+      assert.matches("^503 5%.5%.1 ", lines[1])
     end)
 
     it("delivers a message sent in two chunks", function()

@@ -20,7 +20,7 @@ local SMUGGLED = "MAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.test>\
   .. "Subject: smuggled\r\n\r\nevil body\r\n"
 
 local function users()
-  local out = { { address = "victim@example.test" } }
+  local out = { { address = "victim@example.test" }, { address = "chunked@example.test" } }
   for i = 1, #SEPARATORS do out[#out + 1] = { address = "rcpt" .. i .. "@example.test" } end
   return out
 end
@@ -56,6 +56,25 @@ for _, mode in ipairs { "reject", "normalize" } do
       clients[#clients + 1] = c
       return c
     end
+
+    it("a BDAT chunk that holds CRLF.CRLF and a smuggled MAIL/RCPT/DATA is one message that holds the smuggled "
+      .. "text", function()
+      local c = session()
+      local mark = srv:log_mark()
+      assert.equal(250, (c:cmd("MAIL FROM:<alice@example.org>")))
+      assert.equal(250, (c:cmd("RCPT TO:<chunked@example.test>")))
+      local chunk = "Subject: chunk\r\n\r\nhello\r\n.\r\n" .. SMUGGLED
+      c:send("BDAT " .. #chunk .. " LAST\r\n" .. chunk)
+      local code, lines = c:read_reply()
+      assert.equal(250, code, lines and lines.text)
+      assert.matches("queued as", lines[1])
+      assert.equal("250 2.0.0 Ok", select(2, c:cmd("NOOP"))[1])
+      local files = srv:wait_maildir("chunked")
+      assert.equal(1, #files)
+      assert.truthy(files[1].content:find("\nhello\n.\nMAIL FROM:<evil@example.org>\n", 1, true), files[1].content)
+      assert.same({}, srv:maildir_files("victim"))
+      assert.equal(1, #srv:log_lines("nrcpt=", mark))
+    end)
 
     for i, sep in ipairs(SEPARATORS) do
       if mode == "reject" then
