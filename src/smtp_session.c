@@ -84,7 +84,7 @@ static const struct smtp_cmd smtp_cmds[] = {
 	/* BDAT is valid everywhere: its chunk must be read (and thrown away) even when the command fails. */
 	{ PROTO_V_BDAT,		GREETED_ON | IN(SMTP_S_REFUSED),		smtp_cmd_bdat },
 	{ PROTO_V_RSET,		GREETED_ON,					smtp_cmd_rset },
-	{ PROTO_V_NOOP,		GREETED_ON | IN(SMTP_S_REFUSED),		smtp_cmd_noop },
+	{ PROTO_V_NOOP,		GREETED_ON,					smtp_cmd_noop },
 	{ PROTO_V_QUIT,		GREETED_ON | IN(SMTP_S_REFUSED),		smtp_cmd_quit },
 	{ PROTO_V_VRFY,		GREETED_ON,					smtp_cmd_vrfy },
 	{ PROTO_V_EXPN,		GREETED_ON,					smtp_cmd_expn },
@@ -98,6 +98,7 @@ static void	smtp_close(struct smtp_session *);
 static void	smtp_free(struct smtp_session *);
 static void	smtp_policy_done(uint64_t, const struct lb_verdict *);
 static void	smtp_greet(struct smtp_session *);
+static void	smtp_read_cb(struct bufferevent *, void *);
 
 void
 smtp_session_dry_run(void)
@@ -328,7 +329,9 @@ smtp_ask(struct smtp_session *s, struct smtp_wait *w)
 	    &run) == 1) {
 		s->run = run;
 		s->waiting = 1;
-		bufferevent_disable(s->bev, EV_READ);
+		/* Pause the client while we wait, except before the greeting: input then is an early talker. */
+		if (s->state != SMTP_S_CONNECT)
+			bufferevent_disable(s->bev, EV_READ);
 		return;
 	}
 	idmap_del(smtp_waits, s->id);
@@ -507,6 +510,10 @@ smtp_greet(struct smtp_session *s)
 
 	if (s->state != SMTP_S_CONNECT)
 		return;
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		smtp_read_cb(s->bev, s);	/* input arrived before the greeting: an early talker */
+		return;
+	}
 	smtp_enter_state(s, SMTP_S_GREETED);
 	snprintf(line, sizeof(line), "220 %s ESMTP luamta", s->cfg->hostname);
 	smtp_send(s, line);
@@ -697,6 +704,10 @@ smtp_cmd_data(struct smtp_session *s, const char *arg)
 {
 	if (*arg != '\0') {
 		smtp_reply(s, "501 5.5.4 Syntax: DATA");
+		return;
+	}
+	if (s->tx->bdat_started) {		/* RFC 3030 2: no DATA in a BDAT transaction */
+		smtp_reply(s, "503 5.5.1 Error: DATA after BDAT; send RSET first");
 		return;
 	}
 	if (s->tx->nrcpts == 0) {
