@@ -33,7 +33,20 @@ local function domain_exists(s, domain)
   return false
 end
 
+-- On a submission listener (server.listen { ..., submission = true }) an authenticated user may send only as
+-- one of its own addresses (its primary address or an alias). A site rule placed before this module can
+-- allow more with mta.accept().
+local function owns(user, address)
+  local owner = mta.directory.lookup(address)
+  return owner ~= nil and owner.address:lower() == user:lower()
+end
+
 function M.mail(s, sender)                           -- stage: mail
+  if s.submission and s.user and not owns(s.user, sender.address) then
+    s:log("sender: " .. s.user .. " may not send as <" .. sender.address .. ">")
+    return mta.reject(553, "5.7.1 <" .. sender.address .. ">: Sender address rejected: not owned by user "
+                           .. s.user)
+  end
   if has_lists and s.user == nil then
     local denied, origin = deny:match_address(sender)
     if denied then return refuse(s, sender, "deny " .. origin) end

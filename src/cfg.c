@@ -192,9 +192,17 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 		}
 		lua_pop(L, 2);					/* [.. cfg] */
 	}
+	if (cfg_table(&x, "tls", "tls")) {
+		c->tls_cert = cfg_str(&x, "cert", "tls.cert", 1);
+		c->tls_key = cfg_str(&x, "key", "tls.key", 1);
+		lua_pop(L, 1);
+	}
 	if (cfg_table(&x, "routing", "routing")) {
 		size_t	 i;
 
+		s = cfg_str(&x, "tls", "routing.tls", 0);
+		c->routing_tls = s == NULL ? 1 : strcmp(s, "none") == 0 ? 0 : strcmp(s, "required") == 0 ? 2 : 1;
+		free(s);
 		c->max_queue_time = cfg_num(&x, "max_queue_time", "routing.max_queue_time");
 		c->delay_warning = cfg_num(&x, "delay_warning", "routing.delay_warning");
 		c->max_per_domain = (int)cfg_num(&x, "max_per_domain", "routing.max_per_domain");
@@ -240,5 +248,7 @@ cfg_free(struct config *c)
 	free(c->maildir);
 	free(c->dns_servers);
 	free(c->retry);
+	free(c->tls_cert);
+	free(c->tls_key);
 	memset(c, 0, sizeof(*c));
 }

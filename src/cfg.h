@@ -42,6 +42,9 @@ struct config {
 	int			 log_level;		/* enum log_level */
 	int			 log_syslog;
 	char			*maildir;		/* owns: delivery.maildir template */
+	char			*tls_cert;		/* owns: tls.cert, or NULL */
+	char			*tls_key;		/* owns: tls.key, or NULL */
+	int			 routing_tls;		/* 0 none, 1 opportunistic, 2 required */
 	char			*dns_servers;		/* owns: "ip:port,..." for c-ares, or NULL (resolv.conf) */
 	double			 dns_timeout;
 	int			 dns_tries;

@@ -65,6 +65,37 @@ static uint64_t		 lb_next_run;
 static void	lb_run_free(struct lb_run *);
 static int	lb_run_resume(struct lb_run *, int nargs, struct lb_verdict *);
 
+int
+lb_directory_password(struct lb_gen *g, const char *name, char *addr, size_t addrsize, char *hash, size_t hashsize)
+{
+	lua_State	*L = g->L;
+	int		 found = -1;
+
+	addr[0] = hash[0] = '\0';
+	lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);		/* [loaded] */
+	lua_getfield(L, -1, "luamta");					/* [loaded mta] */
+	if (!lua_istable(L, -1)) {
+		lua_pop(L, 2);
+		return -1;
+	}
+	lua_getfield(L, -1, "directory");				/* [loaded mta dir] */
+	lua_getfield(L, -1, "lookup");					/* [loaded mta dir lookup] */
+	lua_pushstring(L, name);
+	if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {	/* [loaded mta dir user] */
+		lua_getfield(L, -1, "address");
+		lua_getfield(L, -2, "password");			/* [.. user address password] */
+		if (lua_isstring(L, -2)) {
+			util_strlcpy(addr, lua_tostring(L, -2), addrsize);
+			if (lua_isstring(L, -1))
+				util_strlcpy(hash, lua_tostring(L, -1), hashsize);
+			found = 0;
+		}
+		lua_pop(L, 2);
+	}
+	lua_pop(L, 4);							/* [] */
+	return found;
+}
+
 const char *
 lb_stage_name(enum lb_stage st)
 {

@@ -100,6 +100,13 @@ void		 lb_run_wake(uint64_t id, int nargs);
  * $(pkgdatadir). */
 const char	*lb_datadir(void);
 
+/*
+ * lb_directory_password - the directory user that name (an address or alias) belongs to: its primary address in
+ * addr and its password hash in hash ("" when it has none). 0, or -1 when there is no such user.
+ */
+int		 lb_directory_password(struct lb_gen *, const char *name, char *addr, size_t addrsize, char *hash,
+		    size_t hashsize);
+
 /* lb_stage_name - "connect", "helo", ... */
 const char	*lb_stage_name(enum lb_stage);
 

@@ -230,6 +230,10 @@ lb_session_index(lua_State *L)
 		lb_session_table(L, s, LB_VARS_KEY);
 	else if (strcmp(key, "listener") == 0)
 		lua_pushstring(L, s->lsn->text);
+	else if (strcmp(key, "submission") == 0)
+		lua_pushboolean(L, s->lsn->submission);
+	else if (strcmp(key, "tls_cipher") == 0)
+		s->tls ? lua_pushstring(L, s->tls_desc) : lua_pushnil(L);
 	else
 		return 0;
 	return 1;

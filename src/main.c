@@ -21,6 +21,7 @@
 #include "queuectl.h"
 #include "queueid.h"
 #include "simulate.h"
+#include "tls.h"
 #include "spool.h"
 #include "util.h"
 
@@ -82,6 +83,22 @@ main_check(const char *path)
 		free(errors);
 		free(warnings);
 		return 1;
+	}
+	if (lb_gen_config(g)->tls_cert != NULL || lb_gen_config(g)->tls_key != NULL) {
+		char	 err[600];
+
+		if (lb_gen_config(g)->tls_cert == NULL || lb_gen_config(g)->tls_key == NULL) {
+			printf("error: %s: tls: cert and key go together; expected both\n", path);
+			free(warnings);
+			lb_gen_release(g);
+			return 1;
+		}
+		if (tls_check_files(lb_gen_config(g)->tls_cert, lb_gen_config(g)->tls_key, err, sizeof(err)) == -1) {
+			printf("error: %s: %s\n", path, err);
+			free(warnings);
+			lb_gen_release(g);
+			return 1;
+		}
 	}
 	printf("%s: configuration and rules OK (%d warning%s)\n", path, nwarn, nwarn == 1 ? "" : "s");
 	free(warnings);

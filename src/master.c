@@ -30,6 +30,7 @@
 #include "master.h"
 #include "router.h"
 #include "spool.h"
+#include "tls.h"
 #include "util.h"
 #include "worker.h"
 
@@ -250,6 +251,11 @@ master_run(const char *cfgpath)
 		for (line = strtok_r(warnings, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 			log_warn("%s", line);
 		free(warnings);
+	}
+	if (cfg->tls_cert != NULL && cfg->tls_key != NULL &&
+	    tls_check_files(cfg->tls_cert, cfg->tls_key, err, sizeof(err)) == -1) {
+		log_error("%s", err);		/* at start a bad certificate is fatal; at reload the old one stays */
+		return 1;
 	}
 	if (spool_prepare(cfg->spool, err, sizeof(err)) == -1) {
 		log_error("%s", err);

@@ -27,6 +27,7 @@
 
 #include "log.h"
 #include "mta.h"
+#include "tls.h"
 #include "util.h"
 
 #define MTA_IDLE	5		/* seconds a clean connection waits to be reused */
@@ -34,12 +35,13 @@
 
 enum mta_state {
 	MTA_S_CONNECT, MTA_S_GREETING, MTA_S_EHLO, MTA_S_HELO, MTA_S_RSET, MTA_S_MAIL, MTA_S_RCPT, MTA_S_DATA,
-	MTA_S_BODY, MTA_S_IDLE, MTA_S_QUIT,
+	MTA_S_BODY, MTA_S_IDLE, MTA_S_QUIT, MTA_S_STARTTLS, MTA_S_HANDSHAKE,
 };
 
 static const char *const mta_state_names[] = {
 	"connecting", "waiting for the greeting", "sending EHLO", "sending HELO", "sending RSET", "sending MAIL FROM",
-	"sending RCPT TO", "sending DATA", "sending the message", "idle", "sending QUIT",
+	"sending RCPT TO", "sending DATA", "sending the message", "idle", "sending QUIT", "sending STARTTLS",
+	"in the TLS handshake",
 };
 
 struct mta_tx;
@@ -56,6 +58,7 @@ struct mta_conn {
 	char			 reply[MTA_TEXT_MAX + 1];	/* the reply being read, lines joined by spaces */
 	size_t			 reply_len;
 	struct mta_conn		*next;		/* idle list */
+	struct tls_conn		*tlsc;		/* borrowed: lives as long as bev; NULL in the clear */
 	int			 dead;		/* freed at the next turn of the loop; callbacks up the stack see it */
 };
 
@@ -75,10 +78,13 @@ struct mta_tx {
 	int			 mail_sent;	/* after MAIL, failures are final for this attempt */
 	char			 last_error[MTA_TEXT_MAX + 1];
 	char			 last_dsn[16];
+	size_t			 plain_at;	/* 1 + the address whose TLS handshake failed: try it in the clear */
 	struct mta_conn		*conn;		/* borrowed */
 };
 
 static struct event_base	*mta_base;
+static struct tls_conf		*mta_tls_plain;		/* held: no certificate check */
+static struct tls_conf		*mta_tls_verify;	/* held: system CA store and host name */
 static struct mta_conn		*mta_idle;
 static size_t			 mta_inflight;
 
@@ -90,6 +96,17 @@ void
 mta_init(struct event_base *base)
 {
 	mta_base = base;
+}
+
+/* mta_tls_conf - the client configuration for a mode, made when first needed. NULL with why. */
+static struct tls_conf *
+mta_tls_conf(int mode, char *why, size_t size)
+{
+	struct tls_conf	**slot = mode == MTA_TLS_REQUIRED ? &mta_tls_verify : &mta_tls_plain;
+
+	if (*slot == NULL)
+		*slot = tls_client_new(mode == MTA_TLS_REQUIRED, why, size);
+	return *slot;
 }
 
 size_t
@@ -241,7 +258,7 @@ mta_conn_fail(struct mta_conn *c, const char *why)
 	char		 text[MTA_TEXT_MAX + 1];
 
 	c->tx = NULL;
-	mta_conn_free(c);
+	mta_conn_free(c);	/* freed at the next turn of the loop: c->state stays readable below */
 	if (tx == NULL)
 		return;
 	tx->conn = NULL;
@@ -249,6 +266,13 @@ mta_conn_fail(struct mta_conn *c, const char *why)
 	    tx->req.addrs[tx->addr_i].port, why);
 	if (!tx->mail_sent) {
 		util_strlcpy(tx->last_error, text, sizeof(tx->last_error));
+		if (c->state == MTA_S_HANDSHAKE && tx->req.tls == MTA_TLS_OPPORTUNISTIC && tx->plain_at == 0) {
+			/* Opportunistic TLS that fails is no reason not to deliver: the same address, in the clear. */
+			log_info("%s: %s; trying again without TLS", tx->queue_id, text);
+			tx->plain_at = tx->addr_i + 1;
+			mta_try_next(tx);
+			return;
+		}
 		tx->addr_i++;
 		mta_try_next(tx);
 		return;
@@ -333,6 +357,81 @@ mta_ehlo_line(struct mta_conn *c, const char *line)
 		c->size_max = strtoull(kw + 4, NULL, 10);
 }
 
+static void	mta_read_cb(struct bufferevent *, void *);
+static void	mta_event_cb(struct bufferevent *, short, void *);
+
+static void
+mta_tls_ready(void *arg, int ok, const char *why)
+{
+	struct mta_conn	*c = arg;	/* the TLS connection dies with c->bev, so c is alive here */
+	char		 text[300];
+
+	if (!ok) {
+		snprintf(text, sizeof(text), "TLS handshake failed: %s", why);
+		mta_conn_fail(c, text);
+		return;
+	}
+	if (c->tx == NULL)
+		return;
+	util_strlcpy(c->tx->res.tls, tls_describe(c->tlsc), sizeof(c->tx->res.tls));
+	if (tls_verified(c->tlsc))
+		strncat(c->tx->res.tls, ", verified", sizeof(c->tx->res.tls) - strlen(c->tx->res.tls) - 1);
+	/* RFC 3207 4.2: forget what the server said before TLS and greet it again. */
+	c->pipelining = c->eightbit = c->smtputf8 = c->starttls = 0;
+	c->size_max = 0;
+	c->state = MTA_S_EHLO;
+	mta_send(c, "EHLO %s", c->tx->helo);
+	mta_timer_arm(c, c->tx->req.reply_timeout);
+}
+
+/* mta_after_ehlo - greeted: STARTTLS first when we may and it is offered, else the transaction. */
+static void
+mta_after_ehlo(struct mta_conn *c)
+{
+	struct mta_tx	*tx = c->tx;
+	int		 mode = tx->req.tls;
+
+	if (c->tlsc == NULL && mode != MTA_TLS_NONE && tx->plain_at != tx->addr_i + 1) {
+		if (c->starttls) {
+			c->state = MTA_S_STARTTLS;
+			mta_send(c, "STARTTLS");
+			return;
+		}
+		if (mode == MTA_TLS_REQUIRED) {
+			mta_conn_fail(c, "does not offer STARTTLS, and routing.tls = \"required\"");
+			return;
+		}
+	}
+	mta_tx_start(c);
+}
+
+static void
+mta_starttls(struct mta_conn *c, int code, const char *reply)
+{
+	struct mta_tx	*tx = c->tx;
+	struct tls_conf	*conf;
+	char		 why[300];
+
+	if (code != 220) {
+		if (tx->req.tls == MTA_TLS_REQUIRED) {
+			snprintf(why, sizeof(why), "refused STARTTLS (%s), and routing.tls = \"required\"", reply);
+			mta_conn_fail(c, why);
+		} else
+			mta_tx_start(c);	/* opportunistic: carry on in the clear */
+		return;
+	}
+	if ((conf = mta_tls_conf(tx->req.tls, why, sizeof(why))) == NULL ||
+	    (c->tlsc = tls_wrap(mta_base, c->bev, conf, c->addr.host, mta_tls_ready, c)) == NULL) {
+		mta_conn_fail(c, conf == NULL ? why : "cannot start TLS");
+		return;
+	}
+	c->bev = tls_bev(c->tlsc);
+	bufferevent_setcb(c->bev, mta_read_cb, NULL, mta_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->state = MTA_S_HANDSHAKE;
+	mta_timer_arm(c, tx->req.reply_timeout);
+}
+
 /* mta_reply - one complete reply (code, text joined) in the connection's current state. */
 static void
 mta_reply(struct mta_conn *c, int code, const char *reply)
@@ -359,7 +458,7 @@ mta_reply(struct mta_conn *c, int code, const char *reply)
 		return;
 	case MTA_S_EHLO:
 		if (code / 100 == 2) {
-			mta_tx_start(c);
+			mta_after_ehlo(c);
 			return;
 		}
 		if (code / 100 == 5) {		/* an old server: try HELO */
@@ -372,11 +471,18 @@ mta_reply(struct mta_conn *c, int code, const char *reply)
 		return;
 	case MTA_S_HELO:
 		if (code / 100 == 2) {
+			if (tx->req.tls == MTA_TLS_REQUIRED) {
+				mta_conn_fail(c, "knows no EHLO, so no STARTTLS, and routing.tls = \"required\"");
+				return;
+			}
 			mta_tx_start(c);
 			return;
 		}
 		snprintf(why, sizeof(why), "refused HELO: %s", reply);
 		mta_conn_fail(c, why);
+		return;
+	case MTA_S_STARTTLS:
+		mta_starttls(c, code, reply);
 		return;
 	case MTA_S_RSET:
 		if (code / 100 == 2) {
@@ -578,6 +684,7 @@ mta_try_next(struct mta_tx *tx)
 	}
 	a = &tx->req.addrs[tx->addr_i];
 	snprintf(tx->res.relay, sizeof(tx->res.relay), "%s[%s]:%d", a->host, a->ip, a->port);
+	util_strlcpy(tx->res.tls, "none", sizeof(tx->res.tls));
 	util_strlcpy(tx->res.remote_host, a->host, sizeof(tx->res.remote_host));
 	snprintf(key, sizeof(key), "%s:%d", a->ip, a->port);
 	for (pp = &mta_idle; *pp != NULL; pp = &(*pp)->next) {
@@ -588,6 +695,8 @@ mta_try_next(struct mta_tx *tx)
 			c->tx = tx;
 			tx->conn = c;
 			c->state = MTA_S_RSET;
+			if (c->tlsc != NULL)
+				util_strlcpy(tx->res.tls, tls_describe(c->tlsc), sizeof(tx->res.tls));
 			mta_send(c, "RSET");
 			mta_timer_arm(c, tx->req.reply_timeout);
 			return;
@@ -663,4 +772,7 @@ mta_shutdown(void)
 		mta_idle = c->next;
 		mta_conn_free(c);
 	}
+	tls_conf_release(mta_tls_plain);
+	tls_conf_release(mta_tls_verify);
+	mta_tls_plain = mta_tls_verify = NULL;
 }

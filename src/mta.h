@@ -35,7 +35,12 @@ struct mta_request {
 	size_t			 naddrs;
 	double			 connect_timeout;
 	double			 reply_timeout;	/* each reply, and each block of data written */
+	int			 tls;		/* MTA_TLS_*: routing.tls */
 };
+
+#define MTA_TLS_NONE		0	/* never STARTTLS */
+#define MTA_TLS_OPPORTUNISTIC	1	/* STARTTLS when offered, no certificate check; plain if TLS fails */
+#define MTA_TLS_REQUIRED	2	/* STARTTLS or no delivery; the certificate must verify for the host name */
 
 enum mta_status { MTA_SENT, MTA_DEFERRED, MTA_BOUNCED };
 
@@ -50,6 +55,7 @@ struct mta_result {
 	size_t			 nrcpts;
 	char			 relay[400];	/* "host[ip]:port" that was used, or "none" */
 	char			 remote_host[256];
+	char			 tls[160];	/* "TLSv1.2 <cipher>" (", verified" when checked), or "none" */
 };
 
 /* mta_done_fn - the transaction is over; res is borrowed for the call. */

@@ -75,6 +75,7 @@ struct router_rcpt {
 	char			 text[MTA_TEXT_MAX + 1];	/* reply or reason */
 	char			 relay[400];		/* "host[ip]:port", "local" or "none" */
 	char			 remote[256];		/* next hop name for the bounce */
+	char			 tls[160];		/* SMTP: what TLS the transaction used, or "none" */
 };
 
 struct router_msg;
@@ -491,8 +492,9 @@ router_record_done(void *arg, int err)
 		default:
 			continue;
 		}
-		log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)", m->id, m->env.rcpts[i],
-		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text);
+		log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)%s%s", m->id, m->env.rcpts[i],
+		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text,
+		    r->tls[0] ? ", tls=" : "", r->tls);
 	}
 	if (m->why[0] != '\0') {
 		log_info("%s: sender non-delivery notification: %s", m->id, m->why);
@@ -584,6 +586,7 @@ router_mta_done(uint64_t cookie, const struct mta_result *res)
 		util_strlcpy(r->text, x->text, sizeof(r->text));
 		util_strlcpy(r->relay, res->relay, sizeof(r->relay));
 		util_strlcpy(r->remote, res->remote_host, sizeof(r->remote));
+		util_strlcpy(r->tls, res->tls, sizeof(r->tls));
 	}
 	router_dest_count(g->key, -1);
 	/* A slot to this next hop is free: the first group waiting for it goes. */
@@ -630,6 +633,7 @@ router_group_send(struct router_group *g)
 	req.smtputf8 = m->smtputf8;
 	req.connect_timeout = router_cfg->connect_timeout;
 	req.reply_timeout = router_cfg->reply_timeout;
+	req.tls = router_cfg->routing_tls;
 	router_dest_count(g->key, +1);
 	mta_deliver(&req, router_mta_done, g->id);
 	free(rcpts);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <crypt.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -26,15 +27,18 @@
 #include <event2/event.h>
 #include <lua.h>
 #include <lauxlib.h>
+#include <mbedtls/base64.h>
 
 #include "cfg.h"
 #include "connlimit.h"
 #include "lb.h"
+#include "iothread.h"
 #include "lb_types.h"
 #include "log.h"
 #include "policy.h"
 #include "smtp_session.h"
 #include "spool.h"
+#include "tls.h"
 #include "util.h"
 #include "worker.h"
 
@@ -54,7 +58,7 @@ static int		 smtp_shutting_down;
 static int		 smtp_dry_run;		/* luamta simulate: decide everything, queue nothing */
 
 static const char *const smtp_state_names[SMTP_S_COUNT] = {
-	"CONNECT", "GREETED", "READY", "RCPT", "BODY", "BDAT", "REFUSED", "CLOSING"
+	"CONNECT", "GREETED", "READY", "RCPT", "BODY", "BDAT", "REFUSED", "AUTH", "CLOSING"
 };
 
 static void	smtp_cmd_helo(struct smtp_session *, const char *);
@@ -90,7 +94,7 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ PROTO_V_EXPN,		GREETED_ON,					smtp_cmd_expn },
 	{ PROTO_V_HELP,		GREETED_ON,					smtp_cmd_help },
 	{ PROTO_V_STARTTLS,	GREETED_ON,					smtp_cmd_starttls },
-	{ PROTO_V_AUTH,		GREETED_ON,					smtp_cmd_auth },
+	{ PROTO_V_AUTH,		IN(SMTP_S_READY),				smtp_cmd_auth },
 };
 
 static void	smtp_process(struct smtp_session *);
@@ -99,6 +103,10 @@ static void	smtp_free(struct smtp_session *);
 static void	smtp_policy_done(uint64_t, const struct lb_verdict *);
 static void	smtp_greet(struct smtp_session *);
 static void	smtp_read_cb(struct bufferevent *, void *);
+static void	smtp_write_cb(struct bufferevent *, void *);
+static void	smtp_event_cb(struct bufferevent *, short, void *);
+static int	smtp_starttls_offered(const struct smtp_session *);
+static int	smtp_tls_start(struct smtp_session *, struct tls_conf *);
 
 void
 smtp_session_dry_run(void)
@@ -250,7 +258,7 @@ smtp_tx_new(struct smtp_session *s)
 /* Pending policy runs. The stage and what to do with the verdict are kept in the session while we wait. */
 enum smtp_after {
 	SMTP_AFTER_CONNECT, SMTP_AFTER_HELO, SMTP_AFTER_MAIL, SMTP_AFTER_RCPT, SMTP_AFTER_DATA,
-	SMTP_AFTER_BDAT, SMTP_AFTER_MESSAGE
+	SMTP_AFTER_BDAT, SMTP_AFTER_MESSAGE, SMTP_AFTER_AUTH
 };
 
 struct smtp_wait {
@@ -319,7 +327,7 @@ smtp_ask(struct smtp_session *s, struct smtp_wait *w)
 		[SMTP_AFTER_CONNECT] = smtp_push_session, [SMTP_AFTER_HELO] = smtp_push_helo,
 		[SMTP_AFTER_MAIL] = smtp_push_addr, [SMTP_AFTER_RCPT] = smtp_push_addr,
 		[SMTP_AFTER_DATA] = smtp_push_session, [SMTP_AFTER_BDAT] = smtp_push_session,
-		[SMTP_AFTER_MESSAGE] = smtp_push_message,
+		[SMTP_AFTER_MESSAGE] = smtp_push_message, [SMTP_AFTER_AUTH] = smtp_push_helo,
 	};
 	struct lb_verdict	 v;
 	struct lb_run		*run;
@@ -498,6 +506,15 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	bufferevent_enable(s->bev, EV_READ);	/* to catch early talkers */
 	s->timer = evtimer_new(base, smtp_timer_cb, s);
 	log_info("%s: connect from [%s]:%d to %s", s->idstr, s->ip, s->port, lsn->text);
+	if (lsn->tls == CFG_TLS_IMPLICIT) {	/* port 465 style: TLS before anything else (RFC 8314) */
+		if (worker_tls() == NULL) {
+			log_error("%s: listener %s wants TLS but no certificate is loaded", s->idstr, lsn->text);
+			smtp_close(s);
+			return;
+		}
+		if (smtp_tls_start(s, worker_tls()) == -1)
+			return;
+	}
 
 	smtp_timer_arm(s, s->cfg->timeout_command);
 	smtp_ask(s, smtp_wait_new(SMTP_AFTER_CONNECT, LB_S_CONNECT, ""));
@@ -580,15 +597,26 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 		evbuffer_add_printf(out, "250 %s\r\n", s->cfg->hostname);
 		return;
 	}
-	evbuffer_add_printf(out,
-	    "250-%s\r\n"
-	    "250-PIPELINING\r\n"
-	    "250-SIZE %llu\r\n"
-	    "250-ENHANCEDSTATUSCODES\r\n"
-	    "250-8BITMIME\r\n"
-	    "250-SMTPUTF8\r\n"
-	    "250 CHUNKING\r\n",
-	    s->cfg->hostname, s->cfg->max_message_size);
+	{
+		const char	*ext[10];
+		char		 size[40];
+		size_t		 n = 0, i;
+
+		snprintf(size, sizeof(size), "SIZE %llu", s->cfg->max_message_size);
+		ext[n++] = "PIPELINING";
+		ext[n++] = size;
+		ext[n++] = "ENHANCEDSTATUSCODES";
+		ext[n++] = "8BITMIME";
+		ext[n++] = "SMTPUTF8";
+		ext[n++] = "CHUNKING";
+		if (smtp_starttls_offered(s))
+			ext[n++] = "STARTTLS";
+		if (s->tls)		/* no password in the clear: AUTH only under TLS (SPEC section 8) */
+			ext[n++] = "AUTH PLAIN LOGIN";
+		evbuffer_add_printf(out, "250-%s\r\n", s->cfg->hostname);
+		for (i = 0; i < n; i++)
+			evbuffer_add_printf(out, "250%c%s\r\n", i + 1 < n ? '-' : ' ', ext[i]);
+	}
 }
 
 /* smtp_mail_params - check MAIL parameters into tx. Returns NULL or the failure reply. */
@@ -809,16 +837,348 @@ smtp_cmd_help(struct smtp_session *s, const char *arg)
 	smtp_reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
 }
 
+/* TLS -------------------------------------------------------------------------------------------------- */
+
+static int
+smtp_starttls_offered(const struct smtp_session *s)
+{
+	return s->lsn->tls == CFG_TLS_STARTTLS && worker_tls() != NULL && !s->tls;
+}
+
+static void
+smtp_tls_ready(void *arg, int ok, const char *why)
+{
+	struct smtp_session	*s = arg;	/* the TLS connection dies with s->bev, so s is alive here */
+
+	if (!ok) {
+		log_info("%s: client=[%s] TLS handshake failed: %s", s->idstr, s->ip, why);
+		return;		/* the bufferevent reports the error and the session closes */
+	}
+	s->tls = 1;
+	util_strlcpy(s->tls_desc, tls_describe(s->tlsc), sizeof(s->tls_desc));
+	log_info("%s: client=[%s] TLS established: %s", s->idstr, s->ip, s->tls_desc);
+}
+
+/* smtp_tls_start - from now on the session reads and writes through TLS. 0, or -1 (s is closing). */
+static int
+smtp_tls_start(struct smtp_session *s, struct tls_conf *conf)
+{
+	struct tls_conn	*c = tls_wrap(worker_base(), s->bev, conf, NULL, smtp_tls_ready, s);
+
+	if (c == NULL) {
+		log_error("%s: cannot start TLS", s->idstr);
+		smtp_send(s, "454 4.7.0 TLS not available due to temporary reason");
+		smtp_close(s);
+		return -1;
+	}
+	s->tlsc = c;
+	s->bev = tls_bev(c);
+	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	return 0;
+}
+
 static void
 smtp_cmd_starttls(struct smtp_session *s, const char *arg)
 {
-	smtp_reply(s, "502 5.5.1 Error: STARTTLS is not offered here");
+	struct evbuffer	*in = bufferevent_get_input(s->bev);
+	size_t		 injected;
+
+	if (s->tls) {
+		smtp_reply(s, "554 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (!smtp_starttls_offered(s)) {
+		smtp_reply(s, "502 5.5.1 Error: STARTTLS is not offered here");
+		return;
+	}
+	if (*arg != '\0') {
+		smtp_reply(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	smtp_send(s, "220 2.0.0 Ready to start TLS");
+	/* RFC 3207 4.2 and CVE-2011-0411: what came after STARTTLS in the clear is never a command. */
+	if ((injected = evbuffer_get_length(in)) > 0) {
+		log_notice("%s: client=[%s] discarded %zu octets sent after STARTTLS before TLS", s->idstr, s->ip,
+		    injected);
+		evbuffer_drain(in, injected);
+	}
+	/* And the session starts over: the client must say EHLO again, and nothing from before TLS counts. */
+	smtp_tx_free(s);
+	s->helo[0] = '\0';
+	s->esmtp = 0;
+	smtp_enter_state(s, SMTP_S_GREETED);
+	smtp_tls_start(s, worker_tls());
+}
+
+/* AUTH (RFC 4954): PLAIN and LOGIN, only under TLS; passwords are checked with crypt(3) on the disk thread. */
+
+enum smtp_auth_step { SMTP_AUTH_PLAIN = 1, SMTP_AUTH_LOGIN_USER, SMTP_AUTH_LOGIN_PASS };
+
+#define SMTP_AUTH_FAIL_FORGET	900	/* seconds after which an address's failed AUTH attempts are forgotten */
+
+struct smtp_auth_job {
+	uint64_t	 session;
+	char		 name[PROTO_ADDR_MAX + 1];	/* what the client gave */
+	char		 user[PROTO_ADDR_MAX + 1];	/* the directory user's primary address, "" if none */
+	char		 hash[256];
+	char		 password[PROTO_LINE_MAX];
+	int		 ok;
+};
+
+struct smtp_auth_fails {
+	int	 count;
+	double	 last;
+};
+
+static struct idmap	*smtp_auth_failures;	/* client IP hash -> struct smtp_auth_fails */
+
+static uint64_t
+smtp_ip_key(const char *ip)
+{
+	uint64_t	 h = 1469598103934665603ULL;
+
+	for (; *ip; ip++) {
+		h ^= (unsigned char)*ip;
+		h *= 1099511628211ULL;
+	}
+	return h ? h : 1;
+}
+
+/* smtp_auth_equal - compare in time that does not depend on where the strings differ. */
+static int
+smtp_auth_equal(const char *a, const char *b)
+{
+	size_t		 la = strlen(a), lb = strlen(b), i;
+	unsigned char	 diff = la != lb;
+
+	for (i = 0; i < la && i < lb; i++)
+		diff |= (unsigned char)(a[i] ^ b[i]);
+	return diff == 0;
+}
+
+static int
+smtp_auth_work(void *arg)
+{
+	struct smtp_auth_job	*j = arg;
+	struct crypt_data	*cd = xcalloc(1, sizeof(*cd));
+	const char		*out;
+
+	/* An unknown user costs a hash too, so that timing does not tell which users exist. */
+	out = crypt_r(j->password, j->hash[0] ? j->hash : "$6$luamta$", cd);
+	j->ok = j->user[0] != '\0' && j->hash[0] != '\0' && out != NULL && out[0] != '*' &&
+	    smtp_auth_equal(out, j->hash);
+	explicit_bzero(j->password, sizeof(j->password));
+	explicit_bzero(cd, sizeof(*cd));
+	free(cd);
+	return 0;
+}
+
+static void
+smtp_auth_fail_reply(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session	*s = arg;
+
+	s->waiting = 0;
+	if (smtp_reply(s, "535 5.7.8 Error: authentication failed") == -1)
+		return;
+	bufferevent_enable(s->bev, EV_READ);
+	smtp_process(s);
+}
+
+static void
+smtp_auth_failed(struct smtp_session *s, const char *name)
+{
+	struct smtp_auth_fails	*f;
+	uint64_t		 key = smtp_ip_key(s->ip);
+	struct timeval		 tv;
+	double			 delay;
+
+	if (smtp_auth_failures == NULL)
+		smtp_auth_failures = idmap_new();
+	if ((f = idmap_get(smtp_auth_failures, key)) == NULL) {
+		f = xcalloc(1, sizeof(*f));
+		idmap_put(smtp_auth_failures, key, f);
+	}
+	if (util_now() - f->last > SMTP_AUTH_FAIL_FORGET)
+		f->count = 0;
+	f->count++;
+	f->last = util_now();
+	/* Each failure from an address doubles the wait for the answer: 0.25 s, 0.5 s, ... up to 8 s. */
+	delay = 0.25 * (double)(1u << (f->count - 1 < 5 ? f->count - 1 : 5));
+	log_notice("%s: client=[%s] AUTH failed for user=%s (failure %d from this address; answer in %.2f s)",
+	    s->idstr, s->ip, name, f->count, delay);
+	if (s->auth_delay == NULL)
+		s->auth_delay = evtimer_new(worker_base(), smtp_auth_fail_reply, s);
+	tv.tv_sec = (time_t)delay;
+	tv.tv_usec = (suseconds_t)((delay - (double)tv.tv_sec) * 1e6);
+	s->waiting = 1;
+	bufferevent_disable(s->bev, EV_READ);
+	evtimer_add(s->auth_delay, &tv);
+}
+
+static void
+smtp_auth_done(void *arg, int err)
+{
+	struct smtp_auth_job	*j = arg;
+	struct smtp_session	*s = smtp_session_find(j->session);
+	struct smtp_wait	*w;
+
+	if (s == NULL || s->bev == NULL) {	/* the client left while the password was checked */
+		free(j);
+		return;
+	}
+	s->waiting = 0;
+	smtp_enter_state(s, SMTP_S_READY);
+	if (!j->ok) {
+		smtp_auth_failed(s, j->name);
+		free(j);
+		return;
+	}
+	/* The password is right; the auth rules may still say no. */
+	w = smtp_wait_new(SMTP_AFTER_AUTH, LB_S_AUTH, "235 2.7.0 Authentication successful");
+	util_strlcpy(w->helo, j->user, sizeof(w->helo));
+	free(j);
+	smtp_ask(s, w);
+	if (s->state != SMTP_S_CLOSING && !s->waiting) {
+		bufferevent_enable(s->bev, EV_READ);
+		smtp_process(s);
+	}
+}
+
+/* smtp_auth_check - verify name and password off the loop. Takes nothing; password is wiped by the caller. */
+static void
+smtp_auth_check(struct smtp_session *s, const char *name, const char *password)
+{
+	struct smtp_auth_job	*j = xcalloc(1, sizeof(*j));
+
+	j->session = s->id;
+	util_strlcpy(j->name, name, sizeof(j->name));
+	if (lb_directory_password(s->gen, name, j->user, sizeof(j->user), j->hash, sizeof(j->hash)) == -1)
+		j->user[0] = '\0';
+	util_strlcpy(j->password, password, sizeof(j->password));
+	s->waiting = 1;
+	bufferevent_disable(s->bev, EV_READ);
+	iot_submit(worker_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
+}
+
+/* smtp_b64 - decode a client response; -1 when it is not base64 (or too long). */
+static int
+smtp_b64(const char *in, char *out, size_t size, size_t *len)
+{
+	if (mbedtls_base64_decode((unsigned char *)out, size - 1, len, (const unsigned char *)in, strlen(in)) != 0)
+		return -1;
+	out[*len] = '\0';
+	return 0;
+}
+
+static void
+smtp_auth_plain(struct smtp_session *s, const char *b64)
+{
+	char		 buf[PROTO_LINE_MAX];
+	size_t		 len;
+	const char	*authz, *authc, *pass;
+
+	smtp_enter_state(s, SMTP_S_READY);
+	if (smtp_b64(b64, buf, sizeof(buf), &len) == -1) {
+		smtp_reply(s, "501 5.5.2 Error: cannot decode the AUTH response");
+		return;
+	}
+	/* authzid NUL authcid NUL password (RFC 4616 2) */
+	authz = buf;
+	authc = memchr(buf, '\0', len) ? buf + strlen(buf) + 1 : NULL;
+	pass = authc != NULL && (size_t)(authc - buf) < len && memchr(authc, '\0', len - (size_t)(authc - buf)) ?
+	    authc + strlen(authc) + 1 : NULL;
+	if (authc == NULL || pass == NULL || (size_t)(pass - buf) > len || (*authz && strcmp(authz, authc) != 0)) {
+		explicit_bzero(buf, sizeof(buf));
+		smtp_reply(s, "501 5.5.2 Error: malformed AUTH PLAIN response");
+		return;
+	}
+	smtp_auth_check(s, authc, pass);
+	explicit_bzero(buf, sizeof(buf));
+}
+
+/* smtp_auth_line - the client's answer to a 334 challenge. */
+static void
+smtp_auth_line(struct smtp_session *s, const char *line)
+{
+	char	 buf[PROTO_LINE_MAX];
+	size_t	 len;
+
+	if (strcmp(line, "*") == 0) {
+		smtp_enter_state(s, SMTP_S_READY);
+		smtp_reply(s, "501 5.7.0 Authentication aborted");
+		return;
+	}
+	switch (s->auth_step) {
+	case SMTP_AUTH_PLAIN:
+		smtp_auth_plain(s, line);
+		return;
+	case SMTP_AUTH_LOGIN_USER:
+		if (smtp_b64(line, buf, sizeof(buf), &len) == -1 || len == 0) {
+			smtp_enter_state(s, SMTP_S_READY);
+			smtp_reply(s, "501 5.5.2 Error: cannot decode the AUTH response");
+			return;
+		}
+		util_strlcpy(s->auth_name, buf, sizeof(s->auth_name));
+		s->auth_step = SMTP_AUTH_LOGIN_PASS;
+		smtp_send(s, "334 UGFzc3dvcmQ6");	/* "Password:" */
+		return;
+	default:
+		smtp_enter_state(s, SMTP_S_READY);
+		if (smtp_b64(line, buf, sizeof(buf), &len) == -1) {
+			smtp_reply(s, "501 5.5.2 Error: cannot decode the AUTH response");
+			return;
+		}
+		smtp_auth_check(s, s->auth_name, buf);
+		explicit_bzero(buf, sizeof(buf));
+		return;
+	}
 }
 
 static void
 smtp_cmd_auth(struct smtp_session *s, const char *arg)
 {
-	smtp_reply(s, "503 5.5.1 Error: authentication not enabled");
+	char		 mech[32];
+	const char	*ir;
+	size_t		 n;
+
+	if (!s->tls) {
+		smtp_reply(s, "%s", worker_tls() != NULL ? "530 5.7.0 Must issue a STARTTLS command first" :
+		    "503 5.5.1 Error: authentication not enabled");
+		return;
+	}
+	if (s->user[0] != '\0') {
+		smtp_reply(s, "503 5.5.1 Error: already authenticated");
+		return;
+	}
+	n = strcspn(arg, " ");
+	if (n == 0 || n >= sizeof(mech)) {
+		smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	memcpy(mech, arg, n);
+	mech[n] = '\0';
+	ir = arg[n] == ' ' ? arg + n + 1 : NULL;
+	if (strcasecmp(mech, "PLAIN") == 0) {
+		s->auth_step = SMTP_AUTH_PLAIN;
+		if (ir != NULL && strcmp(ir, "=") != 0) {
+			smtp_auth_plain(s, ir);
+			return;
+		}
+		smtp_enter_state(s, SMTP_S_AUTH);
+		smtp_send(s, "334 ");
+	} else if (strcasecmp(mech, "LOGIN") == 0) {
+		smtp_enter_state(s, SMTP_S_AUTH);
+		s->auth_step = SMTP_AUTH_LOGIN_USER;
+		if (ir != NULL) {
+			smtp_auth_line(s, ir);
+			return;
+		}
+		smtp_send(s, "334 VXNlcm5hbWU6");	/* "Username:" */
+	} else
+		smtp_reply(s, "504 5.5.4 Error: unsupported authentication mechanism");
 }
 
 /* End of message -------------------------------------------------------------------------------------------- */
@@ -864,9 +1224,12 @@ smtp_build_head(struct smtp_session *s)
 	evbuffer_add_printf(head, "end\n");
 
 	util_rfc5322_date(date, sizeof(date), util_now());
-	evbuffer_add_printf(head, "Received: from %s (%s%s%s)\r\n\tby %s (luamta) with %s id %s",
-	    s->helo[0] ? s->helo : "unknown", strchr(s->ip, ':') ? "[IPv6:" : "[", s->ip, "]",
-	    s->cfg->hostname, smtp_protocol_name(s), tx->queue_id);
+	evbuffer_add_printf(head, "Received: from %s (%s%s%s)\r\n", s->helo[0] ? s->helo : "unknown",
+	    strchr(s->ip, ':') ? "[IPv6:" : "[", s->ip, "]");
+	if (s->tls)
+		evbuffer_add_printf(head, "\t(using %s)\r\n", s->tls_desc);
+	evbuffer_add_printf(head, "\tby %s (luamta) with %s id %s", s->cfg->hostname, smtp_protocol_name(s),
+	    tx->queue_id);
 	if (tx->nrcpts == 1)	/* one recipient only: more would tell each of them about the others */
 		evbuffer_add_printf(head, "\r\n\tfor <%s>", tx->rcpts[0].address);
 	evbuffer_add_printf(head, "; %s\r\n", date);
@@ -981,7 +1344,7 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 				return;
 			}
 			smtp_enter_state(s, SMTP_S_REFUSED);
-			smtp_send(s, reply);
+			smtp_reply(s, "%s", reply);	/* a refusal counts towards max_errors (SPEC section 5) */
 			return;
 		}
 		left = s->cfg->greeting_delay;
@@ -1041,6 +1404,16 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 			return;
 		}
 		smtp_commit(s);
+		return;
+	case SMTP_AFTER_AUTH:
+		if (out == POL_DENY) {
+			log_info("%s: client=[%s] AUTH for user=%s refused by the rules", s->idstr, s->ip, w->helo);
+			smtp_reply(s, "%s", reply);
+			return;
+		}
+		util_strlcpy(s->user, w->helo, sizeof(s->user));
+		log_info("%s: client=[%s] AUTH user=%s", s->idstr, s->ip, s->user);
+		smtp_reply(s, "%s", reply);
 		return;
 	}
 }
@@ -1194,7 +1567,11 @@ smtp_line_read(struct smtp_session *s, struct evbuffer *in)
 		    memchr(line, '\r', len) ? "bare CR" : "line too long");
 		return 1;
 	}
-	smtp_dispatch(s, line, len);
+	if (s->state == SMTP_S_AUTH)
+		smtp_auth_line(s, line);
+	else
+		smtp_dispatch(s, line, len);
+	explicit_bzero(line, len);	/* it may have been a password */
 	return 1;
 }
 
@@ -1202,10 +1579,11 @@ smtp_line_read(struct smtp_session *s, struct evbuffer *in)
 static void
 smtp_process(struct smtp_session *s)
 {
-	struct evbuffer	*in = bufferevent_get_input(s->bev);
+	struct evbuffer	*in;
 	int		 more = 1;
 
-	while (more && !s->waiting) {
+	while (more && !s->waiting && s->bev != NULL) {
+		in = bufferevent_get_input(s->bev);	/* STARTTLS replaces the bufferevent */
 		switch (s->state) {
 		case SMTP_S_CONNECT:
 		case SMTP_S_CLOSING:
@@ -1269,9 +1647,12 @@ smtp_free(struct smtp_session *s)
 
 	if (s->bev != NULL) {
 		log_info("%s: disconnect from [%s] messages=%u errors=%d", s->idstr, s->ip, s->messages, s->errors);
-		bufferevent_free(s->bev);
+		bufferevent_free(s->bev);	/* with TLS, this frees the TLS connection and the socket */
 		s->bev = NULL;
+		s->tlsc = NULL;
 		event_del(s->timer);
+		if (s->auth_delay != NULL)
+			event_del(s->auth_delay);
 		if (s->run != NULL) {
 			lb_run_cancel(s->run);
 			s->run = NULL;
@@ -1294,6 +1675,8 @@ smtp_free(struct smtp_session *s)
 	smtp_header_free_list(s->tags);
 	if (s->timer != NULL)
 		event_free(s->timer);
+	if (s->auth_delay != NULL)
+		event_free(s->auth_delay);
 	lb_session_forget(lb_gen_state(s->gen), s);
 	idmap_del(smtp_sessions, s->id);
 	if (s->prev != NULL)

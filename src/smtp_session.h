@@ -19,6 +19,7 @@ struct bufferevent;
 struct event;
 struct evbuffer;
 struct cfg_listen;
+struct tls_conn;
 
 #define SMTP_HELO_MAX		255
 #define SMTP_HEADER_MAX		998	/* one added header line, RFC 5322 2.1.1 */
@@ -31,6 +32,7 @@ enum smtp_state {
 	SMTP_S_BODY,		/* reading DATA lines */
 	SMTP_S_BDAT,		/* reading BDAT chunks (between BDAT commands the state is SMTP_S_RCPT) */
 	SMTP_S_REFUSED,		/* connect policy said no: only QUIT is served */
+	SMTP_S_AUTH,		/* AUTH: reading the client's responses to 334 challenges */
 	SMTP_S_CLOSING,		/* last reply queued; free once flushed */
 	SMTP_S_COUNT
 };
@@ -92,6 +94,11 @@ struct smtp_session {
 	int			 bdat_prev;		/* last octet of the previous chunk, for bare CR/LF */
 	enum smtp_state		 bdat_resume;		/* state to go back to after a refused chunk */
 	char			 bdat_error[512];	/* reply for the chunk being swallowed, "" if none */
+	struct tls_conn		*tlsc;			/* borrowed: lives as long as bev; NULL without TLS */
+	char			 tls_desc[128];		/* "TLSv1.2 <cipher>" once TLS is up */
+	int			 auth_step;		/* SMTP_S_AUTH: what the next line is (see smtp_auth_line) */
+	char			 auth_name[PROTO_ADDR_MAX + 1];	/* AUTH LOGIN: the user name given */
+	struct event		*auth_delay;		/* owned: holds a failed AUTH's reply back (brute force) */
 	struct smtp_session	*prev, *next;		/* all sessions of this worker */
 };
 

@@ -22,6 +22,7 @@
 #include "listen.h"
 #include "log.h"
 #include "smtp_session.h"
+#include "tls.h"
 #include "util.h"
 #include "worker.h"
 
@@ -36,6 +37,7 @@ static int			 worker_nlsn;
 static int			 worker_stop;
 static int			 worker_router_fd = -1;
 static struct event		*worker_drain_ev;
+static struct tls_conf		*worker_tlsconf;	/* held; NULL without tls.cert/tls.key */
 
 struct event_base *
 worker_base(void)
@@ -53,6 +55,33 @@ struct iothread *
 worker_iot(void)
 {
 	return worker_io;
+}
+
+struct tls_conf *
+worker_tls(void)
+{
+	return worker_tlsconf;
+}
+
+/* worker_tls_load - the certificate and key of gen; keeps the current ones if they do not load. */
+static void
+worker_tls_load(const struct config *cfg)
+{
+	struct tls_conf	*t;
+	char		 err[512];
+
+	if (cfg->tls_cert == NULL || cfg->tls_key == NULL) {
+		tls_conf_release(worker_tlsconf);
+		worker_tlsconf = NULL;
+		return;
+	}
+	if ((t = tls_server_new(cfg->tls_cert, cfg->tls_key, err, sizeof(err))) == NULL) {
+		log_error("tls: %s; %s", err, worker_tlsconf ? "keeping the certificate already loaded" :
+		    "STARTTLS and implicit TLS are off");
+		return;
+	}
+	tls_conf_release(worker_tlsconf);	/* connections hold their own reference */
+	worker_tlsconf = t;
 }
 
 int
@@ -101,6 +130,7 @@ worker_reload(void)
 	    lb_gen_number(g), lb_gen_number(worker_current));
 	lb_gen_release(worker_current);
 	worker_current = g;
+	worker_tls_load(lb_gen_config(g));	/* a renewed certificate takes effect for new connections */
 }
 
 static void
@@ -141,6 +171,7 @@ worker_embed(struct event_base *base, struct lb_gen *gen)
 	worker_evbase = base;
 	worker_current = gen;
 	worker_io = iot_new(base);
+	worker_tls_load(lb_gen_config(gen));
 }
 
 int
@@ -159,6 +190,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	if ((worker_evbase = event_base_new()) == NULL)
 		fatal("worker: cannot create an event base");
 	worker_io = iot_new(worker_evbase);
+	worker_tls_load(cfg);
 	if (dns_init(worker_evbase, cfg->dns_servers, cfg->dns_timeout, cfg->dns_tries, err, sizeof(err)) == -1)
 		fatal("%s", err);
 	worker_lcfg = xcalloc((size_t)nfds, sizeof(*worker_lcfg));
@@ -183,6 +215,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 		event_free(worker_drain_ev);
 	iot_free(worker_io);
 	dns_shutdown();
+	tls_conf_release(worker_tlsconf);
 	lb_gen_release(worker_current);
 	event_base_free(worker_evbase);
 	log_info("stopped");

@@ -1,0 +1,441 @@
+/*
+ * tls.c - mbedTLS under libevent (see tls.h). A connection is a bufferevent_filter over the socket bufferevent.
+ * The input filter feeds ciphertext from the socket's input buffer to mbedTLS (handshake, then records) and
+ * moves plaintext up; the output filter encrypts plaintext into the socket's output buffer. mbedTLS's send
+ * callback appends to that output buffer and its receive callback takes from the input buffer, so it never
+ * touches the socket and never waits. The handshake's end is announced from a zero timer, outside the filter
+ * callbacks, because the owner may want to write (EHLO) or flush at that point.
+ *	tls_server_new()/tls_client_new()	configurations (refcounted)
+ *	tls_wrap()				a TLS connection on a bufferevent
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
+
+#include "log.h"
+#include "tls.h"
+#include "util.h"
+
+#define TLS_CA_FILE	"/etc/ssl/certs/ca-certificates.crt"	/* Debian's system CA store */
+#define TLS_CHUNK	16384					/* one TLS record of plaintext */
+#define TLS_TICKET_LIFE	86400
+
+struct tls_conf {
+	int				 refs;
+	int				 server;
+	int				 verify;	/* client: peers' certificates are checked */
+	mbedtls_ssl_config		 conf;
+	mbedtls_entropy_context		 entropy;
+	mbedtls_ctr_drbg_context	 drbg;
+	mbedtls_x509_crt		 cert;
+	mbedtls_pk_context		 key;
+	mbedtls_x509_crt		 ca;
+	mbedtls_ssl_ticket_context	 ticket;
+	int				 ciphers[32];
+};
+
+struct tls_conn {
+	mbedtls_ssl_context	 ssl;
+	struct tls_conf		*conf;		/* held */
+	struct bufferevent	*under;		/* borrowed: the filter owns it */
+	struct bufferevent	*filter;
+	struct evbuffer		*src;		/* ciphertext being read, during the input filter only */
+	struct event		*after;		/* owned: announces the end of the handshake */
+	int			 done;		/* handshake over */
+	int			 failed;
+	char			 why[160];
+	char			 desc[128];
+	tls_ready_fn		*ready;
+	void			*arg;
+};
+
+/* ECDHE key exchange (forward secrecy) with AEAD ciphers only; the TLS 1.3 suites when the library has them. */
+static const char *const tls_cipher_names[] = {
+	"TLS1-3-AES-256-GCM-SHA384", "TLS1-3-CHACHA20-POLY1305-SHA256", "TLS1-3-AES-128-GCM-SHA256",
+	"TLS-ECDHE-ECDSA-WITH-AES-256-GCM-SHA384", "TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384",
+	"TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256", "TLS-ECDHE-RSA-WITH-CHACHA20-POLY1305-SHA256",
+	"TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256", "TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256",
+	"TLS-DHE-RSA-WITH-AES-256-GCM-SHA384", "TLS-DHE-RSA-WITH-AES-128-GCM-SHA256",
+};
+
+static void
+tls_strerror(int rc, char *buf, size_t size)
+{
+	char	 text[120];
+
+	mbedtls_strerror(rc, text, sizeof(text));
+	snprintf(buf, size, "%s (-0x%04x)", text, (unsigned)-rc);
+}
+
+static int
+tls_conf_common(struct tls_conf *t, int endpoint, char *err, size_t errsize)
+{
+	static const char	 pers[] = "luamta";
+	size_t			 i, n = 0;
+	int			 rc;
+
+	mbedtls_ssl_config_init(&t->conf);
+	mbedtls_entropy_init(&t->entropy);
+	mbedtls_ctr_drbg_init(&t->drbg);
+	mbedtls_x509_crt_init(&t->cert);
+	mbedtls_pk_init(&t->key);
+	mbedtls_x509_crt_init(&t->ca);
+	mbedtls_ssl_ticket_init(&t->ticket);
+	if ((rc = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy, (const unsigned char *)pers,
+	    sizeof(pers) - 1)) != 0 || (rc = mbedtls_ssl_config_defaults(&t->conf, endpoint,
+	    MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
+		tls_strerror(rc, err, errsize);
+		return -1;
+	}
+	mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+#if MBEDTLS_VERSION_MAJOR >= 3
+	mbedtls_ssl_conf_min_tls_version(&t->conf, MBEDTLS_SSL_VERSION_TLS1_2);
+#else
+	mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+#endif
+	for (i = 0; i < sizeof(tls_cipher_names) / sizeof(tls_cipher_names[0]); i++) {
+		int	 id = mbedtls_ssl_get_ciphersuite_id(tls_cipher_names[i]);	/* 0: not in this build */
+
+		if (id != 0 && n < sizeof(t->ciphers) / sizeof(t->ciphers[0]) - 1)
+			t->ciphers[n++] = id;
+	}
+	t->ciphers[n] = 0;
+	if (n > 0)
+		mbedtls_ssl_conf_ciphersuites(&t->conf, t->ciphers);
+	return 0;
+}
+
+static int
+tls_load_pair(struct tls_conf *t, const char *cert, const char *key, char *err, size_t errsize)
+{
+	int	 rc;
+
+	if ((rc = mbedtls_x509_crt_parse_file(&t->cert, cert)) != 0) {
+		char	 e[160];
+
+		tls_strerror(rc, e, sizeof(e));
+		snprintf(err, errsize, "tls.cert: cannot load %s: %s; expected a PEM certificate (chain)", cert, e);
+		return -1;
+	}
+#if MBEDTLS_VERSION_MAJOR >= 3
+	rc = mbedtls_pk_parse_keyfile(&t->key, key, NULL, mbedtls_ctr_drbg_random, &t->drbg);
+#else
+	rc = mbedtls_pk_parse_keyfile(&t->key, key, NULL);
+#endif
+	if (rc != 0) {
+		char	 e[160];
+
+		tls_strerror(rc, e, sizeof(e));
+		snprintf(err, errsize, "tls.key: cannot load %s: %s; expected a PEM private key without a passphrase",
+		    key, e);
+		return -1;
+	}
+#if MBEDTLS_VERSION_MAJOR >= 3
+	rc = mbedtls_pk_check_pair(&t->cert.pk, &t->key, mbedtls_ctr_drbg_random, &t->drbg);
+#else
+	rc = mbedtls_pk_check_pair(&t->cert.pk, &t->key);
+#endif
+	if (rc != 0) {
+		snprintf(err, errsize, "tls.key: %s does not belong to the certificate in %s", key, cert);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+tls_conf_free(struct tls_conf *t)
+{
+	mbedtls_ssl_ticket_free(&t->ticket);
+	mbedtls_x509_crt_free(&t->ca);
+	mbedtls_pk_free(&t->key);
+	mbedtls_x509_crt_free(&t->cert);
+	mbedtls_ssl_config_free(&t->conf);
+	mbedtls_ctr_drbg_free(&t->drbg);
+	mbedtls_entropy_free(&t->entropy);
+	free(t);
+}
+
+struct tls_conf *
+tls_server_new(const char *cert, const char *key, char *err, size_t errsize)
+{
+	struct tls_conf	*t = xcalloc(1, sizeof(*t));
+	int		 rc;
+
+	t->refs = 1;
+	t->server = 1;
+	if (tls_conf_common(t, MBEDTLS_SSL_IS_SERVER, err, errsize) == -1 ||
+	    tls_load_pair(t, cert, key, err, errsize) == -1) {
+		tls_conf_free(t);
+		return NULL;
+	}
+	if ((rc = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key)) != 0) {
+		tls_strerror(rc, err, errsize);
+		tls_conf_free(t);
+		return NULL;
+	}
+	/* Session tickets let a returning client skip the full handshake (RFC 5077). */
+	if (mbedtls_ssl_ticket_setup(&t->ticket, mbedtls_ctr_drbg_random, &t->drbg, MBEDTLS_CIPHER_AES_256_GCM,
+	    TLS_TICKET_LIFE) == 0)
+		mbedtls_ssl_conf_session_tickets_cb(&t->conf, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
+		    &t->ticket);
+	return t;
+}
+
+struct tls_conf *
+tls_client_new(int verify, char *err, size_t errsize)
+{
+	struct tls_conf	*t = xcalloc(1, sizeof(*t));
+	int		 rc;
+
+	t->refs = 1;
+	if (tls_conf_common(t, MBEDTLS_SSL_IS_CLIENT, err, errsize) == -1) {
+		tls_conf_free(t);
+		return NULL;
+	}
+	if (verify) {
+		if ((rc = mbedtls_x509_crt_parse_file(&t->ca, TLS_CA_FILE)) < 0) {
+			char	 e[160];
+
+			tls_strerror(rc, e, sizeof(e));
+			snprintf(err, errsize, "cannot load the CA store %s: %s", TLS_CA_FILE, e);
+			tls_conf_free(t);
+			return NULL;
+		}
+		mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
+		mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+		t->verify = 1;
+	} else
+		mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_NONE);
+	return t;
+}
+
+void
+tls_conf_hold(struct tls_conf *t)
+{
+	t->refs++;
+}
+
+void
+tls_conf_release(struct tls_conf *t)
+{
+	if (t != NULL && --t->refs == 0)
+		tls_conf_free(t);
+}
+
+int
+tls_check_files(const char *cert, const char *key, char *err, size_t errsize)
+{
+	struct tls_conf	*t = tls_server_new(cert, key, err, errsize);
+
+	if (t == NULL)
+		return -1;
+	tls_conf_release(t);
+	return 0;
+}
+
+/* The BIO: mbedTLS writes records into the socket's output buffer and reads them from its input buffer. */
+static int
+tls_bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+	struct tls_conn	*c = ctx;
+
+	if (evbuffer_add(bufferevent_get_output(c->under), buf, len) == -1)
+		return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+	return (int)len;
+}
+
+static int
+tls_bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+	struct tls_conn	*c = ctx;
+	int		 n;
+
+	if (c->src == NULL || evbuffer_get_length(c->src) == 0)
+		return MBEDTLS_ERR_SSL_WANT_READ;
+	n = evbuffer_remove(c->src, buf, len);
+	return n > 0 ? n : MBEDTLS_ERR_SSL_WANT_READ;
+}
+
+static void
+tls_after_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tls_conn	*c = arg;
+
+	if (!c->failed)		/* plaintext written while the handshake ran can go now */
+		bufferevent_flush(c->filter, EV_WRITE, BEV_NORMAL);
+	if (c->ready != NULL)
+		c->ready(c->arg, !c->failed, c->why);
+}
+
+static void
+tls_handshake_over(struct tls_conn *c, int ok)
+{
+	struct timeval	 now = { 0, 0 };
+
+	c->done = ok;
+	c->failed = !ok;
+	if (ok)
+		snprintf(c->desc, sizeof(c->desc), "%s %s", mbedtls_ssl_get_version(&c->ssl),
+		    mbedtls_ssl_get_ciphersuite(&c->ssl));
+	evtimer_add(c->after, &now);
+}
+
+static enum bufferevent_filter_result
+tls_input(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit, enum bufferevent_flush_mode mode, void *ctx)
+{
+	struct tls_conn	*c = ctx;
+	unsigned char	 buf[TLS_CHUNK];
+	int		 rc, got = 0;
+
+	if (c->failed)
+		return BEV_ERROR;
+	c->src = src;
+	if (!c->done) {
+		rc = mbedtls_ssl_handshake(&c->ssl);
+		if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+			c->src = NULL;
+			return BEV_NEED_MORE;
+		}
+		if (rc != 0) {
+			tls_strerror(rc, c->why, sizeof(c->why));
+			c->src = NULL;
+			tls_handshake_over(c, 0);
+			return BEV_ERROR;
+		}
+		tls_handshake_over(c, 1);
+	}
+	for (;;) {
+		rc = mbedtls_ssl_read(&c->ssl, buf, sizeof(buf));
+		if (rc > 0) {
+			evbuffer_add(dst, buf, (size_t)rc);
+			got = 1;
+			if (limit > 0 && (ev_ssize_t)evbuffer_get_length(dst) >= limit)
+				break;
+			continue;
+		}
+		if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE || rc == 0 ||
+		    rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+			break;		/* more later, or the peer is closing: the socket's EOF follows */
+#ifdef MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET
+		if (rc == MBEDTLS_ERR_SSL_RECEIVED_NEW_SESSION_TICKET)
+			continue;
+#endif
+		tls_strerror(rc, c->why, sizeof(c->why));
+		c->failed = 1;
+		c->src = NULL;
+		return BEV_ERROR;
+	}
+	c->src = NULL;
+	return got ? BEV_OK : BEV_NEED_MORE;
+}
+
+static enum bufferevent_filter_result
+tls_output(struct evbuffer *src, struct evbuffer *dst, ev_ssize_t limit, enum bufferevent_flush_mode mode, void *ctx)
+{
+	struct tls_conn	*c = ctx;
+	size_t		 len;
+	int		 rc;
+
+	if (c->failed)
+		return BEV_ERROR;
+	if (!c->done)
+		return BEV_NEED_MORE;	/* kept until the handshake is over; tls_after_cb flushes it */
+	while ((len = evbuffer_get_length(src)) > 0) {
+		if (len > TLS_CHUNK)
+			len = TLS_CHUNK;
+		rc = mbedtls_ssl_write(&c->ssl, evbuffer_pullup(src, (ev_ssize_t)len), len);
+		if (rc > 0) {
+			evbuffer_drain(src, (size_t)rc);
+			continue;
+		}
+		if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+			break;
+		tls_strerror(rc, c->why, sizeof(c->why));
+		c->failed = 1;
+		return BEV_ERROR;
+	}
+	return BEV_OK;
+}
+
+static void
+tls_conn_free(void *ctx)
+{
+	struct tls_conn	*c = ctx;
+
+	event_free(c->after);
+	mbedtls_ssl_free(&c->ssl);
+	tls_conf_release(c->conf);
+	free(c);
+}
+
+struct tls_conn *
+tls_wrap(struct event_base *base, struct bufferevent *bev, struct tls_conf *conf, const char *host,
+    tls_ready_fn *ready, void *arg)
+{
+	struct tls_conn	*c = xcalloc(1, sizeof(*c));
+	int		 rc;
+
+	mbedtls_ssl_init(&c->ssl);
+	if (mbedtls_ssl_setup(&c->ssl, &conf->conf) != 0) {
+		mbedtls_ssl_free(&c->ssl);
+		free(c);
+		return NULL;
+	}
+	if (host != NULL && !conf->server)
+		mbedtls_ssl_set_hostname(&c->ssl, host);
+	tls_conf_hold(conf);
+	c->conf = conf;
+	c->under = bev;
+	c->ready = ready;
+	c->arg = arg;
+	c->after = evtimer_new(base, tls_after_cb, c);
+	mbedtls_ssl_set_bio(&c->ssl, c, tls_bio_send, tls_bio_recv, NULL);
+	c->filter = bufferevent_filter_new(bev, tls_input, tls_output, BEV_OPT_CLOSE_ON_FREE, tls_conn_free, c);
+	if (c->filter == NULL) {
+		tls_conn_free(c);
+		return NULL;
+	}
+	if (!conf->server) {		/* a client speaks first: the ClientHello goes out now */
+		rc = mbedtls_ssl_handshake(&c->ssl);
+		if (rc != MBEDTLS_ERR_SSL_WANT_READ && rc != MBEDTLS_ERR_SSL_WANT_WRITE && rc != 0) {
+			tls_strerror(rc, c->why, sizeof(c->why));
+			tls_handshake_over(c, 0);
+		}
+	}
+	return c;
+}
+
+struct bufferevent *
+tls_bev(struct tls_conn *c)
+{
+	return c->filter;
+}
+
+const char *
+tls_describe(struct tls_conn *c)
+{
+	return c->done ? c->desc : "";
+}
+
+int
+tls_verified(struct tls_conn *c)
+{
+	return c->done && c->conf->verify && mbedtls_ssl_get_verify_result(&c->ssl) == 0;
+}

@@ -1,0 +1,45 @@
+/*
+ * tls.h - TLS with mbedTLS on top of libevent bufferevents, without blocking: a filter bufferevent runs the
+ * handshake and the records, and mbedTLS reads and writes through memory (the underlying socket bufferevent's
+ * buffers), so WANT_READ/WANT_WRITE never wait. Builds against mbedTLS 2.28 and 3.x.
+ */
+#ifndef TLS_H
+#define TLS_H
+
+#include <stddef.h>
+
+struct bufferevent;
+struct event_base;
+struct tls_conf;
+struct tls_conn;
+
+/* tls_ready_fn - the handshake finished. ok is 0 when it failed (then why says how); the bufferevent's event
+ * callback also reports an error in that case. */
+typedef void	 tls_ready_fn(void *arg, int ok, const char *why);
+
+/* tls_server_new - certificate chain and key (PEM files); NULL with err. Checks that the key fits the
+ * certificate. TLS 1.2 minimum (1.3 too with mbedTLS 3), ECDHE with AEAD ciphers, session tickets. */
+struct tls_conf	*tls_server_new(const char *cert, const char *key, char *err, size_t errsize);
+/* tls_client_new - for the router's outbound STARTTLS. verify: check the next hop's certificate against the
+ * system CA store and its name; otherwise encrypt without checking (opportunistic TLS, RFC 7435). */
+struct tls_conf	*tls_client_new(int verify, char *err, size_t errsize);
+void		 tls_conf_hold(struct tls_conf *);
+void		 tls_conf_release(struct tls_conf *);
+
+/*
+ * tls_wrap - put TLS on bev (taken: freeing the returned bufferevent frees it). A client conf starts the
+ * handshake at once, naming host (SNI, and the name checked when verifying). ready(arg, ...) runs from the loop
+ * when the handshake is over. Returns the connection; tls_bev() is the bufferevent to use from now on. The
+ * connection lives as long as that bufferevent.
+ */
+struct tls_conn	*tls_wrap(struct event_base *, struct bufferevent *bev, struct tls_conf *, const char *host,
+		    tls_ready_fn *ready, void *arg);
+struct bufferevent *tls_bev(struct tls_conn *);
+/* tls_describe - "TLSv1.2 TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384" once the handshake is over, else "". */
+const char	*tls_describe(struct tls_conn *);
+int		 tls_verified(struct tls_conn *);	/* 1 when the peer's certificate was checked and good */
+
+/* tls_check_files - what `luamta check` says about tls.cert and tls.key: 0, or -1 with err. */
+int		 tls_check_files(const char *cert, const char *key, char *err, size_t errsize);
+
+#endif
