@@ -114,7 +114,7 @@ queuectl_status(const struct queuectl_msg *q, size_t i)
 {
 	if (q->status[i] != NULL)
 		return q->status[i];
-	return "queued";
+	return q->held ? "held" : "queued";
 }
 
 static void

@@ -112,6 +112,8 @@ struct router_msg {
 	struct router_rcpt	*rcpts;		/* owns env.nrcpts */
 	char			*maildir;	/* owns: delivery.maildir when the message was taken */
 	char			*hostname;	/* owns: server.hostname, for bounces */
+	char			*spool;		/* owns: server.spool (a reload may free the configuration) */
+	double			 max_queue_time;
 	int			 attempts;	/* attempts on record (state file) */
 	int			 warned;	/* a delay warning went out */
 	int			 want_warning;	/* this attempt sends one */
@@ -140,6 +142,8 @@ static struct idmap		*router_dest;	/* next hop key hash -> (intptr_t) transactio
 
 static void	router_take(const char *id);
 static void	router_delete_files(const char *id);
+static void	router_unschedule(const char *id);
+static void	router_scan(int flush);
 static void	router_group_ready(struct router_group *);
 static void	router_msg_step_done(struct router_msg *);
 
@@ -245,6 +249,7 @@ router_msg_free(struct router_msg *m)
 	spool_env_free(&m->env);
 	free(m->maildir);
 	free(m->hostname);
+	free(m->spool);
 	free(m->rcpts);
 	free(m->data);
 	free(m);
@@ -287,7 +292,7 @@ router_bounce_write(struct router_msg *m, int delayed)
 	info.queue_id = m->id;
 	info.arrival = m->env.time;
 	info.now = util_now();
-	info.expires = delayed ? m->env.time + router_cfg->max_queue_time : 0;
+	info.expires = delayed ? m->env.time + m->max_queue_time : 0;
 	info.sender = m->env.sender;
 	info.rcpts = dr;
 	info.nrcpts = n;
@@ -304,9 +309,9 @@ router_bounce_write(struct router_msg *m, int delayed)
 		return 0;	/* nothing usable to report: the recipients still get their state lines */
 	}
 	free(dr);
-	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", router_cfg->spool, id);
-	snprintf(final, sizeof(final), "%s/queue/%s", router_cfg->spool, id);
-	snprintf(qdir, sizeof(qdir), "%s/queue", router_cfg->spool);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", m->spool, id);
+	snprintf(final, sizeof(final), "%s/queue/%s", m->spool, id);
+	snprintf(qdir, sizeof(qdir), "%s/queue", m->spool);
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
 		err = errno;
 	while (err == 0 && evbuffer_get_length(buf) > 0)
@@ -385,8 +390,10 @@ router_record_work(void *arg)
 			snprintf(line, sizeof(line), "%zu delivered %s\n", i, clean);
 		else if (r->outcome == R_FAILED)
 			snprintf(line, sizeof(line), "%zu bounced %s %s\n", i, r->dsn, clean);
-		else if (r->outcome == R_DEFERRED || r->outcome == R_HOLD)
+		else if (r->outcome == R_DEFERRED)
 			snprintf(line, sizeof(line), "%zu deferred %s %s\n", i, r->dsn, clean);
+		else if (r->outcome == R_HOLD)
+			snprintf(line, sizeof(line), "%zu held %s %s\n", i, r->dsn, clean);
 		else
 			line[0] = '\0';
 		evbuffer_add(state, line, strlen(line));
@@ -435,9 +442,12 @@ router_retry_delay(int attempts)
 static void
 router_later_cb(evutil_socket_t fd, short what, void *arg)
 {
-	char	*id = arg;
+	char		*id = arg;
+	struct event	*ev = idmap_get(router_later, router_key(id));
 
 	idmap_del(router_later, router_key(id));
+	if (ev != NULL)
+		event_free(ev);		/* a one-shot timer may free itself in its callback */
 	router_take(id);
 	free(id);
 }
@@ -459,7 +469,6 @@ router_schedule(const char *id, double seconds)
 	ev = evtimer_new(router_base, router_later_cb, copy);
 	idmap_put(router_later, router_key(id), ev);
 	evtimer_add(ev, &tv);
-	/* The event is freed by the next evtimer_new for this id or at exit; a small leak per retry otherwise. */
 }
 
 static void
@@ -829,6 +838,22 @@ router_route_abandoned(uint64_t owner, const struct lb_verdict *v)
 	/* Not reached: waiting route rules are cancelled (see router_route). */
 }
 
+/* router_split_dsn - "4.3.2 text" gives dsn "4.3.2" and the text after it; without a code, def and all of it. */
+static void
+router_split_dsn(const char *in, const char *def, char *dsn, size_t dsnsize, char *text, size_t textsize)
+{
+	size_t	 n = strspn(in, "0123456789.");
+
+	if (n >= 5 && n < dsnsize && (in[0] == '4' || in[0] == '5') && in[1] == '.' && in[n] == ' ') {
+		memcpy(dsn, in, n);
+		dsn[n] = '\0';
+		util_strlcpy(text, in + n + 1, textsize);
+		return;
+	}
+	util_strlcpy(dsn, def, dsnsize);
+	util_strlcpy(text, in, textsize);
+}
+
 static struct router_group *
 router_group_for(struct router_msg *m, const struct lb_verdict *v)
 {
@@ -902,13 +927,12 @@ router_route(struct router_msg *m)
 		case LB_V_BOUNCE:
 		case LB_V_REJECT:
 			r->outcome = R_FAILED;
-			snprintf(r->dsn, sizeof(r->dsn), "%.*s", (int)strcspn(v.text, " "), v.text);
-			snprintf(r->text, sizeof(r->text), "%d %s", v.code, v.text);
+			router_split_dsn(v.text, "5.0.0", r->dsn, sizeof(r->dsn), last, sizeof(last));
+			snprintf(r->text, sizeof(r->text), "%d %s %s", v.code, r->dsn, last);
 			break;
 		case LB_V_HOLD:
 			r->outcome = R_HOLD;
-			util_strlcpy(r->dsn, "4.3.2", sizeof(r->dsn));
-			util_strlcpy(r->text, v.text, sizeof(r->text));
+			router_split_dsn(v.text, "4.3.2", r->dsn, sizeof(r->dsn), r->text, sizeof(r->text));
 			break;
 		case LB_V_ERROR:
 			r->outcome = R_DEFERRED;
@@ -917,9 +941,8 @@ router_route(struct router_msg *m)
 			break;
 		default:
 			r->outcome = R_DEFERRED;
-			util_strlcpy(r->dsn, "4.4.0", sizeof(r->dsn));
-			util_strlcpy(r->text, v.kind == LB_V_DEFER ? v.text : "no route for this recipient",
-			    sizeof(r->text));
+			router_split_dsn(v.kind == LB_V_DEFER ? v.text : "no route for this recipient", "4.4.0",
+			    r->dsn, sizeof(r->dsn), r->text, sizeof(r->text));
 			break;
 		}
 	}
@@ -960,6 +983,8 @@ router_take(const char *id)
 	snprintf(m->state_path, sizeof(m->state_path), "%s/state/%s", router_cfg->spool, id);
 	m->maildir = xstrdup(router_cfg->maildir);
 	m->hostname = xstrdup(router_cfg->hostname);
+	m->spool = xstrdup(router_cfg->spool);
+	m->max_queue_time = router_cfg->max_queue_time;
 	m->started = util_monotonic();
 	idmap_put(router_busy, router_key(id), m);
 	iot_submit(router_io, router_load_work, router_load_done, m, NULL);
@@ -1017,36 +1042,109 @@ router_rescan_cb(evutil_socket_t fd, short what, void *arg)
 	router_scan(0);
 }
 
-/* Control socket: `luamta queue flush|delete|hold|release`. One line in, one line out. ------------------------ */
+/* Control socket: `luamta queue flush|delete|hold|release`. One line in, one line out. The file work (does the
+ * message exist, move it, remove it) runs on the I/O thread; the answer goes out when it is done. */
+
+struct router_ctl {
+	uint64_t		 id;
+	struct bufferevent	*bev;		/* owns */
+};
+
+static struct idmap	*router_ctls;
+static uint64_t		 router_next_ctl;
+
+enum router_op { ROUTER_OP_FLUSH, ROUTER_OP_DELETE, ROUTER_OP_HOLD, ROUTER_OP_RELEASE };
 
 struct router_move {
-	char	 from[4300], to[4300], state[4300];
-	char	 id[QUEUEID_SIZE];
-	int	 unlink_only;
-	int	 take_after;
+	enum router_op	 op;
+	char		 id[QUEUEID_SIZE];
+	char		 queue[4300], hold[4300], state[4300];
+	uint64_t	 ctl;		/* who gets the answer; 0 for none */
+	int		 busy;		/* the message is being delivered: delete marks it instead */
+	char		 answer[200];
 };
+
+static void
+router_ctl_answer(uint64_t ctl, const char *answer)
+{
+	struct router_ctl	*c = ctl ? idmap_get(router_ctls, ctl) : NULL;
+
+	if (c == NULL)
+		return;		/* the client went away */
+	evbuffer_add_printf(bufferevent_get_output(c->bev), "%s\n", answer);
+	bufferevent_disable(c->bev, EV_READ);	/* the write callback closes once the answer is out */
+}
 
 static int
 router_move_work(void *arg)
 {
 	struct router_move	*mv = arg;
+	struct stat		 st;
+	int			 in_queue = stat(mv->queue, &st) == 0, in_hold = stat(mv->hold, &st) == 0;
 
-	if (mv->unlink_only) {
-		if (unlink(mv->from) == -1)
+	switch (mv->op) {
+	case ROUTER_OP_FLUSH:
+		snprintf(mv->answer, sizeof(mv->answer), in_queue ? "ok: flushing" : in_hold ?
+		    "error: %s is held; release it first" : "error: no message %s in the queue", mv->id);
+		return 0;
+	case ROUTER_OP_DELETE:
+		if (!in_queue && !in_hold)
+			break;
+		if (mv->busy) {
+			snprintf(mv->answer, sizeof(mv->answer), "ok: deleted once the delivery in progress ends");
+			return 0;
+		}
+		if (unlink(in_queue ? mv->queue : mv->hold) == -1)
 			return errno;
 		unlink(mv->state);
+		snprintf(mv->answer, sizeof(mv->answer), "ok: deleted");
+		return 0;
+	case ROUTER_OP_HOLD:
+		if (!in_queue)
+			break;
+		if (rename(mv->queue, mv->hold) == -1)
+			return errno;
+		snprintf(mv->answer, sizeof(mv->answer), "ok: held");
+		return 0;
+	case ROUTER_OP_RELEASE:
+		if (!in_hold)
+			break;
+		if (rename(mv->hold, mv->queue) == -1)
+			return errno;
+		snprintf(mv->answer, sizeof(mv->answer), "ok: released");
 		return 0;
 	}
-	return rename(mv->from, mv->to) == 0 ? 0 : errno;
+	snprintf(mv->answer, sizeof(mv->answer), "error: no message %s %s", mv->id,
+	    mv->op == ROUTER_OP_RELEASE ? "is held" : "in the queue");
+	return 0;
 }
 
 static void
 router_move_done(void *arg, int err)
 {
 	struct router_move	*mv = arg;
+	static const char *const verbs[] = { "flushed", "deleted", "held", "released" };
+	char			 answer[300];
 
-	if (err == 0 && mv->take_after)
-		router_take(mv->id);
+	if (err != 0)
+		snprintf(answer, sizeof(answer), "error: %s", strerror(err));
+	else
+		util_strlcpy(answer, mv->answer, sizeof(answer));
+	if (err == 0 && strncmp(answer, "ok", 2) == 0) {
+		if (mv->op != ROUTER_OP_FLUSH)
+			log_info("%s: %s by the administrator", mv->id, verbs[mv->op]);
+		if (mv->op == ROUTER_OP_FLUSH || mv->op == ROUTER_OP_RELEASE)
+			router_take(mv->id);
+		if (mv->op == ROUTER_OP_DELETE && mv->busy) {
+			struct router_msg	*m = idmap_get(router_busy, router_key(mv->id));
+
+			if (m != NULL)
+				m->deleted = 1;
+			else
+				router_delete_files(mv->id);	/* it finished meanwhile */
+		}
+	}
+	router_ctl_answer(mv->ctl, answer);
 	free(mv);
 }
 
@@ -1055,115 +1153,113 @@ router_delete_files(const char *id)
 {
 	struct router_move	*mv = xcalloc(1, sizeof(*mv));
 
+	mv->op = ROUTER_OP_DELETE;
 	util_strlcpy(mv->id, id, sizeof(mv->id));
-	snprintf(mv->from, sizeof(mv->from), "%s/queue/%s", router_cfg->spool, id);
+	snprintf(mv->queue, sizeof(mv->queue), "%s/queue/%s", router_cfg->spool, id);
+	snprintf(mv->hold, sizeof(mv->hold), "%s/hold/%s", router_cfg->spool, id);
 	snprintf(mv->state, sizeof(mv->state), "%s/state/%s", router_cfg->spool, id);
-	mv->unlink_only = 1;
 	iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
 }
 
-static const char *
-router_control(const char *cmd, const char *id)
+static void
+router_control(uint64_t ctl, const char *cmd, const char *id)
 {
-	struct router_msg	*busy;
+	static const struct { const char *name; enum router_op op; } ops[] = {
+		{ "flush", ROUTER_OP_FLUSH }, { "delete", ROUTER_OP_DELETE }, { "hold", ROUTER_OP_HOLD },
+		{ "release", ROUTER_OP_RELEASE },
+	};
 	struct router_move	*mv;
-	struct stat		 st;
+	size_t			 i;
 
 	if (strcmp(cmd, "flush") == 0 && id == NULL) {
 		router_scan(1);
-		return "ok: flushing the whole queue";
+		router_ctl_answer(ctl, "ok: flushing the whole queue");
+		return;
 	}
-	if (id == NULL || !queueid_valid(id))
-		return "error: expected a queue ID";
-	busy = idmap_get(router_busy, router_key(id));
+	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (strcmp(cmd, ops[i].name) == 0)
+			break;
+	if (i == sizeof(ops) / sizeof(ops[0])) {
+		router_ctl_answer(ctl, "error: unknown command; expected flush, delete, hold or release");
+		return;
+	}
+	if (id == NULL || !queueid_valid(id)) {
+		router_ctl_answer(ctl, "error: expected a queue ID");
+		return;
+	}
 	mv = xcalloc(1, sizeof(*mv));
+	mv->op = ops[i].op;
+	mv->ctl = ctl;
 	util_strlcpy(mv->id, id, sizeof(mv->id));
+	snprintf(mv->queue, sizeof(mv->queue), "%s/queue/%s", router_cfg->spool, id);
+	snprintf(mv->hold, sizeof(mv->hold), "%s/hold/%s", router_cfg->spool, id);
 	snprintf(mv->state, sizeof(mv->state), "%s/state/%s", router_cfg->spool, id);
-	if (strcmp(cmd, "flush") == 0) {
+	mv->busy = idmap_get(router_busy, router_key(id)) != NULL;
+	if (mv->op == ROUTER_OP_HOLD && mv->busy) {
 		free(mv);
+		router_ctl_answer(ctl, "error: being delivered now; try again in a moment");
+		return;
+	}
+	if (mv->op != ROUTER_OP_RELEASE)
 		router_unschedule(id);
-		router_take(id);
-		return busy ? "ok: being delivered now" : "ok: flushing";
-	}
-	if (strcmp(cmd, "delete") == 0) {
-		router_unschedule(id);
-		if (busy != NULL) {
-			busy->deleted = 1;	/* removed when its attempt records */
-			free(mv);
-			return "ok: deleted once the delivery in progress ends";
-		}
-		snprintf(mv->from, sizeof(mv->from), "%s/queue/%s", router_cfg->spool, id);
-		if (stat(mv->from, &st) == -1)
-			snprintf(mv->from, sizeof(mv->from), "%s/hold/%s", router_cfg->spool, id);
-		mv->unlink_only = 1;
-		log_info("%s: deleted by the administrator", id);
-		iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
-		return "ok: deleted";
-	}
-	if (strcmp(cmd, "hold") == 0) {
-		if (busy != NULL) {
-			free(mv);
-			return "error: being delivered now; try again in a moment";
-		}
-		router_unschedule(id);
-		snprintf(mv->from, sizeof(mv->from), "%s/queue/%s", router_cfg->spool, id);
-		snprintf(mv->to, sizeof(mv->to), "%s/hold/%s", router_cfg->spool, id);
-		log_info("%s: held by the administrator", id);
-		iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
-		return "ok: held";
-	}
-	if (strcmp(cmd, "release") == 0) {
-		snprintf(mv->from, sizeof(mv->from), "%s/hold/%s", router_cfg->spool, id);
-		snprintf(mv->to, sizeof(mv->to), "%s/queue/%s", router_cfg->spool, id);
-		mv->take_after = 1;
-		log_info("%s: released by the administrator", id);
-		iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
-		return "ok: released";
-	}
-	free(mv);
-	return "error: unknown command; expected flush, delete, hold or release";
+	iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
+}
+
+static void
+router_ctl_close(struct router_ctl *c)
+{
+	idmap_del(router_ctls, c->id);
+	bufferevent_free(c->bev);
+	free(c);
 }
 
 static void
 router_ctl_read_cb(struct bufferevent *bev, void *arg)
 {
-	char		*line, *cmd, *id, *save = NULL;
-	size_t		 len;
-	const char	*answer;
+	struct router_ctl	*c = arg;
+	char			*line, *cmd, *id, *save = NULL;
+	size_t			 len;
 
 	if ((line = evbuffer_readln(bufferevent_get_input(bev), &len, EVBUFFER_EOL_ANY)) == NULL) {
 		if (evbuffer_get_length(bufferevent_get_input(bev)) > ROUTER_CTL_LINE)
-			bufferevent_free(bev);
+			router_ctl_close(c);
 		return;
 	}
+	bufferevent_disable(bev, EV_READ);	/* one command per connection */
 	cmd = strtok_r(line, " ", &save);
 	id = strtok_r(NULL, " ", &save);
-	answer = cmd ? router_control(cmd, id) : "error: empty command";
-	evbuffer_add_printf(bufferevent_get_output(bev), "%s\n", answer);
+	if (cmd == NULL)
+		router_ctl_answer(c->id, "error: empty command");
+	else
+		router_control(c->id, cmd, id);
 	free(line);
-	bufferevent_disable(bev, EV_READ);
 }
 
 static void
 router_ctl_write_cb(struct bufferevent *bev, void *arg)
 {
-	if (!(bufferevent_get_enabled(bev) & EV_READ))
-		bufferevent_free(bev);	/* the answer is out */
+	struct router_ctl	*c = arg;
+
+	if (!(bufferevent_get_enabled(bev) & EV_READ) && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		router_ctl_close(c);	/* the answer is out */
 }
 
 static void
 router_ctl_event_cb(struct bufferevent *bev, short what, void *arg)
 {
-	bufferevent_free(bev);
+	router_ctl_close(arg);
 }
 
 static void
 router_ctl_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
 {
-	struct bufferevent	*bev = bufferevent_socket_new(router_base, fd, BEV_OPT_CLOSE_ON_FREE);
+	struct router_ctl	*c = xcalloc(1, sizeof(*c));
 
-	bufferevent_setcb(bev, router_ctl_read_cb, router_ctl_write_cb, router_ctl_event_cb, NULL);
-	bufferevent_enable(bev, EV_READ);
+	c->id = ++router_next_ctl;
+	c->bev = bufferevent_socket_new(router_base, fd, BEV_OPT_CLOSE_ON_FREE);
+	idmap_put(router_ctls, c->id, c);
+	bufferevent_setcb(c->bev, router_ctl_read_cb, router_ctl_write_cb, router_ctl_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ);
 }
 
 static struct evconnlistener *
@@ -1176,6 +1272,7 @@ router_ctl_listen(void)
 	sun.sun_family = AF_UNIX;
 	router_control_path(router_cfg->spool, sun.sun_path, sizeof(sun.sun_path));
 	unlink(sun.sun_path);
+	router_ctls = idmap_new();
 	l = evconnlistener_new_bind(router_base, router_ctl_accept, NULL, LEV_OPT_CLOSE_ON_FREE, 16,
 	    (struct sockaddr *)&sun, sizeof(sun));
 	if (l == NULL)
