@@ -337,9 +337,12 @@ smtp_ask(struct smtp_session *s, struct smtp_wait *w)
 	    &run) == 1) {
 		s->run = run;
 		s->waiting = 1;
-		/* Pause the client while we wait, except before the greeting: input then is an early talker. */
+		/* Pause the client while we wait, except before the greeting: input then is an early talker. The
+		 * command timeout is for the client (RFC 5321 4.5.3.2.7), so it stops while our rules wait. */
 		if (s->state != SMTP_S_CONNECT)
 			bufferevent_disable(s->bev, EV_READ);
+		if (!s->delaying)
+			evtimer_del(s->timer);
 		return;
 	}
 	idmap_del(smtp_waits, s->id);
@@ -363,6 +366,9 @@ smtp_policy_done(uint64_t id, const struct lb_verdict *v)
 		fatal_bug("%s: policy answer without a wait", s->idstr);
 	smtp_after(s, w, v);
 	free(w);
+	if (s->state != SMTP_S_CLOSING && !s->delaying && !evtimer_pending(s->timer, NULL))
+		smtp_timer_arm(s, s->state == SMTP_S_BODY || s->state == SMTP_S_BDAT ? s->cfg->timeout_data :
+		    s->cfg->timeout_command);
 	if (s->state != SMTP_S_CLOSING && !s->waiting) {
 		bufferevent_enable(s->bev, EV_READ);
 		smtp_process(s);

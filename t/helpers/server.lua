@@ -224,6 +224,7 @@ function M.prepare(opts)
   self.cfgfile = self.dir .. "/luamta.lua"
   lfs.mkdir(self.rules_dir)
   local cfg = merge(M.defaults(self.dir, self.port), opts.config or {})
+  self.default_listen = not (opts.config and opts.config.server and opts.config.server.listen)
   if opts.rules and #opts.rules > 0 and not (opts.config and opts.config.server and opts.config.server.rules) then
     local names = {}
     for _, n in ipairs(M.BUNDLED_RULES) do names[#names + 1] = n end
@@ -234,14 +235,41 @@ function M.prepare(opts)
   for rel, text in pairs(opts.files or {}) do write_file(self.dir .. "/" .. rel, text) end
   self.config = cfg
   self.workers = cfg.server.workers or 1
+  self.host = "127.0.0.1"
+  local first = type(cfg.server.listen) == "table" and cfg.server.listen[1]
+  if type(first) == "table" then first = first[1] end
+  local host, port = tostring(first):match("^([%d%.]+):(%d+)$")
+  if host then
+    self.host = host == "0.0.0.0" and "127.0.0.1" or host
+    self.port = tonumber(port)
+  end
   write_file(self.cfgfile, M.config_source(cfg))
   return self
 end
 
 -- server.start(opts) -> a running server (see prepare). Raises, after cleaning up, when it does not come up.
 function M.start(opts)
+  opts = opts or {}
   local self = M.prepare(opts)
-  local ok, err = pcall(self.launch, self, opts and opts.start_timeout)
+  local ok, err
+  for _ = 1, 3 do
+    ok, err = pcall(self.launch, self, opts.start_timeout)
+    if ok then break end
+    local log = self:log()
+    if log:find("failed to execute", 1, true) then
+      -- A binary being rebuilt under us (make in another shell) cannot be executed for a moment: try again.
+      self:stop(2)
+      socket.sleep(1)
+    elseif log:find("in use", 1, true) and self.default_listen and not opts.port then
+      -- Another test run took the free port between our probe and the bind: take another one.
+      self:stop(2)
+      self.port = M.free_port()
+      self.config.server.listen = { "127.0.0.1:" .. self.port }
+      write_file(self.cfgfile, M.config_source(self.config))
+    else
+      break
+    end
+  end
   if not ok then
     local log = self:log()
     self:cleanup()
@@ -276,7 +304,7 @@ function Server:launch(timeout)
   local accepted = wait_until(function()
     local c = socket.tcp()
     c:settimeout(0.5)
-    local ok = c:connect("127.0.0.1", self.port)
+    local ok = c:connect(self.host, self.port)
     c:close()
     return ok
   end, timeout, 0.05)
@@ -295,7 +323,7 @@ function Server:master_pid()
   return s and tonumber(s:match("%d+"))
 end
 
--- children() -> the pids of the daemon's processes (master included), not zombies
+-- processes() -> the pids of the daemon's processes (master included), not zombies
 function Server:processes()
   if not self.pgid then return {} end
   return group_members(self.pgid)

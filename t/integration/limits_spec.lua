@@ -4,11 +4,11 @@ local server = require "t.helpers.server"
 local smtp = require "t.helpers.smtp"
 local socket = require "socket"
 
--- with_server(config, body): a describe block's daemon and its clients, cleaned up whatever happens.
-local function with_server(config)
+-- with_server(config, rules): a describe block's daemon and its clients, cleaned up whatever happens.
+local function with_server(config, rules)
   local env = { clients = {} }
   setup(function()
-    env.srv = server.start { config = config }
+    env.srv = server.start { config = config, rules = rules }
   end)
   teardown(function()
     for _, c in ipairs(env.clients) do c:close() end
@@ -157,7 +157,10 @@ describe("the connection limit of the server (server.max_connections = 2)", func
 end)
 
 describe("the timeouts (server.timeouts = { command = 1, data = 1 })", function()
-  local env = with_server { server = { timeouts = { command = 1, data = 1 } } }
+  local env = with_server({ server = { timeouts = { command = 1, data = 1 } } }, { { "slow", [[
+local mta = require "luamta"
+return { rcpt = function(s, rcpt) if rcpt.localpart == "slow" then mta.sleep(1.5) end end }
+]] } })
 
   it("a client that stays silent after the greeting gets 421 4.4.2 Timeout and is disconnected", function()
     local c = env.connect()
@@ -184,6 +187,15 @@ describe("the timeouts (server.timeouts = { command = 1, data = 1 })", function(
     assert.is_true((c:expect_closed(2)))
     assert.same({}, env.srv:queue_files())
     assert.same({}, env.srv:maildir_files("jdoe"))
+  end)
+
+  it("a client that waits 1.5 s for a sleeping RCPT rule is not timed out: it gets the rule's answer", function()
+    -- The command timeout is how long the server waits for the client (RFC 5321 4.5.3.2.7), not for its rules.
+    local c = env.connect()
+    c:greet()
+    assert.equal(250, (c:cmd("MAIL FROM:<a@example.org>")))
+    local code, lines = c:cmd("RCPT TO:<slow@example.test>", 5)
+    assert.equal(250, code, lines and tostring(lines.text or lines))
   end)
 
   it("a client that keeps talking is not timed out", function()

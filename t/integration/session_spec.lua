@@ -14,7 +14,7 @@ describe("an SMTP session", function()
   -- Every test mails its own directory user, so that "nothing was delivered" is about that test alone.
   local users = {}
   for _, u in ipairs { "jdoe", "pipe", "after", "stuffed", "big", "many", "bdat", "bdat2", "bdat3", "null", "two1",
-                       "two2", "exact", "over" } do
+                       "two2", "exact", "over", "empty", "utf8", "hangup" } do
     users[#users + 1] = { address = u .. "@example.test", aliases = u == "jdoe" and { "john@example.test" } or nil }
   end
 
@@ -117,8 +117,8 @@ describe("an SMTP session", function()
       assert.equal(1, #files)
       local m = files[1].content
       assert.matches("^Return%-Path: <alice@example%.org>\nDelivered%-To: jdoe@example%.test\n", m)
-      assert.matches("\nReceived: from client%.test %(%[127%.0%.0%.1%]%)\n\tby mx%.example%.test %(luamta%) with ESMTP id "
-        .. qid, m)
+      assert.matches("\nReceived: from client%.test %(%[127%.0%.0%.1%]%)\n"
+        .. "\tby mx%.example%.test %(luamta%) with ESMTP id " .. qid, m)
       assert.matches("\nSubject: hello\n", m, 1, true)
       assert.matches("\n\nHi John,\nthis is a test.\n$", m)
       assert.is_nil(m:find("\r", 1, true), "CRLF is converted to LF in the Maildir")
@@ -346,6 +346,66 @@ describe("an SMTP session", function()
       local files = srv:wait_maildir("stuffed")
       assert.equal(1, #files)
       assert.matches("\n\n%.x\n%.%.\n$", files[1].content)
+    end)
+  end)
+
+  describe("message content, edge cases", function()
+    it("an empty message (the final dot right after 354) is accepted and delivered", function()
+      local c = session()
+      assert.equal(250, (c:cmd("MAIL FROM:<a@example.org>")))
+      assert.equal(250, (c:cmd("RCPT TO:<empty@example.test>")))
+      assert.equal(354, (c:cmd("DATA")))
+      local code, lines = c:cmd(".")
+      assert.equal(250, code, lines and lines.text)
+      local files = srv:wait_maildir("empty")
+      assert.equal(1, #files)
+      assert.matches("^Return%-Path: <a@example%.org>\nDelivered%-To: empty@example%.test\nReceived: ", files[1].content)
+    end)
+
+    it("a UTF-8 sender with SMTPUTF8 and BODY=8BITMIME is accepted and delivered with UTF8SMTP in Received",
+      function()
+        local c = session()
+        assert.equal(250, (c:cmd("MAIL FROM:<j\195\182rg@example.org> SMTPUTF8 BODY=8BITMIME")))
+        assert.equal(250, (c:cmd("RCPT TO:<utf8@example.test>")))
+        assert.equal(354, (c:cmd("DATA")))
+        c:send("Subject: gr\195\188\195\159e\r\n\r\n8-bit body \195\169\r\n.\r\n")
+        assert.equal(250, (c:read_reply()))
+        local files = srv:wait_maildir("utf8")
+        assert.equal(1, #files)
+        local m = files[1].content
+        assert.matches("^Return%-Path: <j\195\182rg@example%.org>\n", m)
+        assert.truthy(m:find("with UTF8SMTP id", 1, true), m)
+        assert.truthy(m:find("\n\n8-bit body \195\169\n", 1, true), m)
+      end)
+
+    it("a UTF-8 sender without SMTPUTF8 gets 553 5.6.7", function()
+      local c = session()
+      local code, lines = c:cmd("MAIL FROM:<j\195\182rg@example.org>")
+      assert.equal(553, code)
+      assert.matches("^553 5%.6%.7 ", lines[1])
+    end)
+
+    it("MAIL with SIZE= after HELO (not EHLO) gets 555 5.5.4", function()
+      local c = connect()
+      c:read_reply()
+      assert.equal(250, (c:cmd("HELO client.test")))
+      local code, lines = c:cmd("MAIL FROM:<a@example.org> SIZE=100")
+      assert.equal(555, code)
+      assert.matches("^555 5%.5%.4 ", lines[1])
+    end)
+
+    it("the client hangs up in the middle of DATA, and nothing is queued", function()
+      local mark = srv:log_mark()
+      local c = session()
+      assert.equal(250, (c:cmd("MAIL FROM:<a@example.org>")))
+      assert.equal(250, (c:cmd("RCPT TO:<hangup@example.test>")))
+      assert.equal(354, (c:cmd("DATA")))
+      c:send("Subject: cut\r\n\r\nhalf a message\r\n")
+      c:close()
+      assert.truthy(srv:wait_log("lost connection in state BODY", 2, mark, true), srv:log():sub(mark + 1))
+      assert_nothing_delivered("hangup", mark)
+      local c2 = session()
+      assert.equal(250, (c2:cmd("NOOP")), "the server goes on")
     end)
   end)
 
