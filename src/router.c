@@ -120,6 +120,8 @@ struct router_msg {
 	int			 pending;	/* jobs and groups still running in this attempt */
 	int			 err;
 	char			 why[256];
+	char			 bounce_id[QUEUEID_SIZE];	/* reports queued by this attempt, for the loop */
+	char			 warning_id[QUEUEID_SIZE];
 	struct router_group	**groups;	/* owns ngroups */
 	size_t			 ngroups;
 	int			 deleted;	/* `luamta queue delete` arrived while busy */
@@ -329,8 +331,8 @@ router_bounce_write(struct router_msg *m, int delayed)
 	if (err != 0)
 		unlink(tmp);
 	evbuffer_free(buf);
-	if (err == 0)
-		util_strlcpy(delayed ? m->why : m->why, id, sizeof(m->why));	/* the loop announces it */
+	if (err == 0)	/* the loop takes it at once */
+		util_strlcpy(delayed ? m->warning_id : m->bounce_id, id, QUEUEID_SIZE);
 	return err;
 }
 
@@ -345,7 +347,7 @@ router_record_work(void *arg)
 	char			 dir[4200], unique[64], prefix[1200], line[MTA_TEXT_MAX + 600];
 	struct evbuffer		*state = evbuffer_new();
 
-	m->why[0] = '\0';
+	m->bounce_id[0] = m->warning_id[0] = '\0';
 	for (i = 0; i < m->env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
 
@@ -505,9 +507,13 @@ router_record_done(void *arg, int err)
 		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text,
 		    r->tls[0] ? ", tls=" : "", r->tls);
 	}
-	if (m->why[0] != '\0') {
-		log_info("%s: sender non-delivery notification: %s", m->id, m->why);
-		router_take(m->why);
+	if (m->bounce_id[0] != '\0') {
+		log_info("%s: sender non-delivery notification: %s", m->id, m->bounce_id);
+		router_take(m->bounce_id);
+	}
+	if (m->warning_id[0] != '\0') {
+		log_info("%s: sender delay notification: %s", m->id, m->warning_id);
+		router_take(m->warning_id);
 	}
 	if (err != 0)
 		log_error("%s: cannot record delivery state: %s; trying again later", m->id, strerror(err));
