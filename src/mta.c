@@ -273,7 +273,8 @@ mta_conn_fail(struct mta_conn *c, const char *why)
 			mta_try_next(tx);
 			return;
 		}
-		tx->addr_i++;
+		if (c->state != MTA_S_RSET)	/* a reused connection that died: a new one to the same address */
+			tx->addr_i++;
 		mta_try_next(tx);
 		return;
 	}

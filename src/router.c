@@ -538,6 +538,21 @@ router_msg_step_done(struct router_msg *m)
 
 	if (--m->pending > 0)
 		return;
+	/* Past routing.max_queue_time, a recipient that failed again for now bounces (Postfix's
+	 * maximal_queue_lifetime): it had its last attempt just now. Held recipients wait for the administrator. */
+	if (m->max_queue_time > 0 && util_now() - m->env.time > m->max_queue_time)
+		for (i = 0; i < m->env.nrcpts; i++) {
+			struct router_rcpt	*r = &m->rcpts[i];
+			char			 last[MTA_TEXT_MAX - 64];
+
+			if (r->outcome != R_DEFERRED)
+				continue;
+			util_strlcpy(last, r->text, sizeof(last));
+			r->outcome = R_FAILED;
+			util_strlcpy(r->dsn, "4.4.7", sizeof(r->dsn));
+			snprintf(r->text, sizeof(r->text), "message delayed too long in the queue%s%s",
+			    last[0] ? ": " : "", last);
+		}
 	/* A delay warning, once, when recipients are still deferred after routing.delay_warning. */
 	if (!m->warned && router_cfg->delay_warning > 0 && util_now() - m->env.time >= router_cfg->delay_warning &&
 	    m->env.sender[0] != '\0')
@@ -890,8 +905,6 @@ static void
 router_route(struct router_msg *m)
 {
 	size_t	 i;
-	int	 expired = router_cfg->max_queue_time > 0 && util_now() - m->env.time > router_cfg->max_queue_time;
-
 	for (i = 0; i < m->env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
 		struct lb_verdict	 v;
@@ -900,15 +913,6 @@ router_route(struct router_msg *m)
 
 		if (r->outcome != R_OPEN)
 			continue;
-		if (expired) {
-			/* Past routing.max_queue_time: bounce with the last reason on record. */
-			util_strlcpy(last, r->text, sizeof(last));	/* cut: the prefix below must fit */
-			r->outcome = R_FAILED;
-			util_strlcpy(r->dsn, "4.4.7", sizeof(r->dsn));
-			snprintf(r->text, sizeof(r->text), "message delayed too long in the queue%s%s",
-			    last[0] ? ": " : "", last);
-			continue;
-		}
 		m->route_i = i;
 		if (lb_run_start(router_gen, router_base, LB_S_ROUTE, router_push_route, m, 0,
 		    router_route_abandoned, &v, &run) == 1) {

@@ -412,13 +412,30 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 	smtp_process(s);
 }
 
+/* smtp_output_pending - octets not yet handed to the kernel; with TLS, the socket's buffer under the filter
+ * counts too, since the filter's buffer empties as soon as its records are made. */
+static size_t
+smtp_output_pending(struct smtp_session *s)
+{
+	size_t			 n = evbuffer_get_length(bufferevent_get_output(s->bev));
+	struct bufferevent	*under = s->tlsc != NULL ? bufferevent_get_underlying(s->bev) : NULL;
+
+	if (under != NULL)
+		n += evbuffer_get_length(bufferevent_get_output(under));
+	return n;
+}
+
 static void
 smtp_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session	*s = arg;
 
-	if (s->state == SMTP_S_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (s->state != SMTP_S_CLOSING)
+		return;
+	if (smtp_output_pending(s) == 0)
 		smtp_free(s);
+	else
+		smtp_timer_arm(s, 0.02);	/* TLS records still in the socket's buffer: look again soon */
 }
 
 static void
@@ -447,7 +464,12 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (s->state == SMTP_S_CLOSING) {
-		smtp_free(s);		/* the client does not read its last reply */
+		/* Free once everything is out, or when the client has not read its last reply for 10 seconds. */
+		if (smtp_output_pending(s) > 0 && util_monotonic() < s->close_deadline) {
+			smtp_timer_arm(s, 0.02);
+			return;
+		}
+		smtp_free(s);
 		return;
 	}
 	log_info("%s: client=[%s] timeout in state %s", smtp_logid(s), s->ip, smtp_state_name(s->state));
@@ -1628,9 +1650,10 @@ smtp_close(struct smtp_session *s)
 		idmap_del(smtp_waits, s->id);
 		s->waiting = 0;
 	}
-	/* Never free here: callers up the stack still hold s. The write callback frees once the last reply is
-	 * out; the timer does it when there is nothing to send, or when the client never reads its reply. */
-	smtp_timer_arm(s, evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 ? 0 : 10);
+	/* Never free here: callers up the stack still hold s. The write callback or the timer frees s once the
+	 * last reply is out, or after 10 seconds when the client never reads it. */
+	s->close_deadline = util_monotonic() + 10;
+	smtp_timer_arm(s, 0);
 }
 
 static void

@@ -99,6 +99,7 @@ struct smtp_session {
 	int			 auth_step;		/* SMTP_S_AUTH: what the next line is (see smtp_auth_line) */
 	char			 auth_name[PROTO_ADDR_MAX + 1];	/* AUTH LOGIN: the user name given */
 	struct event		*auth_delay;		/* owned: holds a failed AUTH's reply back (brute force) */
+	double			 close_deadline;	/* CLOSING: free by then even if the client does not read */
 	struct smtp_session	*prev, *next;		/* all sessions of this worker */
 };
 
