@@ -93,11 +93,18 @@ main_check(const char *path)
 			lb_gen_release(g);
 			return 1;
 		}
-		if (tls_check_files(lb_gen_config(g)->tls_cert, lb_gen_config(g)->tls_key, err, sizeof(err)) == -1) {
+		char	 warn[600];
+
+		if (tls_check_files(lb_gen_config(g)->tls_cert, lb_gen_config(g)->tls_key, err, sizeof(err), warn,
+		    sizeof(warn)) == -1) {
 			printf("error: %s: %s\n", path, err);
 			free(warnings);
 			lb_gen_release(g);
 			return 1;
+		}
+		if (warn[0] != '\0') {
+			printf("warning: %s: %s\n", path, warn);
+			nwarn++;
 		}
 	}
 	printf("%s: configuration and rules OK (%d warning%s)\n", path, nwarn, nwarn == 1 ? "" : "s");
@@ -132,6 +139,17 @@ main_reload(const char *path)
 	if (g == NULL) {
 		fprintf(stderr, "luamta reload: not sent: the running server would keep its old policy\n");
 		return 1;
+	}
+	if (lb_gen_config(g)->tls_cert != NULL && lb_gen_config(g)->tls_key != NULL) {
+		char	 err[600];
+
+		if (tls_check_files(lb_gen_config(g)->tls_cert, lb_gen_config(g)->tls_key, err, sizeof(err), NULL,
+		    0) == -1) {
+			fprintf(stderr, "%s: %s\nluamta reload: not sent: the running server would keep its old "
+			    "certificate\n", path, err);
+			lb_gen_release(g);
+			return 1;
+		}
 	}
 	pid = main_server_pid(lb_gen_config(g));
 	if (pid <= 0 || kill(pid, SIGHUP) == -1) {

@@ -253,7 +253,7 @@ master_run(const char *cfgpath)
 		free(warnings);
 	}
 	if (cfg->tls_cert != NULL && cfg->tls_key != NULL &&
-	    tls_check_files(cfg->tls_cert, cfg->tls_key, err, sizeof(err)) == -1) {
+	    tls_check_files(cfg->tls_cert, cfg->tls_key, err, sizeof(err), NULL, 0) == -1) {
 		log_error("%s", err);		/* at start a bad certificate is fatal; at reload the old one stays */
 		return 1;
 	}

@@ -421,6 +421,8 @@ mta_starttls(struct mta_conn *c, int code, const char *reply)
 			mta_tx_start(c);	/* opportunistic: carry on in the clear */
 		return;
 	}
+	/* What the server sent after its 220 in the clear is no reply of its (RFC 3207 4.2, the other way). */
+	evbuffer_drain(bufferevent_get_input(c->bev), evbuffer_get_length(bufferevent_get_input(c->bev)));
 	if ((conf = mta_tls_conf(tx->req.tls, why, sizeof(why))) == NULL ||
 	    (c->tlsc = tls_wrap(mta_base, c->bev, conf, c->addr.host, mta_tls_ready, c)) == NULL) {
 		mta_conn_fail(c, conf == NULL ? why : "cannot start TLS");

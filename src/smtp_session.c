@@ -879,8 +879,10 @@ smtp_tls_ready(void *arg, int ok, const char *why)
 	struct smtp_session	*s = arg;	/* the TLS connection dies with s->bev, so s is alive here */
 
 	if (!ok) {
+		/* Nothing more can be said to this client; the filter does not report the error itself. */
 		log_info("%s: client=[%s] TLS handshake failed: %s", s->idstr, s->ip, why);
-		return;		/* the bufferevent reports the error and the session closes */
+		smtp_free(s);	/* safe: the caller (tls.c) touches nothing after this callback */
+		return;
 	}
 	s->tls = 1;
 	util_strlcpy(s->tls_desc, tls_describe(s->tlsc), sizeof(s->tls_desc));
@@ -1173,7 +1175,7 @@ smtp_cmd_auth(struct smtp_session *s, const char *arg)
 	size_t		 n;
 
 	if (!s->tls) {
-		smtp_reply(s, "%s", worker_tls() != NULL ? "530 5.7.0 Must issue a STARTTLS command first" :
+		smtp_reply(s, "%s", smtp_starttls_offered(s) ? "530 5.7.0 Must issue a STARTTLS command first" :
 		    "503 5.5.1 Error: authentication not enabled");
 		return;
 	}
@@ -1652,7 +1654,12 @@ smtp_close(struct smtp_session *s)
 	}
 	/* Never free here: callers up the stack still hold s. The write callback or the timer frees s once the
 	 * last reply is out, or after 10 seconds when the client never reads it. */
-	s->close_deadline = util_monotonic() + 10;
+	/* In the middle of a TLS handshake nothing can be sent any more: close at once. */
+	s->close_deadline = util_monotonic() + (s->tlsc != NULL && !s->tls ? 0 : 10);
+	if (s->tls) {
+		bufferevent_flush(s->bev, EV_WRITE, BEV_FLUSH);	/* the last replies, then the alert */
+		tls_close_notify(s->tlsc);
+	}
 	smtp_timer_arm(s, 0);
 }
 

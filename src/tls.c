@@ -240,14 +240,28 @@ tls_conf_release(struct tls_conf *t)
 }
 
 int
-tls_check_files(const char *cert, const char *key, char *err, size_t errsize)
+tls_check_files(const char *cert, const char *key, char *err, size_t errsize, char *warn, size_t warnsize)
 {
 	struct tls_conf	*t = tls_server_new(cert, key, err, errsize);
 
+	if (warn != NULL && warnsize > 0)
+		warn[0] = '\0';
 	if (t == NULL)
 		return -1;
+	if (warn != NULL && mbedtls_x509_time_is_past(&t->cert.valid_to))
+		snprintf(warn, warnsize, "tls.cert: the certificate in %s has expired; expected a current one", cert);
+	else if (warn != NULL && mbedtls_x509_time_is_future(&t->cert.valid_from))
+		snprintf(warn, warnsize, "tls.cert: the certificate in %s is not valid yet", cert);
 	tls_conf_release(t);
 	return 0;
+}
+
+void
+tls_close_notify(struct tls_conn *c)
+{
+	/* RFC 5246 7.2.1: say goodbye, so that the peer can tell our close from a cut connection. */
+	if (c != NULL && c->done && !c->failed)
+		(void)mbedtls_ssl_close_notify(&c->ssl);
 }
 
 /* The BIO: mbedTLS writes records into the socket's output buffer and reads them from its input buffer. */

@@ -39,7 +39,11 @@ struct bufferevent *tls_bev(struct tls_conn *);
 const char	*tls_describe(struct tls_conn *);
 int		 tls_verified(struct tls_conn *);	/* 1 when the peer's certificate was checked and good */
 
-/* tls_check_files - what `luamta check` says about tls.cert and tls.key: 0, or -1 with err. */
-int		 tls_check_files(const char *cert, const char *key, char *err, size_t errsize);
+/* tls_check_files - what `luamta check` says about tls.cert and tls.key: 0 (warn gets a warning or ""), or -1
+ * with err. */
+int		 tls_check_files(const char *cert, const char *key, char *err, size_t errsize, char *warn,
+		    size_t warnsize);
+/* tls_close_notify - queue the close_notify alert; the caller lets the socket's buffer drain before freeing. */
+void		 tls_close_notify(struct tls_conn *);
 
 #endif

@@ -733,7 +733,10 @@ local function listener(v, at)
         .. "expected tls = { cert = …, key = … } to be set")
   end
   l.tls = o.tls or (ctx.has_tls and "starttls" or "none")
-  if l.tls == "none" and not is_loopback(l.host, l.family) then
+  if l.submission and l.tls == "none" then
+    warn(at, "a submission listener without TLS: AUTH is offered only under TLS, so no client can send here; "
+         .. "expected tls = { cert = …, key = … } and tls = \"starttls\" or \"implicit\"")
+  elseif l.tls == "none" and not is_loopback(l.host, l.family) then
     warn(at, "listening on a public address without TLS; expected tls = { cert = …, key = … } "
          .. "or a loopback address")
   end
