@@ -2,7 +2,8 @@
  * dns.c - c-ares on libevent. c-ares tells us which sockets it wants watched (ARES_OPT_SOCK_STATE_CB); we
  * give each one a persistent event and keep one timer at ares_timeout(). Answers are parsed with c-ares's
  * parsers plus a small bounded walker for TTLs and CNAME targets, and cached by (type, lower-cased name) in a
- * fixed-size table: positive answers for their TTL (at most a day), negative ones for a minute.
+ * fixed-size table: positive answers for their TTL (at most a day), negative ones for a minute. A question
+ * already on the wire is not asked twice: later askers wait for the same answer.
  *	dns_init()/dns_shutdown()	the channel
  *	dns_cached()/dns_query()	look up; the answer arrives by callback
  */
@@ -42,11 +43,18 @@ struct dns_fd {
 	struct event	*ev;
 };
 
+struct dns_waiter {
+	dns_done_fn		*done;
+	uint64_t		 cookie;
+	struct dns_waiter	*next;
+};
+
+/* One question on the wire; everyone who asks it while it is out waits for the same answer. */
 struct dns_query {
-	enum dns_type	 type;
-	char		 name[DNS_NAME_MAX + 1];
-	dns_done_fn	*done;
-	uint64_t	 cookie;
+	enum dns_type		 type;
+	char			 name[DNS_NAME_MAX + 1];
+	uint64_t		 key;		/* in dns_inflight */
+	struct dns_waiter	*waiters;	/* owns */
 };
 
 static ares_channel		 dns_chan;
@@ -55,6 +63,7 @@ static struct event_base	*dns_base;
 static struct event		*dns_timer;
 static struct dns_fd		 dns_fds[DNS_FDS_MAX];
 static struct dns_cache_entry	*dns_cache;
+static struct idmap		*dns_inflight;	/* (type, name) hash -> struct dns_query */
 
 static const char *const dns_status_names[] = { "ok", "nxdomain", "nodata", "timeout", "servfail" };
 static const char *const dns_type_names[] = { "A", "AAAA", "MX", "PTR", "TXT", "CNAME" };
@@ -224,6 +233,19 @@ dns_slot(enum dns_type type, const char *name)
 		h *= 1099511628211ULL;
 	}
 	return (size_t)(h % DNS_CACHE_SLOTS);
+}
+
+/* dns_question_key - a 64-bit key for (type, name) in dns_inflight; never 0. */
+static uint64_t
+dns_question_key(enum dns_type type, const char *name)
+{
+	uint64_t	 h = 1469598103934665603ULL ^ ((uint64_t)type * 0x9e3779b97f4a7c15ULL);
+
+	for (; *name; name++) {
+		h ^= (unsigned char)*name;
+		h *= 1099511628211ULL;
+	}
+	return h ? h : 1;
 }
 
 const struct dns_result *
@@ -440,9 +462,24 @@ dns_parse(enum dns_type type, const unsigned char *abuf, int alen, struct dns_re
 }
 
 static void
+dns_query_free(struct dns_query *q)
+{
+	struct dns_waiter	*w;
+
+	if (dns_inflight != NULL && idmap_get(dns_inflight, q->key) == q)
+		idmap_del(dns_inflight, q->key);
+	while ((w = q->waiters) != NULL) {
+		q->waiters = w->next;
+		free(w);
+	}
+	free(q);
+}
+
+static void
 dns_answer_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
 {
 	struct dns_query	*q = arg;
+	struct dns_waiter	*w;
 	struct dns_result	 r;
 
 	memset(&r, 0, sizeof(r));
@@ -464,7 +501,7 @@ dns_answer_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen
 		break;
 	case ARES_EDESTRUCTION:		/* shutting down: nobody waits any more */
 	case ARES_ECANCELLED:
-		free(q);
+		dns_query_free(q);
 		return;
 	default:
 		r.status = DNS_SERVFAIL;
@@ -478,9 +515,12 @@ dns_answer_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen
 	}
 	dns_cache_put(q->type, q->name, &r);	/* keeps answers and negative answers, never failures */
 	log_debug("dns: %s %s: %s (%zu record(s))", dns_type_name(q->type), q->name, dns_status_name(r.status), r.n);
-	q->done(q->cookie, &r);
+	if (idmap_get(dns_inflight, q->key) == q)
+		idmap_del(dns_inflight, q->key);	/* a new question from a callback goes out afresh */
+	for (w = q->waiters; w != NULL; w = w->next)
+		w->done(w->cookie, &r);
 	dns_result_clear(&r);
-	free(q);
+	dns_query_free(q);
 }
 
 int
@@ -490,14 +530,29 @@ dns_query(enum dns_type type, const char *name, dns_done_fn *done, uint64_t cook
 
 	if (!dns_ready || type >= DNS_T_COUNT)
 		return -1;
-	q = xcalloc(1, sizeof(*q));
-	if (dns_normalize(name, q->name, sizeof(q->name)) == -1) {
-		free(q);
+	char			 key[DNS_NAME_MAX + 1];
+	struct dns_waiter	*w;
+
+	if (dns_normalize(name, key, sizeof(key)) == -1)
 		return -1;
+	w = xcalloc(1, sizeof(*w));
+	w->done = done;
+	w->cookie = cookie;
+	if (dns_inflight == NULL)
+		dns_inflight = idmap_new();
+	q = idmap_get(dns_inflight, dns_question_key(type, key));
+	if (q != NULL && q->type == type && strcmp(q->name, key) == 0) {
+		w->next = q->waiters;		/* the same question is out already: wait for its answer */
+		q->waiters = w;
+		return 0;
 	}
+	q = xcalloc(1, sizeof(*q));
+	util_strlcpy(q->name, key, sizeof(q->name));
 	q->type = type;
-	q->done = done;
-	q->cookie = cookie;
+	q->waiters = w;
+	q->key = dns_question_key(type, key);
+	if (idmap_get(dns_inflight, q->key) == NULL)	/* a colliding question is simply not shared */
+		idmap_put(dns_inflight, q->key, q);
 	ares_query(dns_chan, q->name, ns_c_in, dns_rr_types[type], dns_answer_cb, q);
 	dns_timer_reset();
 	return 0;
