@@ -226,26 +226,14 @@ dns_normalize(const char *name, char *out, size_t size)
 static size_t
 dns_slot(enum dns_type type, const char *name)
 {
-	uint64_t	 h = 1469598103934665603ULL ^ (uint64_t)type;
-
-	for (; *name; name++) {
-		h ^= (unsigned char)*name;
-		h *= 1099511628211ULL;
-	}
-	return (size_t)(h % DNS_CACHE_SLOTS);
+	return (size_t)(util_hash64(name, (uint64_t)type) % DNS_CACHE_SLOTS);
 }
 
 /* dns_question_key - a 64-bit key for (type, name) in dns_inflight; never 0. */
 static uint64_t
 dns_question_key(enum dns_type type, const char *name)
 {
-	uint64_t	 h = 1469598103934665603ULL ^ ((uint64_t)type * 0x9e3779b97f4a7c15ULL);
-
-	for (; *name; name++) {
-		h ^= (unsigned char)*name;
-		h *= 1099511628211ULL;
-	}
-	return h ? h : 1;
+	return util_hash64(name, (uint64_t)type + 1);
 }
 
 const struct dns_result *

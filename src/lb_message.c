@@ -143,25 +143,14 @@ static int
 lb_message_add_header(lua_State *L)
 {
 	struct smtp_tx		*tx = lb_message_check(L, 1);
-	const char		*name = luaL_checkstring(L, 2);
-	size_t			 vlen, i;
-	const char		*value = luaL_checklstring(L, 3, &vlen);
 	struct smtp_header	*h;
-	char			 line[SMTP_HEADER_MAX + 1];
-	const unsigned char	*q;
+	char			*line;
 
 	if (tx == NULL)
 		return lb_message_closed(L);
-	luaL_argcheck(L, *name != '\0' && strlen(name) <= 76, 2, "bad header name");
-	for (q = (const unsigned char *)name; *q; q++)
-		luaL_argcheck(L, *q > 32 && *q < 127 && *q != ':', 2, "header name must be printable ASCII without ':'");
-	for (i = 0; i < vlen; i++)
-		luaL_argcheck(L, value[i] != '\r' && value[i] != '\n' && value[i] != '\0', 3,
-		    "header value must be one line");
-	if ((size_t)snprintf(line, sizeof(line), "%s: %s", name, value) >= sizeof(line))
-		return luaL_argerror(L, 3, "header longer than 998 octets");
+	line = lb_header_line(L, 2, 3);		/* raises on a bad header, before anything is allocated */
 	h = xcalloc(1, sizeof(*h));
-	h->line = xstrdup(line);
+	h->line = line;
 	*tx->headers_tail = h;
 	tx->headers_tail = &h->next;
 	lua_pushboolean(L, 1);

@@ -66,8 +66,8 @@ lb_header_name_ok(const char *name)
 	return 1;
 }
 
-/* lb_header_line - "Name: value" checked for a header: one line, bounded. NULL after raising a Lua error. */
-static char *
+/* lb_header_line - "Name: value" checked for a header: one line, bounded. Raises a Lua error otherwise. */
+char *
 lb_header_line(lua_State *L, int name_idx, int value_idx)
 {
 	const char	*name = luaL_checkstring(L, name_idx);

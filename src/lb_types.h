@@ -17,7 +17,10 @@ void	 lb_session_push(struct lua_State *L, uint64_t session_id);	/* [.. s] */
 void	 lb_message_push(struct lua_State *L, uint64_t session_id);	/* [.. msg] */
 void	 lb_addr_push(struct lua_State *L, const struct proto_addr *);	/* [.. {address, localpart, domain}] */
 void	 lb_session_forget(struct lua_State *L, struct smtp_session *);	/* drop s.vars */
-void	 lb_session_core(struct lua_State *L);	/* core.session_private, core.session_methods into [.. core] */
+void	 lb_session_core(struct lua_State *L);
+/* lb_header_line - the header "Name: value" from the arguments at name_idx and value_idx, checked (printable
+ * name without ':', one-line value, 998 octets at most); gives a malloc'd string or raises a Lua error. */
+char	*lb_header_line(struct lua_State *L, int name_idx, int value_idx);	/* core.session_private, core.session_methods into [.. core] */
 void	 lb_dns_register(struct lua_State *L);	/* core.dns into [.. core] */
 
 #endif

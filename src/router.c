@@ -158,13 +158,7 @@ router_control_path(const char *spool, char *buf, size_t size)
 static uint64_t
 router_key(const char *s)
 {
-	uint64_t	 h = 1469598103934665603ULL;
-
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
-	return h ? h : 1;
+	return util_hash64(s, 0);
 }
 
 /* Load ----------------------------------------------------------------------------------------------------- */

@@ -967,13 +967,7 @@ static struct idmap	*smtp_auth_failures;	/* client IP hash -> struct smtp_auth_f
 static uint64_t
 smtp_ip_key(const char *ip)
 {
-	uint64_t	 h = 1469598103934665603ULL;
-
-	for (; *ip; ip++) {
-		h ^= (unsigned char)*ip;
-		h *= 1099511628211ULL;
-	}
-	return h ? h : 1;
+	return util_hash64(ip, 0);
 }
 
 /* smtp_auth_equal - compare in time that does not depend on where the strings differ. */

@@ -134,6 +134,18 @@ util_rfc5322_date(char *buf, size_t size, double t)
 		buf[0] = '\0';
 }
 
+uint64_t
+util_hash64(const char *s, uint64_t seed)
+{
+	uint64_t	 h = 1469598103934665603ULL ^ (seed * 0x9e3779b97f4a7c15ULL);	/* FNV-1a */
+
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
+	}
+	return h ? h : 1;
+}
+
 /* Open addressing with linear probing; 0 is the empty key, deleted slots are tombstones (key 0, p != NULL). */
 struct idmap_slot {
 	uint64_t	 id;

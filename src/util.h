@@ -18,6 +18,8 @@ double		 util_monotonic(void);		/* monotonic clock, seconds */
 int		 util_mkdirs(const char *path, int mode);	/* mkdir -p; 0 or -1 */
 int		 util_fsync_dir(const char *path);	/* open the directory and fsync it; 0 or -1 */
 void		 util_rfc5322_date(char *buf, size_t size, double t);
+/* util_hash64 - FNV-1a of a string, mixed with seed; never 0 (0 is the empty key of an idmap). */
+uint64_t	 util_hash64(const char *s, uint64_t seed);
 
 /*
  * idmap - maps 64-bit ids to borrowed pointers, so that an asynchronous answer carries an id and finds its owner

@@ -35,6 +35,7 @@
 --   groups of directory.file merged in after the inline ones.
 --
 -- Helpers used elsewhere: M.suggest(name, candidates), M.split_list(value), M.parse_host(value).
+local ip = require "luamta.ip"
 local M = {}
 
 local BUDGET = 10000000     -- VM instructions a configuration file may run
@@ -168,61 +169,7 @@ end
 
 -- Addresses and host values -------------------------------------------------------------------------------------
 
-local function parse_ipv4(s)
-  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return nil end
-  local octets = { a, b, c, d }
-  for i, o in ipairs(octets) do
-    if #o > 3 or tonumber(o) > 255 then return nil end
-    octets[i] = tonumber(o)
-  end
-  return octets
-end
-
-local function split_groups(part)
-  local out = {}
-  if part == "" then return out end
-  for g in (part .. ":"):gmatch("([^:]*):") do out[#out + 1] = g end
-  return out
-end
-
--- parse_ipv6 - the eight 16-bit words of an IPv6 address (with "::" and a trailing dotted quad), or nil.
-local function parse_ipv6(s)
-  if s:find("[^%x:%.]") then return nil end
-  local head, tail = s:match("^(.-)::(.*)$")
-  local h, t
-  if head then
-    if tail:find("::", 1, true) then return nil end
-    h, t = split_groups(head), split_groups(tail)
-  else
-    h, t = split_groups(s), {}
-  end
-  local function words(list, may_end_in_ipv4)
-    local out = {}
-    for i, g in ipairs(list) do
-      if g:find(".", 1, true) then
-        local q = may_end_in_ipv4 and i == #list and parse_ipv4(g)
-        if not q then return nil end
-        out[#out + 1] = q[1] * 256 + q[2]
-        out[#out + 1] = q[3] * 256 + q[4]
-      elseif #g < 1 or #g > 4 then
-        return nil
-      else
-        out[#out + 1] = tonumber(g, 16)
-      end
-    end
-    return out
-  end
-  local hw = words(h, #t == 0)
-  local tw = words(t, true)
-  if not hw or not tw then return nil end
-  local total = #hw + #tw
-  if (head and total > 7) or (not head and total ~= 8) then return nil end
-  local out = hw
-  for _ = 1, 8 - total do out[#out + 1] = 0 end
-  for _, w in ipairs(tw) do out[#out + 1] = w end
-  return out
-end
+local parse_ipv4, parse_ipv6 = ip.parse_ipv4, ip.parse_ipv6
 
 local function is_ip(s)
   return parse_ipv4(s) ~= nil or parse_ipv6(s) ~= nil

@@ -30,6 +30,7 @@
 --   m:is_empty()            the configured list has no entries at all (an unknown group still counts as one)
 --   m:warnings()            array of "<keypath>[<i>]: …" strings for `luamta check`
 -- Helper: match.parse_ip(text) -> "ipv4", { 4 octets } | "ipv6", { 8 words } | nil.
+local ip = require "luamta.ip"
 local M = {}
 
 local FAMILIES = { A = "address", B = "host", C = "host", D = "host", E = "address" }
@@ -39,60 +40,7 @@ local IP_EXPECT = "an IP entry such as [192.0.2.7], [192.0.2.*], [192.0.2.1-30],
 
 -- IP text -------------------------------------------------------------------------------------------------------
 
-local function parse_ipv4(s)
-  local a, b, c, d = s:match("^(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)%.(%d%d?%d?)$")
-  if not a then return nil end
-  local out = { tonumber(a), tonumber(b), tonumber(c), tonumber(d) }
-  for i = 1, 4 do
-    if out[i] > 255 then return nil end
-  end
-  return out
-end
-
-local function split_groups(part)
-  local out = {}
-  if part == "" then return out end
-  for g in (part .. ":"):gmatch("([^:]*):") do out[#out + 1] = g end
-  return out
-end
-
--- parse_ipv6 - the eight 16-bit words of an IPv6 address ("::" and a trailing dotted quad allowed), or nil.
-local function parse_ipv6(s)
-  if s == "" or s:find("[^%x:%.]") then return nil end
-  local head, tail = s:match("^(.-)::(.*)$")
-  local h, t
-  if head then
-    if tail:find("::", 1, true) then return nil end
-    h, t = split_groups(head), split_groups(tail)
-  else
-    h, t = split_groups(s), {}
-  end
-  local function words(list, may_end_in_ipv4)
-    local out = {}
-    for i, g in ipairs(list) do
-      if g:find(".", 1, true) then
-        local q = may_end_in_ipv4 and i == #list and parse_ipv4(g)
-        if not q then return nil end
-        out[#out + 1] = q[1] * 256 + q[2]
-        out[#out + 1] = q[3] * 256 + q[4]
-      elseif #g < 1 or #g > 4 then
-        return nil
-      else
-        out[#out + 1] = tonumber(g, 16)
-      end
-    end
-    return out
-  end
-  local hw = words(h, #t == 0)
-  local tw = words(t, true)
-  if not hw or not tw then return nil end
-  local total = #hw + #tw
-  if (head and total > 7) or (not head and total ~= 8) then return nil end
-  local out = hw
-  for _ = 1, 8 - total do out[#out + 1] = 0 end
-  for _, w in ipairs(tw) do out[#out + 1] = w end
-  return out
-end
+local parse_ipv4, parse_ipv6 = ip.parse_ipv4, ip.parse_ipv6
 
 -- M.parse_ip - "ipv4", octets or "ipv6", words; an IPv4-mapped IPv6 address (::ffff:a.b.c.d) is IPv4.
 function M.parse_ip(text)
