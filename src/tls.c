@@ -20,6 +20,7 @@
 #include <event2/event.h>
 
 #include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
@@ -50,6 +51,22 @@ struct tls_conf {
 	mbedtls_ssl_ticket_context	 ticket;
 	int				 ciphers[32];
 };
+
+/* Key exchange groups, cheapest strong one first: mbedTLS 2.28's default order starts with secp521r1, which
+ * made every handshake several times dearer than it needs to be (bench/tls). */
+#if MBEDTLS_VERSION_MAJOR >= 3
+static const uint16_t tls_groups[] = {
+	MBEDTLS_SSL_IANA_TLS_GROUP_X25519, MBEDTLS_SSL_IANA_TLS_GROUP_SECP256R1, MBEDTLS_SSL_IANA_TLS_GROUP_SECP384R1,
+	MBEDTLS_SSL_IANA_TLS_GROUP_NONE
+};
+#else
+static const mbedtls_ecp_group_id tls_groups[] = {
+#ifdef MBEDTLS_ECP_DP_CURVE25519_ENABLED
+	MBEDTLS_ECP_DP_CURVE25519,
+#endif
+	MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE
+};
+#endif
 
 struct tls_conn {
 	mbedtls_ssl_context	 ssl;
@@ -119,6 +136,11 @@ tls_conf_common(struct tls_conf *t, int endpoint, char *err, size_t errsize)
 	t->ciphers[n] = 0;
 	if (n > 0)
 		mbedtls_ssl_conf_ciphersuites(&t->conf, t->ciphers);
+#if MBEDTLS_VERSION_MAJOR >= 3
+	mbedtls_ssl_conf_groups(&t->conf, tls_groups);
+#else
+	mbedtls_ssl_conf_curves(&t->conf, tls_groups);
+#endif
 	return 0;
 }
 
