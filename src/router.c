@@ -99,6 +99,7 @@ struct router_group {
 	int			 dns_failed;	/* a lookup timed out or failed */
 	int			 dns_nxdomain;	/* every address lookup said the name does not exist */
 	struct router_group	*next_wait;	/* waiting for a connection slot */
+	int			 ready;		/* DNS is done; the transaction ran or runs */
 };
 
 struct router_msg {
@@ -670,6 +671,10 @@ router_group_ready(struct router_group *g)
 	size_t	 i, naddrs = 0;
 	char	 text[600];
 
+	if (g->ready)
+		fatal_bug("router: group %llu of %s is ready twice", (unsigned long long)g->id, g->m->id);
+	g->ready = 1;
+
 	for (i = 0; i < g->nmx; i++)
 		naddrs += g->nfound[i];
 	if (naddrs > 0) {
@@ -772,10 +777,15 @@ router_dns_done(uint64_t cookie, const struct dns_result *res)
 			return;
 		}
 		g->dns_nxdomain = 1;	/* until an address lookup finds the name */
+		/* Hold the count up while asking: a cached answer comes back inside router_ask(), and must not
+		 * find the count at zero before the other questions are even asked. */
+		g->dns_pending++;
 		for (i = 0; i < g->nmx; i++) {
 			router_ask(g, DNS_T_A, g->mx[i], (unsigned)(i << 1));
 			router_ask(g, DNS_T_AAAA, g->mx[i], (unsigned)(i << 1) | 1);
 		}
+		if (--g->dns_pending == 0)
+			router_group_ready(g);
 		return;
 	}
 	i = tag >> 1;

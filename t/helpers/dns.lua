@@ -293,6 +293,10 @@ local function options(desc, port, bh_port)
   end
   zone("in-addr.arpa")
   zone("ip6.arpa")
+  if desc.local_ttl then
+    -- dnsmasq answers from its own records with TTL 0 by default, which nobody caches
+    o[#o + 1] = "--local-ttl=" .. math.tointeger(desc.local_ttl)
+  end
   for _, z in ipairs(desc.zones or {}) do zone(z) end
   local function named(name)
     zone(top_label(name))

@@ -5,6 +5,7 @@
 local server = require "t.helpers.server"
 local dns = require "t.helpers.dns"
 local sink = require "t.helpers.sink"
+local socket_sleep = require("socket").sleep
 
 -- The hosts of this file (every one on the same port, routing.port):
 --   127.0.0.31  mx.relay.test, the MX of relay.test (routing.relay_host = "relay.test")
@@ -117,6 +118,25 @@ describe("the router with DNS", function()
     assert.truthy(nobody_else("127.0.0.33", "a@pref.test"), "the preference-20 MX saw nothing")
     assert.truthy(sink.log_line(srv, { qid .. ": to=<a@pref.test>", "relay=mx10.pref.test[127.0.0.33]:" .. port,
       "status=sent" }, mark), srv:log():sub(mark + 1))
+  end)
+
+  it("delivers a second message to the same domain once, from cached MX and address records", function()
+    -- Records with a real TTL, so that the router caches the MX and both address answers of the first message.
+    local cached = dns.start { hosts = { ["mx.cache.test"] = "127.0.0.33" }, mx = { ["cache.test"] = "mx.cache.test" },
+                               local_ttl = 300 }
+    finally(function() cached:stop() end)
+    srv = server.start { config = sink.router_config {
+      dns = cached:daemon_config(), routing = { port = port },
+    } }
+    local mark = srv:log_mark()
+    local first = sink.send(srv, "alice@example.org", { "c1@cache.test" }, "first, asks DNS")
+    assert.truthy(sink.wait_line(srv, first .. ": removed", 8, mark), srv:log():sub(mark + 1))
+    local second = sink.send(srv, "alice@example.org", { "c2@cache.test" }, "second, from the cache")
+    assert.truthy(sink.wait_line(srv, second .. ": removed", 8, mark), srv:log():sub(mark + 1))
+    socket_sleep(0.5)   -- a duplicate transaction would arrive right after the first
+    assert.equal(1, #delivered_to("127.0.0.33", "c1@cache.test"))
+    assert.equal(1, #delivered_to("127.0.0.33", "c2@cache.test"))
+    assert.is_nil(srv:log():sub(mark + 1):find("died", 1, true), srv:log():sub(mark + 1))
   end)
 
   it("falls back to the next MX when the first refuses connections", function()
