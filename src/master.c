@@ -201,7 +201,7 @@ master_drop_privileges(const struct config *cfg)
 {
 	struct passwd	*pw;
 	char		 path[4200];
-	static const char *const dirs[] = { "", "/tmp", "/queue", "/state", "/mailboxes" };
+	static const char *const dirs[] = { "", "/tmp", "/queue", "/state", "/hold", "/mailboxes" };
 	size_t		 i;
 
 	if (cfg->user == NULL)
