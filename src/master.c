@@ -252,11 +252,6 @@ master_run(const char *cfgpath)
 			log_warn("%s", line);
 		free(warnings);
 	}
-	if (cfg->tls_cert != NULL && cfg->tls_key != NULL &&
-	    tls_check_files(cfg->tls_cert, cfg->tls_key, err, sizeof(err), NULL, 0) == -1) {
-		log_error("%s", err);		/* at start a bad certificate is fatal; at reload the old one stays */
-		return 1;
-	}
 	if (spool_prepare(cfg->spool, err, sizeof(err)) == -1) {
 		log_error("%s", err);
 		return 1;
@@ -273,6 +268,14 @@ master_run(const char *cfgpath)
 		master_nfds++;
 	}
 	if (master_drop_privileges(cfg) == -1) {
+		unlink(master_pidfile);
+		return 1;
+	}
+	/* Checked as the user the workers run as, since they load the pair themselves: a key only root can
+	 * read must stop the start, not quietly turn TLS off. At reload a bad pair keeps the old one. */
+	if (cfg->tls_cert != NULL && cfg->tls_key != NULL &&
+	    tls_check_files(cfg->tls_cert, cfg->tls_key, err, sizeof(err), NULL, 0) == -1) {
+		log_error("%s", err);
 		unlink(master_pidfile);
 		return 1;
 	}

@@ -660,6 +660,8 @@ mta_conn_free(struct mta_conn *c)
 	if (c->dead)
 		return;
 	c->dead = 1;
+	tls_detach(c->tlsc);		/* no handshake callback after this */
+	c->tlsc = NULL;
 	if (c->bev != NULL)
 		bufferevent_free(c->bev);
 	c->bev = NULL;

@@ -881,7 +881,7 @@ smtp_tls_ready(void *arg, int ok, const char *why)
 	if (!ok) {
 		/* Nothing more can be said to this client; the filter does not report the error itself. */
 		log_info("%s: client=[%s] TLS handshake failed: %s", s->idstr, s->ip, why);
-		smtp_free(s);	/* safe: the caller (tls.c) touches nothing after this callback */
+		smtp_close(s);		/* TLS never came up, so nothing can be sent: it frees s on the next turn */
 		return;
 	}
 	s->tls = 1;
@@ -1677,6 +1677,7 @@ smtp_free(struct smtp_session *s)
 
 	if (s->bev != NULL) {
 		log_info("%s: disconnect from [%s] messages=%u errors=%d", s->idstr, s->ip, s->messages, s->errors);
+		tls_detach(s->tlsc);		/* its handshake timer must not find s after this */
 		bufferevent_free(s->bev);	/* with TLS, this frees the TLS connection and the socket */
 		s->bev = NULL;
 		s->tlsc = NULL;

@@ -29,6 +29,9 @@
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
+#if MBEDTLS_VERSION_MAJOR >= 3 && defined(MBEDTLS_PSA_CRYPTO_C)
+#include <psa/crypto.h>
+#endif
 
 #include "log.h"
 #include "tls.h"
@@ -122,6 +125,9 @@ tls_conf_common(struct tls_conf *t, int endpoint, char *err, size_t errsize)
 		return -1;
 	}
 	mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+#if MBEDTLS_VERSION_MAJOR >= 3 && defined(MBEDTLS_PSA_CRYPTO_C)
+	(void)psa_crypto_init();	/* mbedTLS 3's TLS 1.3 code works through PSA; calling it again is harmless */
+#endif
 #if MBEDTLS_VERSION_MAJOR >= 3
 	mbedtls_ssl_conf_min_tls_version(&t->conf, MBEDTLS_SSL_VERSION_TLS1_2);
 #else
@@ -276,6 +282,17 @@ tls_check_files(const char *cert, const char *key, char *err, size_t errsize, ch
 		snprintf(warn, warnsize, "tls.cert: the certificate in %s is not valid yet", cert);
 	tls_conf_release(t);
 	return 0;
+}
+
+void
+tls_detach(struct tls_conn *c)
+{
+	/* libevent may free the filter later than bufferevent_free() returns: the owner must not hear from us. */
+	if (c == NULL)
+		return;
+	evtimer_del(c->after);
+	c->ready = NULL;
+	c->arg = NULL;
 }
 
 void

@@ -43,6 +43,8 @@ int		 tls_verified(struct tls_conn *);	/* 1 when the peer's certificate was chec
  * with err. */
 int		 tls_check_files(const char *cert, const char *key, char *err, size_t errsize, char *warn,
 		    size_t warnsize);
+/* tls_detach - the owner is about to free the bufferevent: no ready callback may come after this. */
+void		 tls_detach(struct tls_conn *);
 /* tls_close_notify - queue the close_notify alert; the caller lets the socket's buffer drain before freeing. */
 void		 tls_close_notify(struct tls_conn *);
 

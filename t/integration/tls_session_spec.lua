@@ -277,6 +277,27 @@ describe("TLS on the SMTP listener", function()
     end)
   end)
 
+  describe("clients that hang up in the handshake", function()
+    it("survive: a worker is not hurt by clients that reject the certificate and close (testssl.sh does this)",
+      function()
+      local mark = srv:log_mark()
+      for _ = 1, 8 do
+        for _, args in ipairs { "-starttls smtp -connect 127.0.0.1:" .. srv.port, "-connect 127.0.0.1:" .. IMPLICIT } do
+          local p = io.popen("echo QUIT | timeout 5 openssl s_client -verify_return_error " .. args .. " 2>&1")
+          p:read("a")
+          p:close()
+        end
+      end
+      local log = srv:log():sub(mark + 1)
+      assert.is_nil(log:find("died", 1, true), log)
+      -- and the same worker still takes mail
+      local c = keep(assert(smtp.connect(srv.host, srv.port)))
+      assert.equal(220, (c:read_reply()))
+      assert.equal(250, (c:cmd("EHLO after.test")))
+      c:close()
+    end)
+  end)
+
   describe("real clients", function()
     it("swaks --tls delivers over STARTTLS, and the message says ESMTPS and the TLS version", function()
       local out, rc = certs.swaks { "--server", "127.0.0.1:" .. srv.port, "--tls", "--helo", "swaks.test",
