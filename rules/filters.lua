@@ -95,14 +95,7 @@ end
 
 -- M.check_warnings - what `luamta check` should say about this module's settings.
 function M.check_warnings()
-  local out = {}
-  for _, m in ipairs({ white_hosts, black_hosts }) do
-    for _, w in ipairs(m:warnings()) do out[#out + 1] = w end
-    if m:has_host_entries() and mta.config.dns.verify_ptr == "ptr_only" then
-      out[#out + 1] = m.keypath .. ': host-name entries are trusted on the PTR record alone (dns.verify_ptr = '
-                      .. '"ptr_only"), which the client\'s DNS controls; expected dns.verify_ptr = "forward_confirmed"'
-    end
-  end
+  local out = domino.list_warnings({ white_hosts, black_hosts }, mta.config.dns.verify_ptr)
   for _, key in ipairs({ "whitelist", "blacklist" }) do
     if inbound[key].enabled and #inbound[key].hosts == 0 then
       out[#out + 1] = "inbound." .. key .. ".hosts: empty while inbound." .. key .. ".enabled = true, so the "

@@ -136,4 +136,18 @@ function M.fill(template, values)
   return table.concat(out)
 end
 
+-- domino.list_warnings(matchers, verify_ptr, out) -> out with each matcher's own warnings, and for host lists
+-- with host-name entries the warning that dns.verify_ptr = "ptr_only" trusts names the client's DNS controls.
+function M.list_warnings(matchers, verify_ptr, out)
+  out = out or {}
+  for _, m in ipairs(matchers) do
+    for _, w in ipairs(m:warnings()) do out[#out + 1] = w end
+    if m:has_host_entries() and verify_ptr == "ptr_only" then
+      out[#out + 1] = m.keypath .. ': host-name entries are trusted on the PTR record alone (dns.verify_ptr = '
+                      .. '"ptr_only"), which the client\'s DNS controls; expected dns.verify_ptr = "forward_confirmed"'
+    end
+  end
+  return out
+end
+
 return M
