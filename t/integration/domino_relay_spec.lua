@@ -130,8 +130,7 @@ describe("inbound.relay with allow_to, allow_from and exclude (precedence allow,
     assert_relayed(env, "127.0.0.2", '"someone@elsewhere.test"@example.test')
   end)
 
-  pending('authenticated = "allow" (authenticated users may relay): not tested here, AUTH needs STARTTLS with a '
-          .. "certificate and a password hash in the directory")
+  -- authenticated = "allow" and "check" need STARTTLS and AUTH: t/integration/tls_auth_spec.lua tests them.
 end)
 
 describe("inbound.relay with enforce = all and dns.verify_ptr = ptr_only", function()
