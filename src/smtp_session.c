@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <crypt.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -27,7 +26,6 @@
 #include <event2/event.h>
 #include <lua.h>
 #include <lauxlib.h>
-#include <mbedtls/base64.h>
 
 #include "cfg.h"
 #include "connlimit.h"
@@ -36,6 +34,7 @@
 #include "lb_types.h"
 #include "log.h"
 #include "policy.h"
+#include "smtp_internal.h"
 #include "smtp_session.h"
 #include "spool.h"
 #include "tls.h"
@@ -74,7 +73,6 @@ static void	smtp_cmd_vrfy(struct smtp_session *, const char *);
 static void	smtp_cmd_expn(struct smtp_session *, const char *);
 static void	smtp_cmd_help(struct smtp_session *, const char *);
 static void	smtp_cmd_starttls(struct smtp_session *, const char *);
-static void	smtp_cmd_auth(struct smtp_session *, const char *);
 
 #define IN(st)		(1u << (st))
 #define GREETED_ON	(IN(SMTP_S_GREETED) | IN(SMTP_S_READY) | IN(SMTP_S_RCPT))
@@ -97,15 +95,12 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ PROTO_V_AUTH,		IN(SMTP_S_READY),				smtp_cmd_auth },
 };
 
-static void	smtp_process(struct smtp_session *);
-static void	smtp_close(struct smtp_session *);
 static void	smtp_free(struct smtp_session *);
 static void	smtp_policy_done(uint64_t, const struct lb_verdict *);
 static void	smtp_greet(struct smtp_session *);
 static void	smtp_read_cb(struct bufferevent *, void *);
 static void	smtp_write_cb(struct bufferevent *, void *);
 static void	smtp_event_cb(struct bufferevent *, short, void *);
-static int	smtp_starttls_offered(const struct smtp_session *);
 static int	smtp_tls_start(struct smtp_session *, struct tls_conf *);
 
 void
@@ -157,7 +152,7 @@ smtp_logid(const struct smtp_session *s)
 }
 
 /* smtp_enter_state - the only writer of s->state. */
-static void
+void
 smtp_enter_state(struct smtp_session *s, enum smtp_state st)
 {
 	if (s->state == st)
@@ -166,7 +161,7 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state st)
 	s->state = st;
 }
 
-static void
+void
 smtp_timer_arm(struct smtp_session *s, double seconds)
 {
 	struct timeval	 tv;
@@ -178,7 +173,7 @@ smtp_timer_arm(struct smtp_session *s, double seconds)
 
 /* smtp_send - queue one reply line (no CRLF in line). The bufferevent writes it when the loop turns, so the
  * replies to a pipelined batch leave in one packet. */
-static void
+void
 smtp_send(struct smtp_session *s, const char *line)
 {
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
@@ -191,7 +186,7 @@ smtp_send(struct smtp_session *s, const char *line)
  * smtp_reply - send a reply, counting errors (SPEC section 5, point 5): the 4xx/5xx reply that would take the
  * count past max_errors is replaced by 421 and the connection closes. Returns 0, or -1 when it closed.
  */
-static int
+int
 smtp_reply(struct smtp_session *s, const char *fmt, ...)
 {
 	char	 line[POL_REPLY_MAX];
@@ -255,21 +250,6 @@ smtp_tx_new(struct smtp_session *s)
 	return tx;
 }
 
-/* Pending policy runs. The stage and what to do with the verdict are kept in the session while we wait. */
-enum smtp_after {
-	SMTP_AFTER_CONNECT, SMTP_AFTER_HELO, SMTP_AFTER_MAIL, SMTP_AFTER_RCPT, SMTP_AFTER_DATA,
-	SMTP_AFTER_BDAT, SMTP_AFTER_MESSAGE, SMTP_AFTER_AUTH
-};
-
-struct smtp_wait {
-	enum smtp_after		 after;
-	enum lb_stage		 stage;
-	struct proto_addr	 addr;		/* MAIL/RCPT: the address being decided */
-	char			 helo[SMTP_HELO_MAX + 1];
-	int			 esmtp;
-	char			 def[POL_REPLY_MAX];	/* the reply when the rules pass */
-};
-
 /* One wait per session at a time; kept outside struct smtp_session to keep the struct about the session. */
 static struct idmap	*smtp_waits;
 
@@ -320,7 +300,7 @@ static void	smtp_after(struct smtp_session *, struct smtp_wait *, const struct l
  * smtp_ask - run a stage for s. w (owned by the caller until here; taken) says what to do with the verdict.
  * The verdict is acted on at once when no rule waits; otherwise reading pauses until smtp_policy_done().
  */
-static void
+void
 smtp_ask(struct smtp_session *s, struct smtp_wait *w)
 {
 	static lb_push_fn *const pushers[] = {
@@ -375,7 +355,7 @@ smtp_policy_done(uint64_t id, const struct lb_verdict *v)
 	}
 }
 
-static struct smtp_wait *
+struct smtp_wait *
 smtp_wait_new(enum smtp_after after, enum lb_stage st, const char *def)
 {
 	struct smtp_wait	*w = xcalloc(1, sizeof(*w));
@@ -867,7 +847,7 @@ smtp_cmd_help(struct smtp_session *s, const char *arg)
 
 /* TLS -------------------------------------------------------------------------------------------------- */
 
-static int
+int
 smtp_starttls_offered(const struct smtp_session *s)
 {
 	return s->lsn->tls == CFG_TLS_STARTTLS && worker_tls() != NULL && !s->tls;
@@ -940,269 +920,6 @@ smtp_cmd_starttls(struct smtp_session *s, const char *arg)
 	s->esmtp = 0;
 	smtp_enter_state(s, SMTP_S_GREETED);
 	smtp_tls_start(s, worker_tls());
-}
-
-/* AUTH (RFC 4954): PLAIN and LOGIN, only under TLS; passwords are checked with crypt(3) on the disk thread. */
-
-enum smtp_auth_step { SMTP_AUTH_PLAIN = 1, SMTP_AUTH_LOGIN_USER, SMTP_AUTH_LOGIN_PASS };
-
-#define SMTP_AUTH_FAIL_FORGET	900	/* seconds after which an address's failed AUTH attempts are forgotten */
-
-struct smtp_auth_job {
-	uint64_t	 session;
-	char		 name[PROTO_ADDR_MAX + 1];	/* what the client gave */
-	char		 user[PROTO_ADDR_MAX + 1];	/* the directory user's primary address, "" if none */
-	char		 hash[256];
-	char		 password[PROTO_LINE_MAX];
-	int		 ok;
-};
-
-struct smtp_auth_fails {
-	int	 count;
-	double	 last;
-};
-
-static struct idmap	*smtp_auth_failures;	/* client IP hash -> struct smtp_auth_fails */
-
-static uint64_t
-smtp_ip_key(const char *ip)
-{
-	return util_hash64(ip, 0);
-}
-
-/* smtp_auth_equal - compare in time that does not depend on where the strings differ. */
-static int
-smtp_auth_equal(const char *a, const char *b)
-{
-	size_t		 la = strlen(a), lb = strlen(b), i;
-	unsigned char	 diff = la != lb;
-
-	for (i = 0; i < la && i < lb; i++)
-		diff |= (unsigned char)(a[i] ^ b[i]);
-	return diff == 0;
-}
-
-static int
-smtp_auth_work(void *arg)
-{
-	struct smtp_auth_job	*j = arg;
-	struct crypt_data	*cd = xcalloc(1, sizeof(*cd));
-	const char		*out;
-
-	/* An unknown user costs a hash too, so that timing does not tell which users exist. */
-	out = crypt_r(j->password, j->hash[0] ? j->hash : "$6$luamta$", cd);
-	j->ok = j->user[0] != '\0' && j->hash[0] != '\0' && out != NULL && out[0] != '*' &&
-	    smtp_auth_equal(out, j->hash);
-	explicit_bzero(j->password, sizeof(j->password));
-	explicit_bzero(cd, sizeof(*cd));
-	free(cd);
-	return 0;
-}
-
-static void
-smtp_auth_fail_reply(evutil_socket_t fd, short what, void *arg)
-{
-	struct smtp_session	*s = arg;
-
-	s->waiting = 0;
-	if (smtp_reply(s, "535 5.7.8 Error: authentication failed") == -1)
-		return;
-	bufferevent_enable(s->bev, EV_READ);
-	smtp_process(s);
-}
-
-static void
-smtp_auth_failed(struct smtp_session *s, const char *name)
-{
-	struct smtp_auth_fails	*f;
-	uint64_t		 key = smtp_ip_key(s->ip);
-	struct timeval		 tv;
-	double			 delay;
-
-	if (smtp_auth_failures == NULL)
-		smtp_auth_failures = idmap_new();
-	if ((f = idmap_get(smtp_auth_failures, key)) == NULL) {
-		f = xcalloc(1, sizeof(*f));
-		idmap_put(smtp_auth_failures, key, f);
-	}
-	if (util_now() - f->last > SMTP_AUTH_FAIL_FORGET)
-		f->count = 0;
-	f->count++;
-	f->last = util_now();
-	/* Each failure from an address doubles the wait for the answer: 0.25 s, 0.5 s, ... up to 8 s. */
-	delay = 0.25 * (double)(1u << (f->count - 1 < 5 ? f->count - 1 : 5));
-	log_notice("%s: client=[%s] AUTH failed for user=%s (failure %d from this address; answer in %.2f s)",
-	    s->idstr, s->ip, name, f->count, delay);
-	if (s->auth_delay == NULL)
-		s->auth_delay = evtimer_new(worker_base(), smtp_auth_fail_reply, s);
-	tv.tv_sec = (time_t)delay;
-	tv.tv_usec = (suseconds_t)((delay - (double)tv.tv_sec) * 1e6);
-	s->waiting = 1;
-	bufferevent_disable(s->bev, EV_READ);
-	evtimer_add(s->auth_delay, &tv);
-}
-
-static void
-smtp_auth_done(void *arg, int err)
-{
-	struct smtp_auth_job	*j = arg;
-	struct smtp_session	*s = smtp_session_find(j->session);
-	struct smtp_wait	*w;
-
-	if (s == NULL || s->bev == NULL) {	/* the client left while the password was checked */
-		free(j);
-		return;
-	}
-	s->waiting = 0;
-	smtp_enter_state(s, SMTP_S_READY);
-	if (!j->ok) {
-		smtp_auth_failed(s, j->name);
-		free(j);
-		return;
-	}
-	/* The password is right; the auth rules may still say no. */
-	w = smtp_wait_new(SMTP_AFTER_AUTH, LB_S_AUTH, "235 2.7.0 Authentication successful");
-	util_strlcpy(w->helo, j->user, sizeof(w->helo));
-	free(j);
-	smtp_ask(s, w);
-	if (s->state != SMTP_S_CLOSING && !s->waiting) {
-		bufferevent_enable(s->bev, EV_READ);
-		smtp_process(s);
-	}
-}
-
-/* smtp_auth_check - verify name and password off the loop. Takes nothing; password is wiped by the caller. */
-static void
-smtp_auth_check(struct smtp_session *s, const char *name, const char *password)
-{
-	struct smtp_auth_job	*j = xcalloc(1, sizeof(*j));
-
-	j->session = s->id;
-	util_strlcpy(j->name, name, sizeof(j->name));
-	if (lb_directory_password(s->gen, name, j->user, sizeof(j->user), j->hash, sizeof(j->hash)) == -1)
-		j->user[0] = '\0';
-	util_strlcpy(j->password, password, sizeof(j->password));
-	s->waiting = 1;
-	bufferevent_disable(s->bev, EV_READ);
-	iot_submit(worker_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
-}
-
-/* smtp_b64 - decode a client response; -1 when it is not base64 (or too long). */
-static int
-smtp_b64(const char *in, char *out, size_t size, size_t *len)
-{
-	if (mbedtls_base64_decode((unsigned char *)out, size - 1, len, (const unsigned char *)in, strlen(in)) != 0)
-		return -1;
-	out[*len] = '\0';
-	return 0;
-}
-
-static void
-smtp_auth_plain(struct smtp_session *s, const char *b64)
-{
-	char		 buf[PROTO_LINE_MAX];
-	size_t		 len;
-	const char	*authz, *authc, *pass;
-
-	smtp_enter_state(s, SMTP_S_READY);
-	if (smtp_b64(b64, buf, sizeof(buf), &len) == -1) {
-		smtp_reply(s, "501 5.5.2 Error: cannot decode the AUTH response");
-		return;
-	}
-	/* authzid NUL authcid NUL password (RFC 4616 2) */
-	authz = buf;
-	authc = memchr(buf, '\0', len) ? buf + strlen(buf) + 1 : NULL;
-	pass = authc != NULL && (size_t)(authc - buf) < len && memchr(authc, '\0', len - (size_t)(authc - buf)) ?
-	    authc + strlen(authc) + 1 : NULL;
-	if (authc == NULL || pass == NULL || (size_t)(pass - buf) > len || (*authz && strcmp(authz, authc) != 0)) {
-		explicit_bzero(buf, sizeof(buf));
-		smtp_reply(s, "501 5.5.2 Error: malformed AUTH PLAIN response");
-		return;
-	}
-	smtp_auth_check(s, authc, pass);
-	explicit_bzero(buf, sizeof(buf));
-}
-
-/* smtp_auth_line - the client's answer to a 334 challenge. */
-static void
-smtp_auth_line(struct smtp_session *s, const char *line)
-{
-	char	 buf[PROTO_LINE_MAX];
-	size_t	 len;
-
-	if (strcmp(line, "*") == 0) {
-		smtp_enter_state(s, SMTP_S_READY);
-		smtp_reply(s, "501 5.7.0 Authentication aborted");
-		return;
-	}
-	switch (s->auth_step) {
-	case SMTP_AUTH_PLAIN:
-		smtp_auth_plain(s, line);
-		return;
-	case SMTP_AUTH_LOGIN_USER:
-		if (smtp_b64(line, buf, sizeof(buf), &len) == -1 || len == 0) {
-			smtp_enter_state(s, SMTP_S_READY);
-			smtp_reply(s, "501 5.5.2 Error: cannot decode the AUTH response");
-			return;
-		}
-		util_strlcpy(s->auth_name, buf, sizeof(s->auth_name));
-		s->auth_step = SMTP_AUTH_LOGIN_PASS;
-		smtp_send(s, "334 UGFzc3dvcmQ6");	/* "Password:" */
-		return;
-	default:
-		smtp_enter_state(s, SMTP_S_READY);
-		if (smtp_b64(line, buf, sizeof(buf), &len) == -1) {
-			smtp_reply(s, "501 5.5.2 Error: cannot decode the AUTH response");
-			return;
-		}
-		smtp_auth_check(s, s->auth_name, buf);
-		explicit_bzero(buf, sizeof(buf));
-		return;
-	}
-}
-
-static void
-smtp_cmd_auth(struct smtp_session *s, const char *arg)
-{
-	char		 mech[32];
-	const char	*ir;
-	size_t		 n;
-
-	if (!s->tls) {
-		smtp_reply(s, "%s", smtp_starttls_offered(s) ? "530 5.7.0 Must issue a STARTTLS command first" :
-		    "503 5.5.1 Error: authentication not enabled");
-		return;
-	}
-	if (s->user[0] != '\0') {
-		smtp_reply(s, "503 5.5.1 Error: already authenticated");
-		return;
-	}
-	n = strcspn(arg, " ");
-	if (n == 0 || n >= sizeof(mech)) {
-		smtp_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-		return;
-	}
-	memcpy(mech, arg, n);
-	mech[n] = '\0';
-	ir = arg[n] == ' ' ? arg + n + 1 : NULL;
-	if (strcasecmp(mech, "PLAIN") == 0) {
-		s->auth_step = SMTP_AUTH_PLAIN;
-		if (ir != NULL && strcmp(ir, "=") != 0) {
-			smtp_auth_plain(s, ir);
-			return;
-		}
-		smtp_enter_state(s, SMTP_S_AUTH);
-		smtp_send(s, "334 ");
-	} else if (strcasecmp(mech, "LOGIN") == 0) {
-		smtp_enter_state(s, SMTP_S_AUTH);
-		s->auth_step = SMTP_AUTH_LOGIN_USER;
-		if (ir != NULL) {
-			smtp_auth_line(s, ir);
-			return;
-		}
-		smtp_send(s, "334 VXNlcm5hbWU6");	/* "Username:" */
-	} else
-		smtp_reply(s, "504 5.5.4 Error: unsupported authentication mechanism");
 }
 
 /* End of message -------------------------------------------------------------------------------------------- */
@@ -1600,7 +1317,7 @@ smtp_line_read(struct smtp_session *s, struct evbuffer *in)
 }
 
 /* smtp_process - handle what the client sent, in order, until we must wait or need more input. */
-static void
+void
 smtp_process(struct smtp_session *s)
 {
 	struct evbuffer	*in;
@@ -1632,7 +1349,7 @@ smtp_process(struct smtp_session *s)
 
 /* Teardown ------------------------------------------------------------------------------------------------ */
 
-static void
+void
 smtp_close(struct smtp_session *s)
 {
 	if (s->state == SMTP_S_CLOSING)
