@@ -74,7 +74,7 @@ struct smtp_session {
 	int			 port;
 	char			 helo[SMTP_HELO_MAX + 1];
 	int			 esmtp;
-	int			 tls;			/* 1 once TLS is up (TLS issue) */
+	int			 tls;			/* 1 once the TLS handshake is over */
 	char			 user[PROTO_ADDR_MAX + 1];	/* authenticated user, "" if none */
 	int			 errors;		/* 4xx/5xx replies so far */
 	int			 waiting;		/* a policy run or spool commit is pending: reading paused */

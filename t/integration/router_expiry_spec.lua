@@ -141,3 +141,30 @@ describe("a message with one recipient deferred and one that fails later, with d
       assert.equal(1, #reports(srv, BOUNCED), "and the bounce is not sent again")
     end)
   end)
+
+describe("a message past routing.max_queue_time whose next hop came back", function()
+  local srv, up
+  local port = sink.free_port { "127.0.0.54" }
+
+  setup(function()
+    srv = server.start { config = sink.router_config {
+      routing = { retry = { 4 }, max_queue_time = 2, routes = { ["back.test"] = "[127.0.0.54]:" .. port } },
+    } }
+  end)
+
+  teardown(function()
+    if up then up:stop() end
+    if srv then srv:cleanup() end
+  end)
+
+  it("gets one last attempt, and is delivered instead of bounced (Postfix's maximal_queue_lifetime)", function()
+    local mark = srv:log_mark()
+    local qid = sink.send(srv, "jdoe@example.test", { "b@back.test" }, "late but alive")
+    assert.truthy(sink.wait_line(srv, { qid .. ": to=<b@back.test>", "status=deferred" }, 5, mark))
+    up = sink.start { ip = "127.0.0.54", port = port }      -- the next hop is back before the retry at 4 s
+    assert.truthy(sink.wait_line(srv, { qid .. ": to=<b@back.test>", "status=sent" }, 8, mark),
+      srv:log():sub(mark + 1))
+    assert.equal(1, #up:find("b@back.test"))
+    assert.equal(0, #reports(srv, BOUNCED), "no bounce for a message that was delivered")
+  end)
+end)

@@ -81,6 +81,33 @@ describe("luamta check with tls = { cert, key }", function()
     assert.truthy(out:find('tls: got "implicit" but no certificate is configured', 1, true), out)
   end)
 
+  it("warns about a certificate that has expired, and still exits 0", function()
+    local old = certs.new {}
+    finally(function() old:cleanup() end)
+    if not old.expired_cert then
+      pending(old.expired_why or "this openssl cannot back-date a certificate")
+      return
+    end
+    local out, rc = check { tls = { cert = old.expired_cert, key = old.expired_key } }
+    assert.equal(0, rc, out)
+    assert.truthy(out:find("warning: [^\n]*tls.cert: the certificate in " .. old.expired_cert:gsub("%p", "%%%0")
+      .. " has expired"), out)
+  end)
+
+  it("will not start when server.user cannot read the key, instead of running without TLS", function()
+    -- Everything else is readable by nobody, so only the key stands in the way of the workers.
+    local s = server.prepare { config = { server = { user = "nobody" }, tls = { cert = pki.cert, key = pki.key } } }
+    dirs[#dirs + 1] = s.dir
+    server.run("chmod 755 " .. server.sh_quote(s.dir) .. " " .. server.sh_quote(s.rules_dir) .. " "
+      .. server.sh_quote(pki.dir) .. " && chmod 644 " .. server.sh_quote(pki.cert) .. " && chmod 600 "
+      .. server.sh_quote(pki.key))
+    local ok, err = pcall(s.launch, s, 5)
+    local log = s:log()
+    s:stop(5)
+    assert.is_false(ok, log)
+    assert.truthy(log:find("tls.key: cannot load " .. pki.key, 1, true), log)
+  end)
+
   it("will not start the daemon with a key that does not belong to the certificate, and says why", function()
     local ok, err = pcall(server.start, { config = { tls = { cert = pki.cert, key = pki.other_key } } })
     assert.is_false(ok)

@@ -277,6 +277,16 @@ describe("TLS on the SMTP listener", function()
     end)
   end)
 
+  describe("key exchange", function()
+    it("chooses X25519 for a client that offers it, not the dearer secp521r1 mbedTLS 2.28 puts first", function()
+      local p = io.popen("echo QUIT | timeout 5 openssl s_client -starttls smtp -tls1_2 -connect 127.0.0.1:"
+        .. srv.port .. " 2>&1")
+      local out = p:read("a")
+      p:close()
+      assert.truthy(out:find("Server Temp Key: X25519", 1, true), out)
+    end)
+  end)
+
   describe("clients that hang up in the handshake", function()
     it("survive: a worker is not hurt by clients that reject the certificate and close (testssl.sh does this)",
       function()

@@ -789,3 +789,17 @@ assert(not ok and type(tonumber("3")) == "number" and select("#", 1, 2) == 2 and
     end)
   end)
 end)
+
+describe("luamta.config submission listeners", function()
+  it("warns that a submission listener without TLS can take no mail, since AUTH needs TLS", function()
+    local config = require "luamta.config"
+    local cfg, warnings = config.load_string(
+      'server = { spool = "/tmp/x", listen = { { "127.0.0.1:2587", submission = true } } }', "@/etc/luamta/l.lua")
+    assert.truthy(cfg)
+    local found
+    for _, w in ipairs(warnings or {}) do
+      if w:find("a submission listener without TLS", 1, true) then found = w end
+    end
+    assert.truthy(found, table.concat(warnings or {}, "\n"))
+  end)
+end)
