@@ -1,7 +1,8 @@
 /*
  * smtp_auth.c - SMTP AUTH (RFC 4954) for the inbound session: PLAIN (RFC 4616) and LOGIN, offered only under
- * TLS. The password is checked against the directory user's crypt(3) hash on the disk thread, never on the loop;
- * the auth rules have the last word; failures from one address get answers that wait longer each time.
+ * TLS. The password is checked against the directory user's crypt(3) hash on a thread of its own (never on the
+ * loop, and never in front of the spool's commits); the auth rules have the last word; failures from one address
+ * get answers that wait longer each time.
  *	smtp_cmd_auth()		the AUTH command
  *	smtp_auth_line()	the client's answers to 334 challenges
  */
@@ -132,6 +133,7 @@ smtp_auth_done(void *arg, int err)
 
 	if (s == NULL || s->bev == NULL) {	/* the client left while the password was checked */
 		free(j);
+		worker_session_gone();		/* a stopping worker may have waited for this job alone */
 		return;
 	}
 	s->waiting = 0;
@@ -165,7 +167,7 @@ smtp_auth_check(struct smtp_session *s, const char *name, const char *password)
 	util_strlcpy(j->password, password, sizeof(j->password));
 	s->waiting = 1;
 	bufferevent_disable(s->bev, EV_READ);
-	iot_submit(worker_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
+	iot_submit(worker_auth_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
 }
 
 /* smtp_b64 - decode a client response; -1 when it is not base64 (or too long). */

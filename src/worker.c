@@ -31,6 +31,7 @@
 static struct event_base	*worker_evbase;
 static struct lb_gen		*worker_current;	/* held */
 static struct iothread		*worker_io;
+static struct iothread		*worker_auth_io;	/* password hashes: not behind (or in front of) commits */
 static struct lsn		**worker_lsns;
 static struct cfg_listen	*worker_lcfg;		/* owned copy: sessions borrow it for their lifetime */
 static int			 worker_nlsn;
@@ -55,6 +56,14 @@ struct iothread *
 worker_iot(void)
 {
 	return worker_io;
+}
+
+struct iothread *
+worker_auth_iot(void)
+{
+	if (worker_auth_io == NULL)	/* made on the first AUTH: most workers never see one */
+		worker_auth_io = iot_new(worker_evbase);
+	return worker_auth_io;
 }
 
 struct tls_conf *
@@ -101,7 +110,8 @@ worker_message_queued(const char *id)
 static void
 worker_maybe_exit(void)
 {
-	if (worker_stop && smtp_session_count() == 0 && iot_pending(worker_io) == 0)
+	if (worker_stop && smtp_session_count() == 0 && iot_pending(worker_io) == 0 &&
+	    (worker_auth_io == NULL || iot_pending(worker_auth_io) == 0))
 		event_base_loopexit(worker_evbase, NULL);
 }
 
@@ -214,6 +224,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	if (worker_drain_ev != NULL)
 		event_free(worker_drain_ev);
 	iot_free(worker_io);
+	iot_free(worker_auth_io);
 	dns_shutdown();
 	tls_conf_release(worker_tlsconf);
 	lb_gen_release(worker_current);

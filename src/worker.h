@@ -17,6 +17,7 @@ void			 worker_embed(struct event_base *base, struct lb_gen *gen);
 struct event_base	*worker_base(void);
 struct lb_gen		*worker_gen(void);		/* borrowed: the generation new sessions start on */
 struct iothread		*worker_iot(void);
+struct iothread		*worker_auth_iot(void);	/* the thread that checks passwords (crypt(3) is slow on purpose) */
 struct tls_conf		*worker_tls(void);		/* borrowed; NULL when TLS is not configured */
 int			 worker_stopping(void);
 void			 worker_message_queued(const char *id);	/* tell the router (best effort) */
