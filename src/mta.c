@@ -619,6 +619,11 @@ mta_event_cb(struct bufferevent *bev, short what, void *arg)
 		mta_conn_free(c);
 		return;
 	}
+	if (tls_handshake_error(c->tlsc) != NULL) {
+		/* The server hung up on our alert before the failure was announced: the reason is ours. */
+		mta_tls_ready(c, 0, tls_handshake_error(c->tlsc));
+		return;
+	}
 	if (c->state == MTA_S_CONNECT)
 		snprintf(why, sizeof(why), "connect failed: %s", strerror(EVUTIL_SOCKET_ERROR()));
 	else

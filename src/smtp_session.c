@@ -424,7 +424,12 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct smtp_session	*s = arg;
 
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-		if (s->state != SMTP_S_CLOSING)
+		/* An alert and the end of the socket often come in one read: the end is reported before the
+		 * handshake's failure is announced, so say here why TLS did not come up. */
+		if (s->tlsc != NULL && !s->tls && s->state != SMTP_S_CLOSING)
+			log_info("%s: client=[%s] TLS handshake failed: %s", s->idstr, s->ip,
+			    tls_handshake_error(s->tlsc) ? tls_handshake_error(s->tlsc) : "lost connection");
+		else if (s->state != SMTP_S_CLOSING)
 			log_info("%s: client=[%s] lost connection in state %s%s%s", s->idstr, s->ip,
 			    smtp_state_name(s->state), (what & BEV_EVENT_ERROR) ? ": " : "",
 			    (what & BEV_EVENT_ERROR) ? strerror(EVUTIL_SOCKET_ERROR()) : "");

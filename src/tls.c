@@ -40,6 +40,7 @@
 #define TLS_CA_FILE	"/etc/ssl/certs/ca-certificates.crt"	/* Debian's system CA store */
 #define TLS_CHUNK	16384					/* one TLS record of plaintext */
 #define TLS_TICKET_LIFE	86400
+#define TLS_ALERT_WAIT	2	/* seconds a failed handshake's alert may take to leave before we close anyway */
 
 struct tls_conf {
 	int				 refs;
@@ -78,6 +79,7 @@ struct tls_conn {
 	struct bufferevent	*filter;
 	struct evbuffer		*src;		/* ciphertext being read, during the input filter only */
 	struct event		*after;		/* owned: announces the end of the handshake */
+	struct evbuffer_cb_entry *alert_cb;	/* while a failed handshake's alert waits to be written */
 	int			 done;		/* handshake over */
 	int			 failed;
 	char			 why[160];
@@ -284,6 +286,8 @@ tls_check_files(const char *cert, const char *key, char *err, size_t errsize, ch
 	return 0;
 }
 
+static void	tls_alert_forget(struct tls_conn *);
+
 void
 tls_detach(struct tls_conn *c)
 {
@@ -291,6 +295,7 @@ tls_detach(struct tls_conn *c)
 	if (c == NULL)
 		return;
 	evtimer_del(c->after);
+	tls_alert_forget(c);
 	c->ready = NULL;
 	c->arg = NULL;
 }
@@ -327,26 +332,61 @@ tls_bio_recv(void *ctx, unsigned char *buf, size_t len)
 }
 
 static void
+tls_alert_forget(struct tls_conn *c)
+{
+	if (c->alert_cb != NULL)
+		evbuffer_remove_cb_entry(bufferevent_get_output(c->under), c->alert_cb);
+	c->alert_cb = NULL;
+}
+
+/* The socket took the last of the alert: the failure can be announced (the owner will close at once). */
+static void
+tls_alert_sent_cb(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct tls_conn	*c = arg;
+	struct timeval	 now = { 0, 0 };
+
+	if (info->n_deleted > 0 && evbuffer_get_length(out) == 0) {
+		tls_alert_forget(c);
+		evtimer_add(c->after, &now);
+	}
+}
+
+static void
 tls_after_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tls_conn	*c = arg;
 
+	tls_alert_forget(c);
 	if (!c->failed)		/* plaintext written while the handshake ran can go now */
 		bufferevent_flush(c->filter, EV_WRITE, BEV_NORMAL);
 	if (c->ready != NULL)
 		c->ready(c->arg, !c->failed, c->why);
 }
 
+/*
+ * tls_handshake_over - announce the end of the handshake from a zero timer. A failed handshake usually leaves a
+ * fatal alert in the socket's output buffer, and the owner closes the connection as soon as it hears of the
+ * failure: closing then would throw the alert away (and with unread input, send a reset), so the peer would see
+ * a cut connection instead of the reason. The failure is therefore announced once the socket has taken the
+ * alert, or after TLS_ALERT_WAIT if the peer does not read.
+ */
 static void
 tls_handshake_over(struct tls_conn *c, int ok)
 {
-	struct timeval	 now = { 0, 0 };
+	struct timeval		 now = { 0, 0 }, wait = { TLS_ALERT_WAIT, 0 };
+	struct evbuffer		*out = bufferevent_get_output(c->under);
 
 	c->done = ok;
 	c->failed = !ok;
 	if (ok)
 		snprintf(c->desc, sizeof(c->desc), "%s %s", mbedtls_ssl_get_version(&c->ssl),
 		    mbedtls_ssl_get_ciphersuite(&c->ssl));
+	if (!ok && evbuffer_get_length(out) > 0 && c->alert_cb == NULL &&
+	    (c->alert_cb = evbuffer_add_cb(out, tls_alert_sent_cb, c)) != NULL) {
+		evtimer_add(c->after, &wait);
+		return;
+	}
 	evtimer_add(c->after, &now);
 }
 
@@ -432,6 +472,8 @@ tls_conn_free(void *ctx)
 {
 	struct tls_conn	*c = ctx;
 
+	/* The owner called tls_detach() before freeing the filter, which dropped alert_cb: the socket's buffer
+	 * may already be gone here. */
 	event_free(c->after);
 	mbedtls_ssl_free(&c->ssl);
 	tls_conf_release(c->conf);
@@ -485,6 +527,12 @@ const char *
 tls_describe(struct tls_conn *c)
 {
 	return c->done ? c->desc : "";
+}
+
+const char *
+tls_handshake_error(struct tls_conn *c)
+{
+	return c != NULL && c->failed ? c->why : NULL;
 }
 
 int

@@ -38,6 +38,9 @@ struct bufferevent *tls_bev(struct tls_conn *);
 /* tls_describe - "TLSv1.2 TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384" once the handshake is over, else "". */
 const char	*tls_describe(struct tls_conn *);
 int		 tls_verified(struct tls_conn *);	/* 1 when the peer's certificate was checked and good */
+/* tls_handshake_error - why the handshake failed, or NULL when it has not failed (yet), for an owner that hears
+ * of the socket's end before the failure is announced. */
+const char	*tls_handshake_error(struct tls_conn *);
 
 /* tls_check_files - what `luamta check` says about tls.cert and tls.key: 0 (warn gets a warning or ""), or -1
  * with err. */
