@@ -36,6 +36,7 @@ local server = require "t.helpers.server"
 
 local sh_quote, run, read_file, write_file = server.sh_quote, server.run, server.read_file, server.write_file
 
+local tools = require "t.helpers.tools"
 local M = {}
 
 M.OPENSSL = os.getenv("LUAMTA_OPENSSL") or "openssl"
@@ -46,6 +47,7 @@ local OPENSSL_TIMEOUT = 20
 
 -- openssl(args) -> output, exit code (args: a list of words, each quoted here)
 local function openssl(args, input)
+  if not os.getenv("LUAMTA_OPENSSL") then tools.need("openssl") end
   local q = {}
   for i, a in ipairs(args) do q[i] = sh_quote(a) end
   local cmd = "timeout -k 2 " .. OPENSSL_TIMEOUT .. " " .. sh_quote(M.OPENSSL) .. " " .. table.concat(q, " ")
@@ -172,6 +174,7 @@ end
 
 -- python(script, args, timeout) -> output (stdout and stderr), exit code
 function M.python(script, args, timeout)
+  if not os.getenv("LUAMTA_PYTHON") then tools.need("python3") end
   local dir = server.tempdir()
   local path = dir .. "/script.py"
   write_file(path, script)
@@ -268,7 +271,11 @@ end
 -- swaks(args, timeout) -> output, exit code
 function M.swaks(args, timeout)
   local q = {}
-  for i, a in ipairs(args) do q[i] = sh_quote(a) end
+  if not os.getenv("LUAMTA_SWAKS") then tools.need("swaks") end
+  for i, a in ipairs(args) do
+    q[i] = sh_quote(a)
+    if a:match("^%-%-tls") then tools.need_perl("Net::SSLeay") end   -- swaks speaks TLS through Net::SSLeay
+  end
   return run("timeout -k 2 " .. (timeout or 30) .. " " .. sh_quote(M.SWAKS) .. " " .. table.concat(q, " ")
     .. " </dev/null")
 end
@@ -379,6 +386,7 @@ local running = {}   -- background scripts still running, for stop_all()
 -- timeout(1) ends it (default 300); opts.name: its file name in the temp dir.
 function M.background(script, args, opts)
   opts = opts or {}
+  if not os.getenv("LUAMTA_PYTHON") then tools.need("python3") end
   local self = setmetatable({ dir = server.tempdir() }, Background)
   local name = opts.name or "script"
   self.logfile = self.dir .. "/" .. name .. ".log"

@@ -38,6 +38,7 @@
 -- Each process runs in its own process group (setsid) under timeout(1), and is stopped by that group's id.
 local socket = require "socket"
 local server = require "t.helpers.server"
+local tools = require "t.helpers.tools"
 
 local M = {}
 
@@ -249,6 +250,7 @@ function M.blackhole(opts)
   self.countfile = self.dir .. "/count"
   self.logfile = self.dir .. "/blackhole.log"
   server.write_file(script, BLACKHOLE)
+  tools.need("python3")
   self.pgid = spawn("python3 " .. sh_quote(script) .. " " .. sh_quote(portfile) .. " " .. sh_quote(self.countfile),
     self.logfile, opts.lifetime or 600)
   running[self] = true
@@ -386,6 +388,7 @@ function M.start(desc)
     end
     args[#args + 1] = sh_quote("--log-facility=" .. self.logfile)
     local mark = self:mark()
+    if not os.getenv("DNSMASQ") then tools.need("dnsmasq", M.DNSMASQ) end
     self.pgid = spawn(sh_quote(M.DNSMASQ) .. " " .. table.concat(args, " "), self.logfile, desc.lifetime or 600)
     running[self] = true
     local up = server.wait_until(function()

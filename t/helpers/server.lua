@@ -15,7 +15,9 @@ local lfs = require "lfs"
 
 local M = {}
 
-M.BIN = os.getenv("LUAMTA_BIN") or "/work/main/src/luamta"
+-- The binary under test: t/run sets LUAMTA_BIN to the build tree's; run by hand, it is src/luamta of this tree.
+M.BIN = os.getenv("LUAMTA_BIN") or ((debug.getinfo(1, "S").source:match("^@(.*)t/helpers/server%.lua$") or "./")
+  .. "src/luamta")
 M.NIL = setmetatable({}, { __tostring = function() return "server.NIL" end })  -- removes a default key
 
 local running = {}   -- every server started and not yet stopped, so that stop_all() can take them

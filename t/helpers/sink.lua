@@ -31,6 +31,7 @@
 local socket = require "socket"
 local lfs = require "lfs"
 local server = require "t.helpers.server"
+local tools = require "t.helpers.tools"
 
 local M = {}
 
@@ -117,6 +118,7 @@ Sink.__index = Sink
 
 -- command(opts) -> the smtp-sink command line for the options of start()
 function Sink:command(opts)
+  if not os.getenv("SMTP_SINK") then tools.need("smtp-sink", M.SMTP_SINK) end
   local a = { sh_quote(M.SMTP_SINK) }
   local function opt(flag, value)
     a[#a + 1] = flag
