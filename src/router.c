@@ -5,7 +5,8 @@
  *  2. route (loop): the route stage (rules/routing.lua) decides each open recipient: Maildir, SMTP (by MX, to a
  *     relay or smart host, or to an address), bounce, defer or hold; SMTP recipients are grouped per next hop;
  *  3. deliver: Maildir writes on the I/O thread; for each SMTP group, DNS (MX, then A and AAAA) and one
- *     transaction (mta.c), at most routing.max_per_domain at a time per next hop;
+ *     transaction (mta.c), at most routing.max_per_domain at a time per next hop; a next hop that is one of our
+ *     own listening addresses is never connected to (router_group_drop_self: 5.4.6, loops back to myself);
  *  4. record (I/O thread): bounces are queued first (RFC 3464, never for the null sender), then one state line
  *     per final outcome is appended and fsynced; a message whose every recipient has an outcome is removed.
  * Deferred recipients are tried again after routing.retry[attempt] seconds, until routing.max_queue_time, when
@@ -15,9 +16,13 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +97,8 @@ struct router_group {
 	size_t			 n;
 	/* DNS: MX hosts in order, then their addresses */
 	char			 mx[ROUTER_MX_MAX][256];
+	int			 mxpref[ROUTER_MX_MAX];	/* MX preference; 0 for a host used without MX */
+	int			 mxfailed[ROUTER_MX_MAX];	/* its address lookup failed for now */
 	size_t			 nmx;
 	struct mta_addr		 found[ROUTER_MX_MAX][4];	/* per MX host, A then AAAA answers */
 	size_t			 nfound[ROUTER_MX_MAX];
@@ -160,6 +167,132 @@ static uint64_t
 router_key(const char *s)
 {
 	return util_hash64(s, 0);
+}
+
+/* Our own addresses ------------------------------------------------------------------------------------------- */
+
+/*
+ * A next hop is this server when its address and port are one of server.listen's: the address itself, or for a
+ * wildcard listener (0.0.0.0, [::]) any address of the machine's interfaces or of loopback (127.0.0.0/8, ::1),
+ * and 0.0.0.0 or :: as a next hop, which connect() takes to mean this machine. The same address on another port
+ * is someone else (a second MTA on 127.0.0.1, as the tests use). The interface addresses are read when the
+ * router starts and at every reload; an address added in between is not known until then.
+ */
+struct router_ifaddr {
+	int		 family;
+	unsigned char	 addr[16];
+};
+
+static struct router_ifaddr	*router_ifaddrs;	/* owns router_nifaddrs */
+static size_t			 router_nifaddrs;
+
+/* router_self_load - read the interface addresses (getifaddrs is a netlink question, answered from memory). */
+static void
+router_self_load(void)
+{
+	struct ifaddrs	*ifa, *p;
+	size_t		 n = 0;
+
+	free(router_ifaddrs);
+	router_ifaddrs = NULL;
+	router_nifaddrs = 0;
+	if (getifaddrs(&ifa) == -1) {
+		log_error("router: cannot read the interface addresses: %s; only server.listen and loopback count as "
+		    "this server", strerror(errno));
+		return;
+	}
+	for (p = ifa; p != NULL; p = p->ifa_next)
+		if (p->ifa_addr != NULL && (p->ifa_addr->sa_family == AF_INET || p->ifa_addr->sa_family == AF_INET6))
+			n++;
+	router_ifaddrs = xcalloc(n ? n : 1, sizeof(*router_ifaddrs));
+	for (p = ifa; p != NULL; p = p->ifa_next) {
+		struct router_ifaddr	*a = &router_ifaddrs[router_nifaddrs];
+
+		if (p->ifa_addr == NULL)
+			continue;
+		if (p->ifa_addr->sa_family == AF_INET) {
+			a->family = AF_INET;
+			memcpy(a->addr, &((struct sockaddr_in *)(void *)p->ifa_addr)->sin_addr, 4);
+		} else if (p->ifa_addr->sa_family == AF_INET6) {
+			a->family = AF_INET6;
+			memcpy(a->addr, &((struct sockaddr_in6 *)(void *)p->ifa_addr)->sin6_addr, 16);
+		} else
+			continue;
+		router_nifaddrs++;
+	}
+	freeifaddrs(ifa);
+}
+
+/* router_parse_ip - a numeric address; an IPv4-mapped IPv6 address is taken as the IPv4 one. Family, or 0. */
+static int
+router_parse_ip(const char *ip, unsigned char out[16])
+{
+	static const unsigned char	 mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	if (inet_pton(AF_INET, ip, out) == 1)
+		return AF_INET;
+	if (inet_pton(AF_INET6, ip, out) != 1)
+		return 0;
+	if (memcmp(out, mapped, sizeof(mapped)) == 0) {
+		memmove(out, out + 12, 4);
+		return AF_INET;
+	}
+	return AF_INET6;
+}
+
+static int
+router_ip_any(int family, const unsigned char *a)
+{
+	static const unsigned char	 zero[16];
+
+	return memcmp(a, zero, family == AF_INET ? 4 : 16) == 0;
+}
+
+static int
+router_ip_loopback(int family, const unsigned char *a)
+{
+	static const unsigned char	 one[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+
+	return family == AF_INET ? a[0] == 127 : memcmp(a, one, 16) == 0;
+}
+
+/* router_is_self - is ip:port (a numeric next hop) one of our own listening addresses? */
+static int
+router_is_self(const char *ip, int port)
+{
+	unsigned char	 a[16], la[16];
+	int		 fam, lfam;
+	size_t		 i, k, len;
+
+	if ((fam = router_parse_ip(ip, a)) == 0)
+		return 0;
+	len = fam == AF_INET ? 4 : 16;
+	for (i = 0; i < router_cfg->nlisten; i++) {
+		const struct cfg_listen	*l = &router_cfg->listen[i];
+
+		if (l->port != port || (lfam = router_parse_ip(l->host, la)) != fam)
+			continue;
+		if (memcmp(a, la, len) == 0)
+			return 1;
+		if (!router_ip_any(fam, la))
+			continue;
+		/* A wildcard listener takes connections to every local address. */
+		if (router_ip_any(fam, a) || router_ip_loopback(fam, a))
+			return 1;
+		for (k = 0; k < router_nifaddrs; k++)
+			if (router_ifaddrs[k].family == fam && memcmp(router_ifaddrs[k].addr, a, len) == 0)
+				return 1;
+	}
+	/* 0.0.0.0 and :: as a destination reach this machine's loopback. */
+	if (router_ip_any(fam, a)) {
+		for (i = 0; i < router_cfg->nlisten; i++) {
+			const struct cfg_listen	*l = &router_cfg->listen[i];
+
+			if (l->port == port && (lfam = router_parse_ip(l->host, la)) == fam && router_ip_loopback(fam, la))
+				return 1;
+		}
+	}
+	return 0;
 }
 
 /* Load ----------------------------------------------------------------------------------------------------- */
@@ -664,6 +797,47 @@ router_group_send(struct router_group *g)
 	free(rcpts);
 }
 
+/*
+ * router_group_drop_self - never connect to ourselves (Postfix's rule, smtp_addr.c): when an address of an MX
+ * host is one of ours, that host and every MX of the same or a worse preference are dropped, since we are as
+ * good a destination as they are; when nothing better is left, the recipients bounce with 5.4.6 "mail for X
+ * loops back to myself" (deferred instead while a better MX host's lookup failed for now: it may be the way).
+ * The same holds for a relay host or route, whose addresses all have preference 0. Returns -1 when it decided
+ * the group, else 0 with only the addresses worth trying left.
+ */
+static int
+router_group_drop_self(struct router_group *g)
+{
+	int	 self = INT_MAX, better_failed = 0;
+	size_t	 i, k, left = 0;
+	char	 text[600];
+
+	for (i = 0; i < g->nmx; i++)
+		for (k = 0; k < g->nfound[i]; k++)
+			if (g->mxpref[i] < self && router_is_self(g->found[i][k].ip, g->found[i][k].port))
+				self = g->mxpref[i];
+	if (self == INT_MAX)
+		return 0;
+	for (i = 0; i < g->nmx; i++) {
+		if (g->mxpref[i] >= self)
+			g->nfound[i] = 0;
+		else if (g->mxfailed[i])
+			better_failed = 1;
+		left += g->nfound[i];
+	}
+	if (left > 0)
+		return 0;
+	if (better_failed) {
+		snprintf(text, sizeof(text), "Host or domain name lookup failed for a better MX host of %s than this "
+		    "server: temporary DNS failure", g->host);
+		router_group_finish(g, R_DEFERRED, "4.4.3", text);
+	} else {
+		snprintf(text, sizeof(text), "mail for %s loops back to myself", g->host);
+		router_group_finish(g, R_FAILED, "5.4.6", text);
+	}
+	return -1;
+}
+
 /* router_group_ready - DNS is done (or not needed): deliver, or decide the recipients without a connection. */
 static void
 router_group_ready(struct router_group *g)
@@ -675,6 +849,8 @@ router_group_ready(struct router_group *g)
 		fatal_bug("router: group %llu of %s is ready twice", (unsigned long long)g->id, g->m->id);
 	g->ready = 1;
 
+	if (router_group_drop_self(g) == -1)
+		return;
 	for (i = 0; i < g->nmx; i++)
 		naddrs += g->nfound[i];
 	if (naddrs > 0) {
@@ -740,8 +916,10 @@ router_mx_sort(struct router_group *g, const struct dns_result *res)
 			order[j] = order[j - 1];
 			order[j - 1] = t;
 		}
-	for (i = 0; i < n && g->nmx < ROUTER_MX_MAX; i++)
+	for (i = 0; i < n && g->nmx < ROUTER_MX_MAX; i++) {
+		g->mxpref[g->nmx] = res->pref[order[i]];
 		util_strlcpy(g->mx[g->nmx++], res->rec[order[i]], sizeof(g->mx[0]));
+	}
 }
 
 static void
@@ -804,7 +982,7 @@ router_dns_done(uint64_t cookie, const struct dns_result *res)
 		} else if (res->status == DNS_NODATA)
 			g->dns_nxdomain = 0;
 		else if (res->status == DNS_TIMEOUT || res->status == DNS_SERVFAIL)
-			g->dns_failed = 1;
+			g->dns_failed = g->mxfailed[i] = 1;
 	}
 	if (g->dns_pending == 0)
 		router_group_ready(g);
@@ -1319,6 +1497,7 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 		lb_gen_release(router_gen);
 		router_gen = g;
 		router_cfg = lb_gen_config(g);
+		router_self_load();	/* interfaces may have changed */
 		router_scan(1);		/* held recipients may have a route now */
 		return;
 	}
@@ -1366,6 +1545,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
 	ctl = router_ctl_listen();
+	router_self_load();
 	log_info("ready: resuming the queue in %s/queue", router_cfg->spool);
 	router_scan(0);
 
@@ -1384,6 +1564,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	event_free(notify);
 	event_free(rescan);
 	lb_gen_release(router_gen);
+	free(router_ifaddrs);
 	log_info("stopped");
 	return 0;
 }
