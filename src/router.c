@@ -4,11 +4,12 @@
  *  1. load (I/O thread): the queue file and the recipient state file <spool>/state/<id>;
  *  2. route (loop): the route stage (rules/routing.lua) decides each open recipient: Maildir, SMTP (by MX, to a
  *     relay or smart host, or to an address), bounce, defer or hold; SMTP recipients are grouped per next hop;
- *  3. deliver: Maildir writes on the I/O thread; for each SMTP group, DNS (MX, then A and AAAA) and one
- *     transaction (mta.c), at most routing.max_per_domain at a time per next hop; a next hop that is one of our
- *     own listening addresses is never connected to (router_group_drop_self: 5.4.6, loops back to myself);
- *  4. record (I/O thread): bounces are queued first (RFC 3464, never for the null sender), then one state line
- *     per final outcome is appended and fsynced; a message whose every recipient has an outcome is removed.
+ *  3. deliver: Maildir writes with step 4; for each SMTP group, DNS (MX, then A and AAAA) and one transaction
+ *     (mta.c), at most routing.max_per_domain at a time per next hop; a next hop that is one of our own
+ *     listening addresses is never connected to (router_group_drop_self: 5.4.6, loops back to myself);
+ *  4. record (the record thread, a second disk thread that never loads): bounces are queued first (RFC 3464,
+ *     never for the null sender), then one state line per final outcome is appended and fsynced; a message
+ *     whose every recipient has an outcome is removed, its queue file first.
  * Deferred recipients are tried again after routing.retry[attempt] seconds, until routing.max_queue_time, when
  * they bounce; a delay warning goes out once after routing.delay_warning. A crash between a delivery and its
  * state line delivers that recipient again after restart (docs/reliability.md). At start, a sweep on the I/O
@@ -142,7 +143,8 @@ struct router_msg {
 
 static struct event_base	*router_base;
 static struct lb_gen		*router_gen;
-static struct iothread		*router_io;
+static struct iothread		*router_io;	/* loads, control commands, the start-up sweep */
+static struct iothread		*router_rec;	/* records only: outcomes never wait behind loads */
 static struct idmap		*router_busy;	/* id hash -> message being worked on */
 static struct idmap		*router_later;	/* id hash -> (void *) timer event for its next attempt */
 static struct idmap		*router_groups;	/* group id -> group */
@@ -623,7 +625,7 @@ router_msg_free(struct router_msg *m)
 
 /* Record ----------------------------------------------------------------------------------------------------- */
 
-/* router_bounce_write - I/O thread: queue one report about the recipients in state st (failed or delayed). */
+/* router_bounce_write - record thread: queue one report about the recipients in state st (failed or delayed). */
 static int
 router_bounce_write(struct router_msg *m, int delayed)
 {
@@ -700,7 +702,7 @@ router_bounce_write(struct router_msg *m, int delayed)
 	return err;
 }
 
-/* router_record_work - I/O thread: Maildir deliveries, bounces, state lines, and removal of a finished message. */
+/* router_record_work - record thread: Maildir deliveries, bounces, state lines, and removal of a finished message. */
 static int
 router_record_work(void *arg)
 {
@@ -923,7 +925,10 @@ router_msg_step_done(struct router_msg *m)
 		for (i = 0; i < m->env.nrcpts; i++)
 			if (m->rcpts[i].outcome == R_DEFERRED)
 				m->want_warning = 1;
-	iot_submit(router_io, router_record_work, router_record_done, m, NULL);
+	/* Its own thread: a state line after a next hop's 250 is the end of a duplicate window (docs/reliability.md)
+	 * and must not wait behind the loads of a large queue. Records never race with a load of the same message
+	 * (it is busy until record_done), nor with control commands, which leave busy messages alone. */
+	iot_submit(router_rec, router_record_work, router_record_done, m, NULL);
 }
 
 /* SMTP groups ------------------------------------------------------------------------------------------------ */
@@ -1763,6 +1768,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 		fatal("router: cannot create %s: %s", path, strerror(errno));
 	router_base = event_base_new();
 	router_io = iot_new(router_base);
+	router_rec = iot_new(router_base);
 	if (dns_init(router_base, router_cfg->dns_servers, router_cfg->dns_timeout, router_cfg->dns_tries, path,
 	    sizeof(path)) == -1)
 		fatal("%s", path);
@@ -1794,6 +1800,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	router_control_path(router_cfg->spool, path, sizeof(path));
 	unlink(path);
 	mta_shutdown();
+	iot_free(router_rec);
 	iot_free(router_io);
 	dns_shutdown();
 	for (i = 0; i < 3; i++)
