@@ -333,7 +333,7 @@ struct router_sweep {
 	char			*comps[ROUTER_SWEEP_DEPTH];
 	size_t			 ncomps;
 	char			 host[256];
-	int			 phase;			/* 0 state/, 1 the Maildirs, 2 done */
+	int			 phase;			/* 0 not begun, 1 state/, 2 the Maildirs, 3 done */
 	int			 relative;		/* delivery.maildir does not start with '/' */
 	struct router_sweep_level lv[ROUTER_SWEEP_DEPTH + 2];
 	size_t			 depth;
@@ -441,18 +441,18 @@ router_sweep_work(void *arg)
 	struct dirent		*de;
 	size_t			 n = 0;
 
-	while (n < ROUTER_SWEEP_STEP && sw->phase < 2) {
+	while (n < ROUTER_SWEEP_STEP && sw->phase < 3) {
 		struct router_sweep_level	*lv;
 
 		if (sw->depth == 0) {
-			/* The next phase: state/ once, then the Maildir template from its fixed part. */
-			if (sw->phase++ == 0 && sw->ncomps > 0) {
+			/* The next phase: state/, then the Maildir template from its fixed part. */
+			if (++sw->phase == 1) {
+				snprintf(sw->path, sizeof(sw->path), "%s/state", sw->spool);
+				router_sweep_open(sw, 0, strlen(sw->path));
+			} else if (sw->phase == 2 && sw->ncomps > 0) {
 				util_strlcpy(sw->path, sw->relative ? "." : "", sizeof(sw->path));
 				router_sweep_descend(sw, 0);
-				if (sw->depth == 0)
-					sw->phase = 2;	/* no Maildir at all yet */
-			} else
-				sw->phase = 2;
+			}
 			continue;
 		}
 		lv = &sw->lv[sw->depth - 1];
@@ -465,7 +465,7 @@ router_sweep_work(void *arg)
 		if (de->d_name[0] == '.' && (de->d_name[1] == '\0' || (de->d_name[1] == '.' && de->d_name[2] == '\0')))
 			continue;
 		sw->path[lv->len] = '\0';
-		if (sw->phase == 0)
+		if (sw->phase == 1)
 			router_sweep_state(sw, lv->d, de->d_name);
 		else if (lv->comp == sw->ncomps)
 			router_sweep_tmp_file(sw, lv->d, de->d_name);
@@ -490,7 +490,7 @@ router_sweep_done(void *arg, int err)
 		log_notice("%s", line);
 		free(line);
 	}
-	if (sw->phase < 2 && !router_stop) {
+	if (sw->phase < 3 && !router_stop) {
 		iot_submit(router_io, router_sweep_work, router_sweep_done, sw, NULL);
 		return;
 	}
@@ -527,9 +527,6 @@ router_sweep_start(void)
 		}
 		sw->comps[sw->ncomps++] = p;
 	}
-	/* state/ first */
-	snprintf(sw->path, sizeof(sw->path), "%s/state", sw->spool);
-	router_sweep_open(sw, 0, strlen(sw->path));
 	iot_submit(router_io, router_sweep_work, router_sweep_done, sw, NULL);
 }
 
