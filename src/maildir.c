@@ -119,7 +119,7 @@ maildir_host(char *out, size_t size)
 			out[i] = '_';
 }
 
-/* maildir_digits - skip one or more digits at *p; 0 when there are none. */
+/* maildir_digits - skip a run of min to max digits at *p; 0 (and *p unmoved) when the run is shorter or longer. */
 static int
 maildir_digits(const char **p, size_t min, size_t max)
 {
