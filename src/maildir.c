@@ -1,6 +1,7 @@
 /*
  * maildir.c - Maildir delivery (see maildir.h). File names follow the Maildir convention
- * time.MusecPpid_unique.host so that other tools sort and recognise them.
+ * time.MusecPpid_unique.host so that other tools sort and recognise them, and so that the router's start-up
+ * sweep can tell its own partial files in tmp/ from anyone else's (maildir_name_ours()).
  */
 #include "config.h"
 
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "maildir.h"
+#include "queueid.h"
 #include "util.h"
 
 static int
@@ -104,6 +106,58 @@ maildir_write_lf(int fd, const char *msg, size_t len)
 	return maildir_write_all(fd, msg + start, len - start);
 }
 
+void
+maildir_host(char *out, size_t size)
+{
+	size_t	 i;
+
+	if (gethostname(out, size) != 0)
+		util_strlcpy(out, "localhost", size);
+	out[size - 1] = '\0';
+	for (i = 0; out[i]; i++)	/* '/' and ':' have meanings in Maildir names */
+		if (out[i] == '/' || out[i] == ':')
+			out[i] = '_';
+}
+
+/* maildir_digits - skip a run of min to max digits at *p; 0 (and *p unmoved) when the run is shorter or longer. */
+static int
+maildir_digits(const char **p, size_t min, size_t max)
+{
+	size_t	 n = 0;
+
+	while ((*p)[n] >= '0' && (*p)[n] <= '9')
+		n++;
+	if (n < min || n > max)
+		return 0;
+	*p += n;
+	return 1;
+}
+
+int
+maildir_name_ours(const char *name, const char *host, long *pid, char *qid)
+{
+	const char	*p = name, *start;
+
+	/* <sec>.M<usec>P<pid>_<queue ID>.<index>.<host> */
+	if (!maildir_digits(&p, 1, 20) || *p++ != '.' || *p++ != 'M' || !maildir_digits(&p, 6, 6) || *p++ != 'P')
+		return 0;
+	start = p;
+	if (!maildir_digits(&p, 1, 10) || *p != '_')
+		return 0;
+	*pid = strtol(start, NULL, 10);
+	p++;
+	if (strlen(p) < QUEUEID_LEN || p[QUEUEID_LEN] != '.')
+		return 0;
+	memcpy(qid, p, QUEUEID_LEN);
+	qid[QUEUEID_LEN] = '\0';
+	if (!queueid_valid(qid))
+		return 0;
+	p += QUEUEID_LEN + 1;
+	if (!maildir_digits(&p, 1, 20) || *p++ != '.')
+		return 0;
+	return strcmp(p, host) == 0;
+}
+
 int
 maildir_deliver(const char *dir, const char *unique, const char *prefix, const char *msg, size_t len)
 {
@@ -118,12 +172,7 @@ maildir_deliver(const char *dir, const char *unique, const char *prefix, const c
 		if (util_mkdirs(sub, 0700) == -1)
 			return errno;
 	}
-	if (gethostname(host, sizeof(host)) != 0)
-		util_strlcpy(host, "localhost", sizeof(host));
-	host[sizeof(host) - 1] = '\0';
-	for (i = 0; host[i]; i++)	/* '/' and ':' have meanings in Maildir names */
-		if (host[i] == '/' || host[i] == ':')
-			host[i] = '_';
+	maildir_host(host, sizeof(host));
 	gettimeofday(&tv, NULL);
 	snprintf(tmp, sizeof(tmp), "%s/tmp/%lld.M%06ldP%d_%s.%s", dir, (long long)tv.tv_sec, (long)tv.tv_usec,
 	    (int)getpid(), unique, host);

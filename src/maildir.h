@@ -21,4 +21,14 @@ int	 maildir_path(const char *tmpl, const char *mailbox, char *out, size_t size)
  */
 int	 maildir_deliver(const char *dir, const char *unique, const char *prefix, const char *msg, size_t len);
 
+/* maildir_host - this machine's name as maildir_deliver() writes it into file names ('/' and ':' become '_'). */
+void	 maildir_host(char *out, size_t size);
+
+/*
+ * maildir_name_ours - is name one that maildir_deliver() makes on host (as maildir_host() gives it), with a
+ * unique of the router's form "<queue ID>.<recipient index>"? 1 with the writer's pid and the queue ID (qid
+ * has QUEUEID_SIZE bytes), else 0. Files of other programs and other hosts are never ours.
+ */
+int	 maildir_name_ours(const char *name, const char *host, long *pid, char *qid);
+
 #endif

@@ -4,20 +4,27 @@
  *  1. load (I/O thread): the queue file and the recipient state file <spool>/state/<id>;
  *  2. route (loop): the route stage (rules/routing.lua) decides each open recipient: Maildir, SMTP (by MX, to a
  *     relay or smart host, or to an address), bounce, defer or hold; SMTP recipients are grouped per next hop;
- *  3. deliver: Maildir writes on the I/O thread; for each SMTP group, DNS (MX, then A and AAAA) and one
- *     transaction (mta.c), at most routing.max_per_domain at a time per next hop;
- *  4. record (I/O thread): bounces are queued first (RFC 3464, never for the null sender), then one state line
- *     per final outcome is appended and fsynced; a message whose every recipient has an outcome is removed.
+ *  3. deliver: Maildir writes with step 4; for each SMTP group, DNS (MX, then A and AAAA) and one transaction
+ *     (mta.c), at most routing.max_per_domain at a time per next hop; a next hop that is one of our own
+ *     listening addresses is never connected to (router_group_drop_self: 5.4.6, loops back to myself);
+ *  4. record (the record thread, a second disk thread that never loads): bounces are queued first (RFC 3464,
+ *     never for the null sender), then one state line per final outcome is appended and fsynced; a message
+ *     whose every recipient has an outcome is removed, its queue file first.
  * Deferred recipients are tried again after routing.retry[attempt] seconds, until routing.max_queue_time, when
  * they bounce; a delay warning goes out once after routing.delay_warning. A crash between a delivery and its
- * state line delivers that recipient again after restart: the one documented window for a duplicate.
+ * state line delivers that recipient again after restart (docs/reliability.md). At start, a sweep on the I/O
+ * thread removes what a crash leaves behind: state files of finished messages and partial Maildir files.
  *	router_main()	the process
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -92,6 +100,8 @@ struct router_group {
 	size_t			 n;
 	/* DNS: MX hosts in order, then their addresses */
 	char			 mx[ROUTER_MX_MAX][256];
+	int			 mxpref[ROUTER_MX_MAX];	/* MX preference; 0 for a host used without MX */
+	int			 mxfailed[ROUTER_MX_MAX];	/* its address lookup failed for now */
 	size_t			 nmx;
 	struct mta_addr		 found[ROUTER_MX_MAX][4];	/* per MX host, A then AAAA answers */
 	size_t			 nfound[ROUTER_MX_MAX];
@@ -133,7 +143,8 @@ struct router_msg {
 
 static struct event_base	*router_base;
 static struct lb_gen		*router_gen;
-static struct iothread		*router_io;
+static struct iothread		*router_io;	/* loads, control commands, the start-up sweep */
+static struct iothread		*router_rec;	/* records only: outcomes never wait behind loads */
 static struct idmap		*router_busy;	/* id hash -> message being worked on */
 static struct idmap		*router_later;	/* id hash -> (void *) timer event for its next attempt */
 static struct idmap		*router_groups;	/* group id -> group */
@@ -160,6 +171,363 @@ static uint64_t
 router_key(const char *s)
 {
 	return util_hash64(s, 0);
+}
+
+/* Our own addresses ------------------------------------------------------------------------------------------- */
+
+/*
+ * A next hop is this server when its address and port are one of server.listen's: the address itself, or for a
+ * wildcard listener (0.0.0.0, [::]) any address of the machine's interfaces or of loopback (127.0.0.0/8, ::1),
+ * and 0.0.0.0 or :: as a next hop, which connect() takes to mean this machine. The same address on another port
+ * is someone else (a second MTA on 127.0.0.1, as the tests use). The interface addresses are read when the
+ * router starts and at every reload; an address added in between is not known until then.
+ */
+struct router_ifaddr {
+	int		 family;
+	unsigned char	 addr[16];
+};
+
+static struct router_ifaddr	*router_ifaddrs;	/* owns router_nifaddrs */
+static size_t			 router_nifaddrs;
+
+/* router_self_load - read the interface addresses (getifaddrs is a netlink question, answered from memory). */
+static void
+router_self_load(void)
+{
+	struct ifaddrs	*ifa, *p;
+	size_t		 n = 0;
+
+	free(router_ifaddrs);
+	router_ifaddrs = NULL;
+	router_nifaddrs = 0;
+	if (getifaddrs(&ifa) == -1) {
+		log_error("router: cannot read the interface addresses: %s; only server.listen and loopback count as "
+		    "this server", strerror(errno));
+		return;
+	}
+	for (p = ifa; p != NULL; p = p->ifa_next)
+		if (p->ifa_addr != NULL && (p->ifa_addr->sa_family == AF_INET || p->ifa_addr->sa_family == AF_INET6))
+			n++;
+	router_ifaddrs = xcalloc(n ? n : 1, sizeof(*router_ifaddrs));
+	for (p = ifa; p != NULL; p = p->ifa_next) {
+		struct router_ifaddr	*a = &router_ifaddrs[router_nifaddrs];
+
+		if (p->ifa_addr == NULL)
+			continue;
+		if (p->ifa_addr->sa_family == AF_INET) {
+			a->family = AF_INET;
+			memcpy(a->addr, &((struct sockaddr_in *)(void *)p->ifa_addr)->sin_addr, 4);
+		} else if (p->ifa_addr->sa_family == AF_INET6) {
+			a->family = AF_INET6;
+			memcpy(a->addr, &((struct sockaddr_in6 *)(void *)p->ifa_addr)->sin6_addr, 16);
+		} else
+			continue;
+		router_nifaddrs++;
+	}
+	freeifaddrs(ifa);
+}
+
+/* router_parse_ip - a numeric address; an IPv4-mapped IPv6 address is taken as the IPv4 one. Family, or 0. */
+static int
+router_parse_ip(const char *ip, unsigned char out[16])
+{
+	static const unsigned char	 mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+
+	if (inet_pton(AF_INET, ip, out) == 1)
+		return AF_INET;
+	if (inet_pton(AF_INET6, ip, out) != 1)
+		return 0;
+	if (memcmp(out, mapped, sizeof(mapped)) == 0) {
+		memmove(out, out + 12, 4);
+		return AF_INET;
+	}
+	return AF_INET6;
+}
+
+static int
+router_ip_any(int family, const unsigned char *a)
+{
+	static const unsigned char	 zero[16];
+
+	return memcmp(a, zero, family == AF_INET ? 4 : 16) == 0;
+}
+
+static int
+router_ip_loopback(int family, const unsigned char *a)
+{
+	static const unsigned char	 one[16] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+
+	return family == AF_INET ? a[0] == 127 : memcmp(a, one, 16) == 0;
+}
+
+/* router_is_self - is ip:port (a numeric next hop) one of our own listening addresses? */
+static int
+router_is_self(const char *ip, int port)
+{
+	unsigned char	 a[16], la[16];
+	int		 fam, lfam;
+	size_t		 i, k, len;
+
+	if ((fam = router_parse_ip(ip, a)) == 0)
+		return 0;
+	len = fam == AF_INET ? 4 : 16;
+	for (i = 0; i < router_cfg->nlisten; i++) {
+		const struct cfg_listen	*l = &router_cfg->listen[i];
+
+		if (l->port != port || (lfam = router_parse_ip(l->host, la)) != fam)
+			continue;
+		if (memcmp(a, la, len) == 0)
+			return 1;
+		if (!router_ip_any(fam, la))
+			continue;
+		/* A wildcard listener takes connections to every local address. */
+		if (router_ip_any(fam, a) || router_ip_loopback(fam, a))
+			return 1;
+		for (k = 0; k < router_nifaddrs; k++)
+			if (router_ifaddrs[k].family == fam && memcmp(router_ifaddrs[k].addr, a, len) == 0)
+				return 1;
+	}
+	/* 0.0.0.0 and :: as a destination reach this machine's loopback. */
+	if (router_ip_any(fam, a)) {
+		for (i = 0; i < router_cfg->nlisten; i++) {
+			const struct cfg_listen	*l = &router_cfg->listen[i];
+
+			if (l->port == port && (lfam = router_parse_ip(l->host, la)) == fam && router_ip_loopback(fam, la))
+				return 1;
+		}
+	}
+	return 0;
+}
+
+/* Start-up sweep --------------------------------------------------------------------------------------------- */
+
+/*
+ * What a crash can leave that no later step removes, swept once when the router starts (docs/reliability.md):
+ *  - state/<id> with neither queue/<id> nor hold/<id>: a finished (or deleted) message whose queue file went
+ *    first, as it must (the other order would deliver it again to every recipient), and the kill landed
+ *    before its state file followed;
+ *  - in every Maildir of delivery.maildir, tmp/ files of our own name pattern and host (maildir_name_ours())
+ *    whose writer is no longer running (a router killed inside maildir_deliver(); the recipient is delivered
+ *    again under a new name, so the partial file can never complete), or that are older than 36 hours, as
+ *    Maildir allows. Files of other programs and hosts are left alone.
+ * The sweep runs on the I/O thread in steps of ROUTER_SWEEP_STEP directory entries, each its own job, so loads,
+ * records and control commands go between two steps; it holds one open directory per level of the walk and
+ * never a listing. It shares the I/O thread with the control commands, so hold and release (renames between
+ * queue/ and hold/) never run in the middle of its look at a message.
+ */
+#define ROUTER_SWEEP_STEP	256
+#define ROUTER_SWEEP_DEPTH	16		/* template levels below the first one with a '%' */
+#define ROUTER_SWEEP_LOG	50		/* removals logged one by one; the rest are counted */
+#define ROUTER_TMP_AGE		(36 * 3600)	/* seconds (Maildir: "a file in tmp/ untouched for 36 hours") */
+
+struct router_sweep_level {
+	DIR		*d;		/* owns */
+	size_t		 comp;		/* the template component its entries stand for; ncomps: a tmp/ directory */
+	size_t		 len;		/* length of path at this level */
+};
+
+struct router_sweep {
+	char			 spool[4200];
+	char			 path[4400];
+	char			 tmpl[4200];		/* delivery.maildir, cut into components at each '/' */
+	char			*comps[ROUTER_SWEEP_DEPTH];
+	size_t			 ncomps;
+	char			 host[256];
+	int			 phase;			/* 0 not begun, 1 state/, 2 the Maildirs, 3 done */
+	int			 relative;		/* delivery.maildir does not start with '/' */
+	struct router_sweep_level lv[ROUTER_SWEEP_DEPTH + 2];
+	size_t			 depth;
+	unsigned long		 states, partials;
+	struct evbuffer		*log;			/* lines for the loop to log after each step */
+	unsigned		 logged;
+	time_t			 now;
+};
+
+static void
+router_sweep_note(struct router_sweep *sw, const char *line)
+{
+	if (sw->logged++ < ROUTER_SWEEP_LOG)
+		evbuffer_add_printf(sw->log, "%s\n", line);
+}
+
+/* router_sweep_open - push the directory at path (its length len) for component comp; 0, or -1 if absent. */
+static int
+router_sweep_open(struct router_sweep *sw, size_t comp, size_t len)
+{
+	DIR	*d;
+
+	if (sw->depth == sizeof(sw->lv) / sizeof(sw->lv[0]) || (d = opendir(sw->path)) == NULL)
+		return -1;
+	sw->lv[sw->depth].d = d;
+	sw->lv[sw->depth].comp = comp;
+	sw->lv[sw->depth].len = len;
+	sw->depth++;
+	return 0;
+}
+
+/* router_sweep_descend - path names a directory for components [0, comp): add the literal components that
+ * follow, then open it for the next wildcard one, or its tmp/ when the template is used up. */
+static void
+router_sweep_descend(struct router_sweep *sw, size_t comp)
+{
+	size_t	 len = strlen(sw->path);
+	int	 n;
+
+	for (; comp < sw->ncomps && strchr(sw->comps[comp], '%') == NULL; comp++) {
+		n = snprintf(sw->path + len, sizeof(sw->path) - len, "/%s", sw->comps[comp]);
+		if (n < 0 || (size_t)n >= sizeof(sw->path) - len)
+			return;
+		len += (size_t)n;
+	}
+	if (comp == sw->ncomps) {
+		n = snprintf(sw->path + len, sizeof(sw->path) - len, "/tmp");
+		if (n < 0 || (size_t)n >= sizeof(sw->path) - len)
+			return;
+		len += (size_t)n;
+	}
+	router_sweep_open(sw, comp, len);
+}
+
+/* router_sweep_tmp_file - one entry of a Maildir's tmp/ (path ends with "/tmp"). */
+static void
+router_sweep_tmp_file(struct router_sweep *sw, DIR *d, const char *name)
+{
+	struct stat	 st;
+	char		 qid[QUEUEID_SIZE], line[4600];
+	long		 pid;
+	int		 gone;
+
+	if (!maildir_name_ours(name, sw->host, &pid, qid))
+		return;
+	if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) == -1 || !S_ISREG(st.st_mode))
+		return;
+	gone = pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+	if (!gone && sw->now - st.st_mtime <= ROUTER_TMP_AGE)
+		return;		/* its writer may still be at work */
+	if (unlinkat(dirfd(d), name, 0) == -1)
+		return;
+	sw->partials++;
+	snprintf(line, sizeof(line), "%s: removed a partial Maildir file %s/%s (%s)", qid, sw->path, name,
+	    gone ? "its writer is gone" : "older than 36 hours");
+	router_sweep_note(sw, line);
+}
+
+/* router_sweep_state - one entry of state/. */
+static void
+router_sweep_state(struct router_sweep *sw, DIR *d, const char *name)
+{
+	char		 p[4300];
+	struct stat	 st;
+
+	if (!queueid_valid(name))
+		return;
+	snprintf(p, sizeof(p), "%s/queue/%s", sw->spool, name);
+	if (stat(p, &st) == 0 || errno != ENOENT)
+		return;
+	snprintf(p, sizeof(p), "%s/hold/%s", sw->spool, name);
+	if (stat(p, &st) == 0 || errno != ENOENT)
+		return;
+	if (unlinkat(dirfd(d), name, 0) == -1)
+		return;
+	sw->states++;
+	snprintf(p, sizeof(p), "%s: removed the state file of a finished message (no queue file)", name);
+	router_sweep_note(sw, p);
+}
+
+static int
+router_sweep_work(void *arg)
+{
+	struct router_sweep	*sw = arg;
+	struct dirent		*de;
+	size_t			 n = 0;
+
+	while (n < ROUTER_SWEEP_STEP && sw->phase < 3) {
+		struct router_sweep_level	*lv;
+
+		if (sw->depth == 0) {
+			/* The next phase: state/, then the Maildir template from its fixed part. */
+			if (++sw->phase == 1) {
+				snprintf(sw->path, sizeof(sw->path), "%s/state", sw->spool);
+				router_sweep_open(sw, 0, strlen(sw->path));
+			} else if (sw->phase == 2 && sw->ncomps > 0) {
+				util_strlcpy(sw->path, sw->relative ? "." : "", sizeof(sw->path));
+				router_sweep_descend(sw, 0);
+			}
+			continue;
+		}
+		lv = &sw->lv[sw->depth - 1];
+		if ((de = readdir(lv->d)) == NULL) {
+			closedir(lv->d);
+			sw->depth--;
+			continue;
+		}
+		n++;
+		if (de->d_name[0] == '.' && (de->d_name[1] == '\0' || (de->d_name[1] == '.' && de->d_name[2] == '\0')))
+			continue;
+		sw->path[lv->len] = '\0';
+		if (sw->phase == 1)
+			router_sweep_state(sw, lv->d, de->d_name);
+		else if (lv->comp == sw->ncomps)
+			router_sweep_tmp_file(sw, lv->d, de->d_name);
+		else if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN || de->d_type == DT_LNK) {
+			size_t	 len = lv->len;
+			int	 k = snprintf(sw->path + len, sizeof(sw->path) - len, "/%s", de->d_name);
+
+			if (k > 0 && (size_t)k < sizeof(sw->path) - len)
+				router_sweep_descend(sw, lv->comp + 1);
+		}
+	}
+	return 0;
+}
+
+static void
+router_sweep_done(void *arg, int err)
+{
+	struct router_sweep	*sw = arg;
+	char			*line;
+
+	while ((line = evbuffer_readln(sw->log, NULL, EVBUFFER_EOL_LF)) != NULL) {
+		log_notice("%s", line);
+		free(line);
+	}
+	if (sw->phase < 3 && !router_stop) {
+		iot_submit(router_io, router_sweep_work, router_sweep_done, sw, NULL);
+		return;
+	}
+	if (sw->states > 0 || sw->partials > 0)
+		log_notice("start-up sweep removed %lu state file(s) of finished messages and %lu partial "
+		    "Maildir file(s)", sw->states, sw->partials);
+	while (sw->depth > 0)
+		closedir(sw->lv[--sw->depth].d);
+	evbuffer_free(sw->log);
+	free(sw);
+}
+
+/* router_sweep_start - the start-up sweep (above), for the configuration at start. */
+static void
+router_sweep_start(void)
+{
+	struct router_sweep	*sw = xcalloc(1, sizeof(*sw));
+	char			*p, *save = NULL;
+
+	util_strlcpy(sw->spool, router_cfg->spool, sizeof(sw->spool));
+	maildir_host(sw->host, sizeof(sw->host));
+	sw->now = time(NULL);
+	sw->log = evbuffer_new();
+	/* Maildirs: the template's components ("/srv/mail/%d/%u" -> "srv" "mail" "%d" "%u"); an absolute one
+	 * starts from "/" (path "" + "/srv"), a relative one from the working directory. */
+	util_strlcpy(sw->tmpl, router_cfg->maildir ? router_cfg->maildir : "", sizeof(sw->tmpl));
+	sw->relative = sw->tmpl[0] != '/';
+	for (p = strtok_r(sw->tmpl, "/", &save); p != NULL; p = strtok_r(NULL, "/", &save)) {
+		if (sw->ncomps == ROUTER_SWEEP_DEPTH) {
+			log_error("router: delivery.maildir has more than %d levels; its tmp/ directories are not swept",
+			    ROUTER_SWEEP_DEPTH);
+			sw->ncomps = 0;
+			break;
+		}
+		sw->comps[sw->ncomps++] = p;
+	}
+	iot_submit(router_io, router_sweep_work, router_sweep_done, sw, NULL);
 }
 
 /* Load ----------------------------------------------------------------------------------------------------- */
@@ -254,7 +622,7 @@ router_msg_free(struct router_msg *m)
 
 /* Record ----------------------------------------------------------------------------------------------------- */
 
-/* router_bounce_write - I/O thread: queue one report about the recipients in state st (failed or delayed). */
+/* router_bounce_write - record thread: queue one report about the recipients in state st (failed or delayed). */
 static int
 router_bounce_write(struct router_msg *m, int delayed)
 {
@@ -331,7 +699,7 @@ router_bounce_write(struct router_msg *m, int delayed)
 	return err;
 }
 
-/* router_record_work - I/O thread: Maildir deliveries, bounces, state lines, and removal of a finished message. */
+/* router_record_work - record thread: Maildir deliveries, bounces, state lines, and removal of a finished message. */
 static int
 router_record_work(void *arg)
 {
@@ -554,7 +922,10 @@ router_msg_step_done(struct router_msg *m)
 		for (i = 0; i < m->env.nrcpts; i++)
 			if (m->rcpts[i].outcome == R_DEFERRED)
 				m->want_warning = 1;
-	iot_submit(router_io, router_record_work, router_record_done, m, NULL);
+	/* Its own thread: a state line after a next hop's 250 is the end of a duplicate window (docs/reliability.md)
+	 * and must not wait behind the loads of a large queue. Records never race with a load of the same message
+	 * (it is busy until record_done), nor with control commands, which leave busy messages alone. */
+	iot_submit(router_rec, router_record_work, router_record_done, m, NULL);
 }
 
 /* SMTP groups ------------------------------------------------------------------------------------------------ */
@@ -664,6 +1035,47 @@ router_group_send(struct router_group *g)
 	free(rcpts);
 }
 
+/*
+ * router_group_drop_self - never connect to ourselves (Postfix's rule, smtp_addr.c): when an address of an MX
+ * host is one of ours, that host and every MX of the same or a worse preference are dropped, since we are as
+ * good a destination as they are; when nothing better is left, the recipients bounce with 5.4.6 "mail for X
+ * loops back to myself" (deferred instead while a better MX host's lookup failed for now: it may be the way).
+ * The same holds for a relay host or route, whose addresses all have preference 0. Returns -1 when it decided
+ * the group, else 0 with only the addresses worth trying left.
+ */
+static int
+router_group_drop_self(struct router_group *g)
+{
+	int	 self = INT_MAX, better_failed = 0;
+	size_t	 i, k, left = 0;
+	char	 text[600];
+
+	for (i = 0; i < g->nmx; i++)
+		for (k = 0; k < g->nfound[i]; k++)
+			if (g->mxpref[i] < self && router_is_self(g->found[i][k].ip, g->found[i][k].port))
+				self = g->mxpref[i];
+	if (self == INT_MAX)
+		return 0;
+	for (i = 0; i < g->nmx; i++) {
+		if (g->mxpref[i] >= self)
+			g->nfound[i] = 0;
+		else if (g->mxfailed[i])
+			better_failed = 1;
+		left += g->nfound[i];
+	}
+	if (left > 0)
+		return 0;
+	if (better_failed) {
+		snprintf(text, sizeof(text), "Host or domain name lookup failed for a better MX host of %s than this "
+		    "server: temporary DNS failure", g->host);
+		router_group_finish(g, R_DEFERRED, "4.4.3", text);
+	} else {
+		snprintf(text, sizeof(text), "mail for %s loops back to myself", g->host);
+		router_group_finish(g, R_FAILED, "5.4.6", text);
+	}
+	return -1;
+}
+
 /* router_group_ready - DNS is done (or not needed): deliver, or decide the recipients without a connection. */
 static void
 router_group_ready(struct router_group *g)
@@ -675,6 +1087,8 @@ router_group_ready(struct router_group *g)
 		fatal_bug("router: group %llu of %s is ready twice", (unsigned long long)g->id, g->m->id);
 	g->ready = 1;
 
+	if (router_group_drop_self(g) == -1)
+		return;
 	for (i = 0; i < g->nmx; i++)
 		naddrs += g->nfound[i];
 	if (naddrs > 0) {
@@ -740,8 +1154,10 @@ router_mx_sort(struct router_group *g, const struct dns_result *res)
 			order[j] = order[j - 1];
 			order[j - 1] = t;
 		}
-	for (i = 0; i < n && g->nmx < ROUTER_MX_MAX; i++)
+	for (i = 0; i < n && g->nmx < ROUTER_MX_MAX; i++) {
+		g->mxpref[g->nmx] = res->pref[order[i]];
 		util_strlcpy(g->mx[g->nmx++], res->rec[order[i]], sizeof(g->mx[0]));
+	}
 }
 
 static void
@@ -804,7 +1220,7 @@ router_dns_done(uint64_t cookie, const struct dns_result *res)
 		} else if (res->status == DNS_NODATA)
 			g->dns_nxdomain = 0;
 		else if (res->status == DNS_TIMEOUT || res->status == DNS_SERVFAIL)
-			g->dns_failed = 1;
+			g->dns_failed = g->mxfailed[i] = 1;
 	}
 	if (g->dns_pending == 0)
 		router_group_ready(g);
@@ -1319,6 +1735,7 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 		lb_gen_release(router_gen);
 		router_gen = g;
 		router_cfg = lb_gen_config(g);
+		router_self_load();	/* interfaces may have changed */
 		router_scan(1);		/* held recipients may have a route now */
 		return;
 	}
@@ -1348,6 +1765,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 		fatal("router: cannot create %s: %s", path, strerror(errno));
 	router_base = event_base_new();
 	router_io = iot_new(router_base);
+	router_rec = iot_new(router_base);
 	if (dns_init(router_base, router_cfg->dns_servers, router_cfg->dns_timeout, router_cfg->dns_tries, path,
 	    sizeof(path)) == -1)
 		fatal("%s", path);
@@ -1366,6 +1784,8 @@ router_main(struct lb_gen *gen, int notify_fd)
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
 	ctl = router_ctl_listen();
+	router_self_load();
+	router_sweep_start();	/* on the I/O thread, ahead of the loads of router_scan() below */
 	log_info("ready: resuming the queue in %s/queue", router_cfg->spool);
 	router_scan(0);
 
@@ -1377,6 +1797,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	router_control_path(router_cfg->spool, path, sizeof(path));
 	unlink(path);
 	mta_shutdown();
+	iot_free(router_rec);
 	iot_free(router_io);
 	dns_shutdown();
 	for (i = 0; i < 3; i++)
@@ -1384,6 +1805,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	event_free(notify);
 	event_free(rescan);
 	lb_gen_release(router_gen);
+	free(router_ifaddrs);
 	log_info("stopped");
 	return 0;
 }
