@@ -14,6 +14,7 @@ local deny_from = match.compile(cfg.deny_from, "B", "inbound.relay.deny_from", g
 local dom = domino.new(mta)
 
 local M = {}
+M.enforces_relay = true   -- luamta refuses to start when no loaded module says this (docs/admin.md, "Relay control")
 
 -- client - which source lists the client matches; the client does not change, so once per session.
 local function client(s)

@@ -1,7 +1,7 @@
 -- luamta.config: run the Lua configuration file in a sandbox, check it against SPEC section 3, fill in defaults.
 --
--- config.load(path, opts) and config.load_string(source, chunkname, opts) return cfg, warnings on success and
--- nil, errors, warnings on failure; errors and warnings are arrays of strings of the form
+-- config.load(path, opts) and config.load_string(source, chunkname, opts) return cfg, nil, warnings on success
+-- and nil, errors, warnings on failure (one shape, the same as engine.boot's); errors and warnings are arrays of strings of the form
 -- "<file>:<line>: <key.path>: <what is wrong>; expected <what>" (the line is left out when nothing in the file
 -- says where, e.g. for a missing section). Syntax and runtime errors of the file are passed on as Lua words them.
 -- Every error is collected, not only the first.
@@ -737,6 +737,7 @@ local server = record({
   { "workers", whole(0) },
   { "rules", unique(list(name_entry, "a rule module name"), "module"),
     default = { "connection", "filters", "sender", "relay", "recipient" } },
+  { "extra_rules", unique(list(name_entry, "a rule module name"), "module"), default = {} },
   { "rules_dir", path, default = function(at) return clean_path(at.ctx.opts.sysconfdir .. "/luamta/rules") end },
   { "max_message_size", whole(1024), default = 26214400 },
   { "max_recipients", whole(1), default = 100 },
@@ -1224,7 +1225,7 @@ local function load_source(source, chunkname, opts)
 
   local warnings = finish(state.warnings)
   if #state.errors > 0 then return nil, finish(state.errors), warnings end
-  return cfg, warnings
+  return cfg, nil, warnings
 end
 
 -- M.load_string - load a configuration from source. chunkname names it as for load() ("@/etc/luamta/luamta.lua");

@@ -79,10 +79,18 @@ function M.boot(path, opts)
   local rules_dir = cfg.server.rules_dir
   local dirs = { rules_dir, opts.datadir .. "/rules" }
   package.path = rules_dir .. "/?.lua;" .. package.path
-  local names = cfg.server.rules
-  if opts.role == "router" then names = { "routing" } end
+  -- server.rules, then server.extra_rules (modules added after the defaults without restating them)
+  local names, keys = {}, {}
+  for _, key in ipairs { "rules", "extra_rules" } do
+    for i, name in ipairs(cfg.server[key] or {}) do
+      names[#names + 1] = name
+      keys[#keys + 1] = ("server.%s[%d]"):format(key, i)
+    end
+  end
+  if opts.role == "router" then names, keys = { "routing" }, { "routing" } end
   errors = {}
   local loaded = {}
+  local enforcer              -- the first module that enforces relay control
   for i, name in ipairs(names) do
     local path_found
     for _, dir in ipairs(dirs) do
@@ -92,10 +100,10 @@ function M.boot(path, opts)
       end
     end
     if loaded[name] then
-      errors[#errors + 1] = ("%s: server.rules[%d]: rule module %q is listed twice"):format(path, i, name)
+      errors[#errors + 1] = ("%s: %s: rule module %q is listed twice"):format(path, keys[i], name)
     elseif not path_found then
-      errors[#errors + 1] = ("%s: server.rules[%d]: rule module %q not found; looked in %s")
-        :format(path, i, name, table.concat(dirs, " and "))
+      errors[#errors + 1] = ("%s: %s: rule module %q not found; looked in %s")
+        :format(path, keys[i], name, table.concat(dirs, " and "))
     else
       loaded[name] = true
       local mod = load_rule(name, path_found, errors)
@@ -108,6 +116,9 @@ function M.boot(path, opts)
           errors[#errors + 1] = ("%s: rule module %q: check_warnings failed: %s"):format(path_found, name, tostring(list))
         end
       end
+      if mod and mod.enforces_relay == true then
+        enforcer = enforcer or name
+      end
       if mod then
         for _, stage in ipairs(STAGES) do
           if type(mod[stage]) == "function" then
@@ -117,6 +128,14 @@ function M.boot(path, opts)
         end
       end
     end
+  end
+  -- Postfix refuses to start without reject_unauth_destination; so do we without a module that controls relay,
+  -- unless the configuration says in so many words that this is an open relay (docs/admin.md, "Relay control").
+  if opts.role ~= "router" and not enforcer and #errors == 0 and cfg.inbound.relay.enforce ~= "none" then
+    errors[#errors + 1] = ("%s: server.rules: no rule module enforces relay control, so anyone could relay "
+      .. "through this server; expected the bundled \"relay\" in server.rules (add site modules with "
+      .. "server.extra_rules instead of restating the list), a module that sets M.enforces_relay = true, or "
+      .. "inbound.relay.enforce = \"none\" for an open relay"):format(path)
   end
   if #errors > 0 then return nil, errors, warnings end
   close_sandbox()

@@ -213,7 +213,7 @@ Server.__index = Server
 
 -- server.prepare(opts) -> a server object with its directory and configuration written, not started.
 -- opts.config: overrides merged into M.defaults; opts.rules: { { name, source }, ... } written to rules_dir and
--- appended to server.rules (after the bundled modules) unless opts.config.server.rules is given;
+-- named in server.extra_rules (after the bundled modules) unless opts.config.server.rules is given;
 -- opts.files: { [relative path] = text } written into the temp dir (e.g. rules_dir overrides of bundled modules).
 function M.prepare(opts)
   opts = opts or {}
@@ -229,9 +229,8 @@ function M.prepare(opts)
   self.default_listen = not (opts.config and opts.config.server and opts.config.server.listen)
   if opts.rules and #opts.rules > 0 and not (opts.config and opts.config.server and opts.config.server.rules) then
     local names = {}
-    for _, n in ipairs(M.BUNDLED_RULES) do names[#names + 1] = n end
     for _, r in ipairs(opts.rules) do names[#names + 1] = r[1] end
-    cfg.server.rules = names
+    cfg.server.extra_rules = names      -- after the bundled modules, which stay the default server.rules
   end
   for _, r in ipairs(opts.rules or {}) do self:write_rule(r[1], r[2]) end
   for rel, text in pairs(opts.files or {}) do write_file(self.dir .. "/" .. rel, text) end

@@ -46,10 +46,52 @@ directory = { users = { { address = "jdoe@example.test" } } }
     assert.equal(0, rc, out)
   end)
 
-  it("exits 0 with a site rule that loads", function()
-    local source = GOOD:gsub("rules_dir = \"rules\",", "rules_dir = \"rules\",\n  rules = { \"mine\" },")
+  it("exits 0 with a site rule that loads, added after the defaults by server.extra_rules", function()
+    local source = GOOD:gsub("rules_dir = \"rules\",", "rules_dir = \"rules\",\n  extra_rules = { \"mine\" },")
     local out, rc = check(source, { mine = "return { rcpt = function(s, r) end }\n" })
     assert.equal(0, rc, out)
+  end)
+
+  it("exits 1 when server.rules leaves out every module that enforces relay control", function()
+    local source = GOOD:gsub("rules_dir = \"rules\",", "rules_dir = \"rules\",\n  rules = { \"mine\" },")
+    local out, rc, path = check(source, { mine = "return { rcpt = function(s, r) end }\n" })
+    assert.equal(1, rc, out)
+    assert.truthy(out:find(path .. ": server.rules: no rule module enforces relay control", 1, true), out)
+    assert.truthy(out:find("server.extra_rules", 1, true), out)
+  end)
+
+  it("exits 0 when a site module that replaces the list says it enforces relay control", function()
+    local source = GOOD:gsub("rules_dir = \"rules\",", "rules_dir = \"rules\",\n  rules = { \"mine\" },")
+    local out, rc = check(source, { mine = "return { enforces_relay = true, rcpt = function(s, r) end }\n" })
+    assert.equal(0, rc, out)
+  end)
+
+  it("exits 0 without a relay module when inbound.relay.enforce = \"none\", and prints the open-relay warning",
+    function()
+    local source = GOOD:gsub("rules_dir = \"rules\",", "rules_dir = \"rules\",\n  rules = { \"mine\" },")
+      .. 'inbound = { relay = { enforce = "none" } }\n'
+    local out, rc, path = check(source, { mine = "return { rcpt = function(s, r) end }\n" })
+    assert.equal(0, rc, out)
+    local line = out:match("warning: [^\n]*inbound%.relay%.enforce: open relay[^\n]*") or ""
+    assert.truthy(line:find("warning: " .. path .. ":", 1, true), out)
+  end)
+
+  it("prints the loader's warning for a public listener without TLS", function()
+    local source = GOOD:gsub('listen = { "127.0.0.1:2525" }', 'listen = { "192.0.2.1:25" }')
+    local out, rc, path = check(source)
+    assert.equal(0, rc, out)
+    local line = out:match("warning: [^\n]*server%.listen%[1%]: listening on a public address without TLS[^\n]*") or ""
+    assert.truthy(line:find("warning: " .. path .. ":", 1, true), out)
+  end)
+
+  it("refuses to run a configuration whose rules do not enforce relay control", function()
+    local source = GOOD:gsub("rules_dir = \"rules\",", "rules_dir = \"rules\",\n  rules = { \"mine\" },")
+    local path = dir .. "/luamta.lua"
+    server.write_file(path, source)
+    server.write_file(dir .. "/rules/mine.lua", "return { rcpt = function(s, r) end }\n")
+    local out, rc = server.luamta("run -c " .. server.sh_quote(path))
+    assert.equal(1, rc, out)
+    assert.truthy(out:find("no rule module enforces relay control", 1, true), out)
   end)
 
   it("an unknown key exits 1 with file:line and the nearest valid key", function()

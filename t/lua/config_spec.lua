@@ -33,7 +33,7 @@ end
 describe("luamta.config", function()
   describe("defaults", function()
     it("fills in every section and key of SPEC section 3 when only the spool is set", function()
-      local cfg, warnings = load('server = { spool = "/var/spool/luamta", listen = "127.0.0.1:25" }')
+      local cfg, _, warnings = load('server = { spool = "/var/spool/luamta", listen = "127.0.0.1:25" }')
       assert.same({}, warnings)
       assert.same({
         hostname = "localhost",
@@ -90,7 +90,7 @@ inbound = { dnsbl = { enabled = true, sites = "zen.spamhaus.org" }, relay = { de
     end)
 
     it("listens on 0.0.0.0:25 and [::]:25 by default and warns that neither has TLS", function()
-      local cfg, warnings = load('server = { spool = "/s" }')
+      local cfg, _, warnings = load('server = { spool = "/s" }')
       assert.same({ "0.0.0.0:25", "[::]:25" }, { cfg.server.listen[1].text, cfg.server.listen[2].text })
       assert.same({ "inet", "::", "inet6" },
                   { cfg.server.listen[1].family, cfg.server.listen[2].host, cfg.server.listen[2].family })
@@ -118,7 +118,7 @@ inbound = { dnsbl = { enabled = true, sites = "zen.spamhaus.org" }, relay = { de
     end)
 
     it("makes listeners starttls by default when tls has a certificate and a key", function()
-      local cfg, warnings = load([[
+      local cfg, _, warnings = load([[
 server = { spool = "/s", listen = { "0.0.0.0:25", { "0.0.0.0:465", tls = "implicit" },
                                     { "[::]:587", submission = true }, { "[::]:26", tls = "none" } } }
 tls = { cert = "cert.pem", key = "/etc/ssl/private/key.pem" }
@@ -451,7 +451,7 @@ routing = {
 
   describe("warnings", function()
     it("warns that enforce = \"none\" makes an open relay", function()
-      local cfg, warnings = load('server = { spool = "/s", listen = "127.0.0.1:25" }\n'
+      local cfg, _, warnings = load('server = { spool = "/s", listen = "127.0.0.1:25" }\n'
                                  .. 'inbound = { relay = { enforce = "none" } }')
       assert.is_table(cfg)
       assert.equal(1, #warnings)
@@ -459,7 +459,7 @@ routing = {
     end)
 
     it("does not warn about listeners on loopback addresses", function()
-      local _, warnings = load('server = { spool = "/s", listen = "127.0.0.1:25, [::1]:25, 127.9.9.9:2525" }')
+      local _, _, warnings = load('server = { spool = "/s", listen = "127.0.0.1:25, [::1]:25, 127.9.9.9:2525" }')
       assert.same({}, warnings)
     end)
 
@@ -552,7 +552,7 @@ tls = { cert = "./tls/cert.pem", key = "/etc/ssl/private/../private/key.pem" }
     end)
 
     it("warns when the Maildir template has no %u", function()
-      local cfg, warnings = load('server = { spool = "/s", listen = "127.0.0.1:25" }\n'
+      local cfg, _, warnings = load('server = { spool = "/s", listen = "127.0.0.1:25" }\n'
                                  .. 'delivery = { maildir = "/mail/%d" }')
       assert.is_table(cfg)
       assert.equal(1, #warnings)
@@ -763,7 +763,7 @@ assert(not ok and type(tonumber("3")) == "number" and select("#", 1, 2) == 2 and
 
   describe("examples/quickstart.lua", function()
     it("loads without errors or warnings", function()
-      local cfg, warnings = config.load("examples/quickstart.lua", { hostname = "build.example", ncpu = 4 })
+      local cfg, _, warnings = config.load("examples/quickstart.lua", { hostname = "build.example", ncpu = 4 })
       assert.is_table(cfg, warnings and warnings[1])
       assert.same({}, warnings)
     end)
@@ -793,7 +793,7 @@ end)
 describe("luamta.config submission listeners", function()
   it("warns that a submission listener without TLS can take no mail, since AUTH needs TLS", function()
     local config = require "luamta.config"
-    local cfg, warnings = config.load_string(
+    local cfg, _, warnings = config.load_string(
       'server = { spool = "/tmp/x", listen = { { "127.0.0.1:2587", submission = true } } }', "@/etc/luamta/l.lua")
     assert.truthy(cfg)
     local found
