@@ -43,7 +43,10 @@ struct lb_gen {
 
 struct lb_run {
 	uint64_t	 id;		/* for asynchronous answers (lb_runs) */
-	int		 pending;	/* the coroutine yielded for a timer or a DNS answer */
+	int		 pending;	/* a C function prepared a wait (lb_run_prepare_wait()); no answer yet */
+	int		 yielded;	/* ... and the coroutine has yielded (lb_run_yield()) */
+	int		 early;		/* the answer came before the yield: early_nargs results wait on co */
+	int		 early_nargs;
 	int		 wait_tag;	/* what it waits for (the DNS type), for the waker */
 	struct lb_gen	*gen;		/* held */
 	lua_State	*co;		/* borrowed from the registry ref below */
@@ -190,12 +193,12 @@ lb_core_sleep(lua_State *L)
 	struct timeval	 tv;
 
 	luaL_argcheck(L, sec >= 0 && sec <= 3600, 1, "seconds between 0 and 3600");
-	if (lb_run_prepare_wait(L, 0) == 0 || run->timer == NULL)
+	if (run == NULL || run->timer == NULL || lb_run_prepare_wait(L, 0) == 0)
 		return luaL_error(L, "mta.sleep: only a stage handler can wait");
 	tv.tv_sec = (time_t)sec;
 	tv.tv_usec = (suseconds_t)((sec - (double)tv.tv_sec) * 1e6);
 	evtimer_add(run->timer, &tv);
-	return lua_yield(L, 0);		/* lb_timer_cb() resumes with no values */
+	return lb_run_yield(L);		/* lb_timer_cb() resumes with no values */
 }
 
 static int
@@ -539,7 +542,10 @@ lb_run_prepare_wait(lua_State *L, int tag)
 	/* Only the run's own coroutine may wait: a yield from a coroutine the rule made itself would go there. */
 	if (run == NULL || run->co != L || !lua_isyieldable(L) || run->pending)
 		return 0;
+	luaL_checkstack(L, LUA_MINSTACK, "wait");	/* room for an answer pushed before the yield */
 	run->pending = 1;
+	run->yielded = 0;
+	run->early = 0;
 	run->wait_tag = tag;
 	return run->id;
 }
@@ -550,7 +556,29 @@ lb_run_cancel_wait(lua_State *L)
 	struct lb_run	*run = *lb_run_slot(L);
 
 	if (run != NULL)
-		run->pending = 0;
+		run->pending = run->early = 0;
+}
+
+/*
+ * lb_run_yield - the end of every C function that waits: yield, or, when the answer already came (the waker ran
+ * inside the call that started the wait, as c-ares does for a name it refuses), return that answer now. A
+ * coroutine that is still running must never be resumed: this is the one place that decides.
+ */
+int
+lb_run_yield(lua_State *L)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	if (run == NULL || run->co != L)
+		return luaL_error(L, "wait outside a stage handler");
+	if (run->early) {
+		run->early = 0;
+		return run->early_nargs;	/* the waker's values are on top of L */
+	}
+	if (!run->pending)
+		return luaL_error(L, "wait without lb_run_prepare_wait()");
+	run->yielded = 1;
+	return lua_yield(L, 0);
 }
 
 lua_State *
@@ -574,6 +602,12 @@ lb_run_wake(uint64_t id, int nargs)
 	if (run == NULL || !run->pending)
 		return;
 	run->pending = 0;
+	if (!run->yielded) {		/* still inside the C function that waits: lb_run_yield() returns these */
+		run->early = 1;
+		run->early_nargs = nargs;
+		return;
+	}
+	run->yielded = 0;
 	if (lb_run_resume(run, nargs, &v) == 1)
 		return;				/* waiting again */
 	run->done(run->owner, &v);

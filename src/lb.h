@@ -86,13 +86,17 @@ int		 lb_run_start(struct lb_gen *, struct event_base *, enum lb_stage, lb_push_
 void		 lb_run_cancel(struct lb_run *);
 
 /*
- * Waiting from C functions called by rules (mta.sleep, mta.dns.*): lb_run_prepare_wait() marks the run of the
- * coroutine L as waiting and gives its id (0 when L cannot wait: not a stage coroutine); the C function then
- * returns lua_yield(L, 0). The waker finds the coroutine with lb_run_waiting(id) (NULL when the run is gone),
- * pushes the results on it and calls lb_run_wake(id, nresults).
+ * Waiting from C functions called by rules (mta.sleep, mta.dns.*, and every later asynchronous call):
+ * lb_run_prepare_wait() marks the run of the coroutine L as waiting and gives its id (0 when L cannot wait: not
+ * a stage coroutine); the C function starts its operation and ends with `return lb_run_yield(L)`. The waker
+ * finds the coroutine with lb_run_waiting(id) (NULL when the run is gone), pushes the results on it and calls
+ * lb_run_wake(id, nresults). The waker may run before the C function returns (c-ares answers a name it refuses
+ * inside ares_query()): then lb_run_yield() returns the results at once instead of yielding, so a running
+ * coroutine is never resumed.
  */
 uint64_t	 lb_run_prepare_wait(struct lua_State *L, int tag);
 void		 lb_run_cancel_wait(struct lua_State *L);
+int		 lb_run_yield(struct lua_State *L);
 struct lua_State *lb_run_waiting(uint64_t id, int *tag);
 void		 lb_run_wake(uint64_t id, int nargs);
 
