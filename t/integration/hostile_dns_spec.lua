@@ -23,6 +23,29 @@ local RECORDS = {
 }
 for ip, name in pairs(ODD) do RECORDS.ptr[ip] = name end
 
+describe("a client whose PTR is a 254-octet name, with a host-name entry in the deny list", function()
+  local env = dns.world(RECORDS, { config = {
+    inbound = { connection = { deny = "bad.example.org" } },
+    server = { workers = 1 },
+  } })
+
+  it("gets the normal greeting, and the worker serves the next session (no abort)", function()
+    for _ = 1, 2 do
+      local c = env.connect("127.0.0.40")
+      local code, lines = c:read_reply(5)
+      assert.equal(220, code, (lines and lines.text or "") .. env.srv:log())
+      assert.equal(250, (c:cmd("EHLO client.test")))
+      assert.equal(221, (c:cmd("QUIT")))
+      c:close()
+    end
+    local c = env.session("127.0.0.3")
+    assert.equal(221, (c:cmd("QUIT")))
+    local log = env.srv:log()
+    assert.is_nil(log:find("double free", 1, true), log)
+    assert.is_nil(log:find("non-suspended", 1, true), log)
+  end)
+end)
+
 describe("a sender domain too long for a DNS query, with verify_domain", function()
   local env = dns.world(RECORDS, { config = {
     inbound = { sender = { verify_domain = true } },
@@ -44,4 +67,33 @@ describe("a sender domain too long for a DNS query, with verify_domain", functio
     local log = env.srv:log()
     assert.is_nil(log:find("non-suspended", 1, true), log)
   end)
+end)
+
+describe("PTR names that are not host names (dns.verify_ptr = ptr_only)", function()
+  local env = dns.world(RECORDS, {
+    config = { dns = { verify_ptr = "ptr_only" }, server = { workers = 1, rules = { "showname" } } },
+    files = { ["rules/showname.lua"] = [[
+local mta = require "luamta"
+return { helo = function(s)
+  local name, err = s:hostname()
+  return mta.reject(550, "5.0.0 hostname=" .. tostring(name) .. " err=" .. tostring(err))
+end }
+]] },
+  })
+
+  it("gives a client with a real host name that name", function()
+    local c = env.connect("127.0.0.3")
+    assert.equal(220, (c:read_reply(5)))
+    local _, lines = c:cmd("EHLO client.test", 5)
+    assert.equal("550 5.0.0 hostname=mail.partner.test err=nil", lines[1])
+  end)
+
+  for ip, name in pairs(ODD) do
+    it("treats the PTR name " .. name .. " as no name (" .. ip .. ")", function()
+      local c = env.connect(ip)
+      assert.equal(220, (c:read_reply(5)))
+      local _, lines = c:cmd("EHLO client.test", 5)
+      assert.equal("550 5.0.0 hostname=nil err=none", lines[1])
+    end)
+  end
 end)
