@@ -44,6 +44,7 @@ enum lb_relay_mode {
 
 #define LB_TEXT_MAX	480	/* reply text after the code; longer texts are cut, never split */
 #define LB_BUDGET	20000000	/* instructions per stage run: about a tenth of a second */
+#define LB_BUDGET_TEXT	"20000000"	/* the same, for messages */
 
 struct lb_verdict {
 	enum lb_verdict_kind	 kind;
@@ -99,6 +100,12 @@ void		 lb_run_cancel_wait(struct lua_State *L);
 int		 lb_run_yield(struct lua_State *L);
 struct lua_State *lb_run_waiting(uint64_t id, int *tag);
 void		 lb_run_wake(uint64_t id, int nargs);
+
+/*
+ * lb_budget_charge - count n instructions' worth of work done in C (pattern matching) against the budget of the
+ * running Lua code; raises the budget's error in L once it is spent. Nothing happens outside a budget.
+ */
+void		 lb_budget_charge(struct lua_State *L, long n);
 
 /* lb_datadir - where lua/ and rules/ are: $LUAMTA_DATADIR, the source tree for an uninstalled build, or
  * $(pkgdatadir). */
