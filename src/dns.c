@@ -6,6 +6,7 @@
  * already on the wire is not asked twice: later askers wait for the same answer.
  *	dns_init()/dns_shutdown()	the channel
  *	dns_cached()/dns_query()	look up; the answer arrives by callback
+ *	dns_hostname_ok()		is a name (a PTR answer) a host name we may use
  */
 #include "config.h"
 
@@ -544,6 +545,35 @@ dns_query(enum dns_type type, const char *name, dns_done_fn *done, uint64_t cook
 	ares_query(dns_chan, q->name, ns_c_in, dns_rr_types[type], dns_answer_cb, q);
 	dns_timer_reset();
 	return 0;
+}
+
+int
+dns_hostname_ok(const char *name)
+{
+	size_t	 i, label = 0, n = strlen(name);
+
+	if (n > 0 && name[n - 1] == '.')
+		n--;				/* the root */
+	if (n == 0 || n > DNS_HOSTNAME_MAX)
+		return 0;
+	for (i = 0; i < n; i++) {
+		unsigned char	 c = (unsigned char)name[i];
+
+		if (c == '.') {
+			if (label == 0 || name[i - 1] == '-')	/* "..", ".a", "a-.b" */
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (c == '-') {
+			if (label == 0)				/* "-a" */
+				return 0;
+		} else if (!isascii(c) || !isalnum(c))
+			return 0;
+		if (++label > DNS_LABEL_MAX)
+			return 0;
+	}
+	return label > 0 && name[n - 1] != '-';
 }
 
 int

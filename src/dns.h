@@ -21,6 +21,8 @@ enum dns_status {
 };
 
 #define DNS_NAME_MAX	255
+#define DNS_HOSTNAME_MAX	253	/* a host name as text, without the root's dot (RFC 1035 2.3.4: 255 on the wire) */
+#define DNS_LABEL_MAX	63
 #define DNS_RECORDS_MAX	64	/* records kept per answer; more are dropped */
 
 struct dns_result {
@@ -45,6 +47,12 @@ void		 dns_shutdown(void);
 const struct dns_result *dns_cached(enum dns_type, const char *name);
 /* dns_query - ask; done(cookie, res) runs later from the loop, exactly once. 0, or -1 when name is invalid. */
 int		 dns_query(enum dns_type, const char *name, dns_done_fn *done, uint64_t cookie);
+/*
+ * dns_hostname_ok - 1 when name is a host name (RFC 1123 2.1: letters, digits and hyphens, no hyphen at either end
+ * of a label, labels of 1 to 63 octets, at most 253 octets, one trailing dot allowed), else 0. A PTR answer is
+ * only data until it passes: it may hold spaces, angle brackets, CR, LF, NUL or non-ASCII octets.
+ */
+int		 dns_hostname_ok(const char *name);
 /* dns_reverse_name - "7.2.0.192.in-addr.arpa" or the ip6.arpa name for an address. 0 or -1. */
 int		 dns_reverse_name(const char *ip, char *out, size_t size);
 const char	*dns_status_name(enum dns_status);	/* "ok", "nxdomain", "nodata", "timeout", "servfail" */

@@ -11,6 +11,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -41,9 +44,20 @@ struct lb_gen {
 	size_t		 mem;		/* octets allocated by L */
 };
 
+/* An instruction budget: one per stage run, and one for loading the rule modules. */
+struct lb_budget {
+	long		 used;		/* instructions so far */
+	long		 limit;
+	int		 over;		/* spent: every thread raises at its next instruction until the code ends */
+	const char	*what;		/* the error message */
+};
+
 struct lb_run {
 	uint64_t	 id;		/* for asynchronous answers (lb_runs) */
-	int		 pending;	/* the coroutine yielded for a timer or a DNS answer */
+	int		 pending;	/* a C function prepared a wait (lb_run_prepare_wait()); no answer yet */
+	int		 yielded;	/* ... and the coroutine has yielded (lb_run_yield()) */
+	int		 early;		/* the answer came before the yield: early_nargs results wait on co */
+	int		 early_nargs;
 	int		 wait_tag;	/* what it waits for (the DNS type), for the waker */
 	struct lb_gen	*gen;		/* held */
 	lua_State	*co;		/* borrowed from the registry ref below */
@@ -52,7 +66,8 @@ struct lb_run {
 	uint64_t	 owner;
 	lb_done_fn	*done;
 	struct event	*timer;		/* owned; armed while the rule sleeps */
-	long		 used;		/* instructions so far */
+	struct lb_budget budget;
+	int		 collect;	/* ended over budget or out of memory: collect garbage when freed */
 };
 
 static const char *const lb_stage_names[LB_S_COUNT] = {
@@ -60,8 +75,11 @@ static const char *const lb_stage_names[LB_S_COUNT] = {
 };
 static unsigned	 lb_generations;
 static struct idmap	*lb_runs;	/* id -> run, so that a late answer finds only live runs */
+static struct lb_budget	*lb_budget_now;	/* the budget of the Lua code running now; NULL for the library's own */
+static struct lb_budget	 lb_load_budget;
 static uint64_t		 lb_next_run;
 
+static void	lb_hook(lua_State *, lua_Debug *);
 static void	lb_run_free(struct lb_run *);
 static int	lb_run_resume(struct lb_run *, int nargs, struct lb_verdict *);
 
@@ -169,16 +187,84 @@ lb_run_slot(lua_State *L)
 	return (struct lb_run **)lua_getextraspace(L);
 }
 
+/*
+ * lb_budget_spent - the running code is over its budget: mark it, make L raise at each of its next instructions
+ * (so that a pcall, xpcall, coroutine.resume or load in the rule that catches this error gets no further than
+ * its caller's next instruction; other threads raise at their next hook), and raise.
+ */
+static int
+lb_budget_spent(lua_State *L, struct lb_budget *b)
+{
+	b->over = 1;
+	lua_sethook(L, lb_hook, LUA_MASKCOUNT, 1);
+	return luaL_error(L, "%s", b->what);
+}
+
+/*
+ * lb_hook - the count hook of every thread of a state: the main thread gets it when the state is made, stage
+ * coroutines when they start, and every coroutine a rule makes inherits it from the thread that made it
+ * (lua_newthread() copies the hook). It charges the budget of whatever runs now.
+ */
 static void
 lb_hook(lua_State *L, lua_Debug *ar)
 {
-	struct lb_run	*run = *lb_run_slot(L);
+	struct lb_budget	*b = lb_budget_now;
 
-	if (run == NULL)
+	if (b == NULL || !b->over) {
+		if (lua_gethookcount(L) != LB_HOOK_STEP) {	/* left at 1 by a spent budget */
+			lua_sethook(L, lb_hook, LUA_MASKCOUNT, LB_HOOK_STEP);
+			return;
+		}
+		if (b == NULL)
+			return;
+		b->used += LB_HOOK_STEP;
+		if (b->used <= b->limit)
+			return;
+	}
+	lb_budget_spent(L, b);
+}
+
+void
+lb_budget_charge(lua_State *L, long n)
+{
+	struct lb_budget	*b = lb_budget_now;
+
+	if (b == NULL)
 		return;
-	run->used += LB_HOOK_STEP;
-	if (run->used > LB_BUDGET)
-		luaL_error(L, "instruction budget exceeded (%d instructions)", LB_BUDGET);
+	b->used += n;
+	if (b->over || b->used > b->limit)
+		lb_budget_spent(L, b);
+}
+
+/* core.budget_spent() - is the running code over its budget? (The sandbox's xpcall asks: see engine.lua.) */
+static int
+lb_core_budget_spent(lua_State *L)
+{
+	lua_pushboolean(L, lb_budget_now != NULL && lb_budget_now->over);
+	return 1;
+}
+
+/* core.budget(n) - run what follows (loading a rule module) under a budget of n instructions; core.budget()
+ * ends it. Returns whether the budget was spent. */
+static int
+lb_core_budget(lua_State *L)
+{
+	int	 over = lb_load_budget.over;
+
+	if (lua_isnoneornil(L, 1)) {
+		if (lb_budget_now == &lb_load_budget)
+			lb_budget_now = NULL;
+		lua_sethook(L, lb_hook, LUA_MASKCOUNT, LB_HOOK_STEP);
+		lua_pushboolean(L, over);
+		return 1;
+	}
+	memset(&lb_load_budget, 0, sizeof(lb_load_budget));
+	lb_load_budget.limit = (long)luaL_checkinteger(L, 1);
+	lb_load_budget.what = "rule module takes too long to load";
+	lua_sethook(L, lb_hook, LUA_MASKCOUNT, LB_HOOK_STEP);
+	lb_budget_now = &lb_load_budget;
+	lua_pushboolean(L, 0);
+	return 1;
 }
 
 /* luamta.core: the few functions the Lua library needs from C. */
@@ -190,12 +276,12 @@ lb_core_sleep(lua_State *L)
 	struct timeval	 tv;
 
 	luaL_argcheck(L, sec >= 0 && sec <= 3600, 1, "seconds between 0 and 3600");
-	if (lb_run_prepare_wait(L, 0) == 0 || run->timer == NULL)
+	if (run == NULL || run->timer == NULL || lb_run_prepare_wait(L, 0) == 0)
 		return luaL_error(L, "mta.sleep: only a stage handler can wait");
 	tv.tv_sec = (time_t)sec;
 	tv.tv_usec = (suseconds_t)((sec - (double)tv.tv_sec) * 1e6);
 	evtimer_add(run->timer, &tv);
-	return lua_yield(L, 0);		/* lb_timer_cb() resumes with no values */
+	return lb_run_yield(L);		/* lb_timer_cb() resumes with no values */
 }
 
 static int
@@ -249,6 +335,8 @@ lb_core_open(lua_State *L)
 		{ "config", lb_core_config },
 		{ "set_config", lb_core_set_config },
 		{ "datadir", lb_core_datadir },
+		{ "budget", lb_core_budget },
+		{ "budget_spent", lb_core_budget_spent },
 		{ NULL, NULL }
 	};
 
@@ -310,7 +398,9 @@ lb_gen_new(const char *cfgpath, enum lb_role role, char **errors, char **warning
 	}
 	g->L = L;
 	*lb_run_slot(L) = NULL;
+	lua_sethook(L, lb_hook, LUA_MASKCOUNT, LB_HOOK_STEP);	/* inherited by every thread made from here */
 	luaL_openlibs(L);
+	lb_string_open(L);
 	luaL_requiref(L, "luamta.core", lb_core_open, 0);
 	lua_pop(L, 1);
 	lb_session_open(L);
@@ -468,18 +558,65 @@ lb_rule_of(struct lb_run *run, char *buf, size_t size)
 	lua_pop(L, 2);							/* [] */
 }
 
-/* lb_verdict_read - turn the run's results (rule name, verdict table) into v. */
+/* lb_verdict_bad - v becomes a rule error (451 4.3.0); the log says which rule and why. */
+static void
+lb_verdict_bad(struct lb_run *run, struct lb_verdict *v, const char *why)
+{
+	v->kind = LB_V_ERROR;
+	v->code = 0;
+	snprintf(v->text, sizeof(v->text), "rule %s %s", v->rule, why);
+	log_error("lua rule=%s stage=%s error: %s", v->rule, lb_stage_name(run->stage), v->text);
+}
+
+/*
+ * lb_verdict_kinds - the actions a rule may return, with the codes each may carry and the reply used when the
+ * rule gives none. A code outside the range, or an enhanced status code (RFC 3463) of another class than the
+ * reply code, is a rule error (451 4.3.0): a rule can never make the core say 250 for a message it did not take.
+ */
+static const struct lb_kind {
+	const char		*name;
+	enum lb_verdict_kind	 kind;
+	int			 lo, hi;	/* 0, 0: the verdict carries no reply */
+	int			 def;
+	const char		*text;
+} lb_verdict_kinds[] = {
+	{ "accept", LB_V_ACCEPT, 0, 0, 0, "" },
+	{ "reject", LB_V_REJECT, 500, 599, 550, "5.7.1 Rejected by policy" },
+	{ "tempfail", LB_V_TEMPFAIL, 400, 499, 451, "4.7.1 Try again later" },
+	{ "disconnect", LB_V_DISCONNECT, 400, 599, 421, "4.7.0 Closing connection" },
+	{ "local", LB_V_LOCAL, 0, 0, 0, "" },
+	{ "bounce", LB_V_BOUNCE, 500, 599, 550, "5.0.0 Delivery failed" },
+	{ "defer", LB_V_DEFER, 451, 451, 451, "4.0.0 Deferred" },
+	{ "relay", LB_V_RELAY, 0, 0, 0, "" },
+	{ "hold", LB_V_HOLD, 451, 451, 451, "4.3.2 Held in the queue" },
+};
+
+/* lb_text_class_ok - 0 when text starts with an enhanced status code ("5.7.1 ...") whose class is not code's. */
+static int
+lb_text_class_ok(const char *text, int code)
+{
+	const char	*p = text;
+
+	if (!(p[0] >= '0' && p[0] <= '9' && p[1] == '.'))
+		return 1;			/* no enhanced status code: nothing to compare */
+	for (p += 2; *p >= '0' && *p <= '9'; p++)
+		;
+	if (*p != '.' || p[-1] == '.')
+		return 1;
+	return text[0] - '0' == code / 100;
+}
+
+/* lb_verdict_read - turn the run's results (rule name, verdict table) into v. A bad verdict becomes LB_V_ERROR
+ * with the reason in v->text, logged with the rule's name. */
 static void
 lb_verdict_read(struct lb_run *run, int nres, struct lb_verdict *v)
 {
-	static const struct { const char *name; enum lb_verdict_kind kind; } kinds[] = {
-		{ "accept", LB_V_ACCEPT }, { "reject", LB_V_REJECT }, { "tempfail", LB_V_TEMPFAIL },
-		{ "disconnect", LB_V_DISCONNECT }, { "local", LB_V_LOCAL }, { "bounce", LB_V_BOUNCE },
-		{ "defer", LB_V_DEFER }, { "relay", LB_V_RELAY }, { "hold", LB_V_HOLD },
-	};
-	lua_State	*co = run->co;
-	const char	*action;
-	size_t		 i;
+	lua_State		*co = run->co;
+	const struct lb_kind	*k = NULL;
+	const char		*action;
+	lua_Integer		 code = 0;
+	int			 has_code, is_int = 0;
+	size_t			 i;
 
 	memset(v, 0, sizeof(*v));
 	if (nres != 2 || !lua_istable(co, -1)) {
@@ -488,18 +625,41 @@ lb_verdict_read(struct lb_run *run, int nres, struct lb_verdict *v)
 	}
 	util_strlcpy(v->rule, luaL_optstring(co, -nres, "?"), sizeof(v->rule));
 	lua_getfield(co, -nres + 1, "action");			/* [.. name verdict action] */
-	action = lua_tostring(co, -1);
-	v->kind = LB_V_ERROR;
-	for (i = 0; action != NULL && i < sizeof(kinds) / sizeof(kinds[0]); i++)
-		if (strcmp(action, kinds[i].name) == 0)
-			v->kind = kinds[i].kind;
+	action = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+	for (i = 0; action != NULL && i < sizeof(lb_verdict_kinds) / sizeof(lb_verdict_kinds[0]); i++)
+		if (strcmp(action, lb_verdict_kinds[i].name) == 0)
+			k = &lb_verdict_kinds[i];
 	lua_getfield(co, -nres, "code");			/* [.. name verdict action code] */
-	v->code = (int)lua_tointeger(co, -1);
+	has_code = !lua_isnil(co, -1);
+	if (has_code)
+		code = lua_tointegerx(co, -1, &is_int);
 	lua_getfield(co, -nres - 1, "text");
-	lb_clean_text(v->text, sizeof(v->text), lua_isstring(co, -1) ? lua_tostring(co, -1) : "");
+	lb_clean_text(v->text, sizeof(v->text), lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) :
+	    k != NULL ? k->text : "");
+	if (v->text[0] == '\0' && k != NULL)
+		util_strlcpy(v->text, k->text, sizeof(v->text));
 	lua_getfield(co, -nres - 2, "mailbox");
 	lb_clean_text(v->arg, sizeof(v->arg), lua_isstring(co, -1) ? lua_tostring(co, -1) : "");
 	lua_pop(co, 4);						/* [.. name verdict] */
+	if (k == NULL) {
+		lb_verdict_bad(run, v, "returned an unknown action");
+		return;
+	}
+	v->kind = k->kind;
+	if (k->lo != 0) {
+		if (has_code && (!is_int || code < k->lo || code > k->hi)) {
+			char	 why[128];
+
+			snprintf(why, sizeof(why), "returned %s with a code outside %d-%d", k->name, k->lo, k->hi);
+			lb_verdict_bad(run, v, why);
+			return;
+		}
+		v->code = has_code ? (int)code : k->def;
+		if (!lb_text_class_ok(v->text, v->code)) {
+			lb_verdict_bad(run, v, "returned a reply text whose enhanced status code is not of the code's class");
+			return;
+		}
+	}
 	if (v->kind == LB_V_RELAY) {
 		const char	*mode;
 
@@ -512,16 +672,10 @@ lb_verdict_read(struct lb_run *run, int nres, struct lb_verdict *v)
 		v->mode = strcmp(mode, "ip") == 0 ? LB_RELAY_IP : strcmp(mode, "host") == 0 ? LB_RELAY_HOST :
 		    LB_RELAY_MX;
 		lua_pop(co, 3);
-		if (v->arg[0] == '\0' || v->port < 1 || v->port > 65535) {
-			v->kind = LB_V_ERROR;
-			snprintf(v->text, sizeof(v->text), "rule %s returned a relay verdict without host or port",
-			    v->rule);
-		}
+		if (v->arg[0] == '\0' || v->port < 1 || v->port > 65535)
+			lb_verdict_bad(run, v, "returned a relay verdict without host or port");
 	}
-	if (v->kind == LB_V_ERROR)
-		snprintf(v->text, sizeof(v->text), "rule %s returned an unknown action", v->rule);
 }
-
 
 static void
 lb_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -539,7 +693,10 @@ lb_run_prepare_wait(lua_State *L, int tag)
 	/* Only the run's own coroutine may wait: a yield from a coroutine the rule made itself would go there. */
 	if (run == NULL || run->co != L || !lua_isyieldable(L) || run->pending)
 		return 0;
+	luaL_checkstack(L, LUA_MINSTACK, "wait");	/* room for an answer pushed before the yield */
 	run->pending = 1;
+	run->yielded = 0;
+	run->early = 0;
 	run->wait_tag = tag;
 	return run->id;
 }
@@ -550,7 +707,29 @@ lb_run_cancel_wait(lua_State *L)
 	struct lb_run	*run = *lb_run_slot(L);
 
 	if (run != NULL)
-		run->pending = 0;
+		run->pending = run->early = 0;
+}
+
+/*
+ * lb_run_yield - the end of every C function that waits: yield, or, when the answer already came (the waker ran
+ * inside the call that started the wait, as c-ares does for a name it refuses), return that answer now. A
+ * coroutine that is still running must never be resumed: this is the one place that decides.
+ */
+int
+lb_run_yield(lua_State *L)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	if (run == NULL || run->co != L)
+		return luaL_error(L, "wait outside a stage handler");
+	if (run->early) {
+		run->early = 0;
+		return run->early_nargs;	/* the waker's values are on top of L */
+	}
+	if (!run->pending)
+		return luaL_error(L, "wait without lb_run_prepare_wait()");
+	run->yielded = 1;
+	return lua_yield(L, 0);
 }
 
 lua_State *
@@ -574,6 +753,12 @@ lb_run_wake(uint64_t id, int nargs)
 	if (run == NULL || !run->pending)
 		return;
 	run->pending = 0;
+	if (!run->yielded) {		/* still inside the C function that waits: lb_run_yield() returns these */
+		run->early = 1;
+		run->early_nargs = nargs;
+		return;
+	}
+	run->yielded = 0;
 	if (lb_run_resume(run, nargs, &v) == 1)
 		return;				/* waiting again */
 	run->done(run->owner, &v);
@@ -587,10 +772,28 @@ static int
 lb_run_resume(struct lb_run *run, int nargs, struct lb_verdict *v)
 {
 	lua_State	*co = run->co;
+	struct lb_budget *prev;
 	int		 status, nres = 0;
 	char		 rule[64];
 
+	prev = lb_budget_now;
+	lb_budget_now = &run->budget;
 	status = lua_resume(co, run->gen->L, nargs, &nres);
+	lb_budget_now = prev;
+	if (run->budget.over || status == LUA_ERRMEM)
+		run->collect = 1;	/* give the memory of a runaway rule back when the run ends */
+	if (run->budget.over && (status == LUA_OK || status == LUA_YIELD)) {
+		/* The rule caught the budget's error (pcall, coroutine.resume, ...) and went on: still a 451. */
+		lua_pop(co, nres);
+		lb_rule_of(run, rule, sizeof(rule));
+		memset(v, 0, sizeof(*v));
+		v->kind = LB_V_ERROR;
+		util_strlcpy(v->rule, rule, sizeof(v->rule));
+		snprintf(v->text, sizeof(v->text), "%s", run->budget.what);
+		log_error("lua rule=%s stage=%s error: %s", rule[0] ? rule : "?", lb_stage_name(run->stage),
+		    run->budget.what);
+		return 0;
+	}
 	if (status == LUA_YIELD) {
 		lua_pop(co, nres);
 		if (run->pending)
@@ -651,6 +854,8 @@ lb_run_start(struct lb_gen *g, struct event_base *base, enum lb_stage st, lb_pus
 	if (base != NULL)
 		run->timer = evtimer_new(base, lb_timer_cb, run);
 	*lb_run_slot(run->co) = run;
+	run->budget.limit = LB_BUDGET;
+	run->budget.what = "instruction budget exceeded (" LB_BUDGET_TEXT " instructions)";
 	lua_sethook(run->co, lb_hook, LUA_MASKCOUNT, LB_HOOK_STEP);
 	lua_rawgeti(run->co, LUA_REGISTRYINDEX, g->run_ref);	/* co: [run] */
 	lua_pushstring(run->co, lb_stage_names[st]);		/* co: [run stage] */
@@ -671,6 +876,16 @@ lb_run_free(struct lb_run *run)
 	idmap_del(lb_runs, run->id);
 	*lb_run_slot(run->co) = NULL;
 	luaL_unref(run->gen->L, LUA_REGISTRYINDEX, run->co_ref);
+	if (run->collect) {
+		/* What a runaway rule built is garbage now that its coroutine is gone: collect it and give the
+		 * pages back, so that one bad run does not leave the worker at hundreds of megabytes. */
+		lua_gc(run->gen->L, LUA_GCCOLLECT);
+#ifdef __GLIBC__
+		malloc_trim(0);
+#endif
+		log_info("lua generation=%u: collected after a runaway rule; %zu KiB in use", run->gen->number,
+		    run->gen->mem / 1024);
+	}
 	lb_gen_release(run->gen);
 	free(run);
 }

@@ -44,6 +44,7 @@ enum lb_relay_mode {
 
 #define LB_TEXT_MAX	480	/* reply text after the code; longer texts are cut, never split */
 #define LB_BUDGET	20000000	/* instructions per stage run: about a tenth of a second */
+#define LB_BUDGET_TEXT	"20000000"	/* the same, for messages */
 
 struct lb_verdict {
 	enum lb_verdict_kind	 kind;
@@ -86,15 +87,25 @@ int		 lb_run_start(struct lb_gen *, struct event_base *, enum lb_stage, lb_push_
 void		 lb_run_cancel(struct lb_run *);
 
 /*
- * Waiting from C functions called by rules (mta.sleep, mta.dns.*): lb_run_prepare_wait() marks the run of the
- * coroutine L as waiting and gives its id (0 when L cannot wait: not a stage coroutine); the C function then
- * returns lua_yield(L, 0). The waker finds the coroutine with lb_run_waiting(id) (NULL when the run is gone),
- * pushes the results on it and calls lb_run_wake(id, nresults).
+ * Waiting from C functions called by rules (mta.sleep, mta.dns.*, and every later asynchronous call):
+ * lb_run_prepare_wait() marks the run of the coroutine L as waiting and gives its id (0 when L cannot wait: not
+ * a stage coroutine); the C function starts its operation and ends with `return lb_run_yield(L)`. The waker
+ * finds the coroutine with lb_run_waiting(id) (NULL when the run is gone), pushes the results on it and calls
+ * lb_run_wake(id, nresults). The waker may run before the C function returns (c-ares answers a name it refuses
+ * inside ares_query()): then lb_run_yield() returns the results at once instead of yielding, so a running
+ * coroutine is never resumed.
  */
 uint64_t	 lb_run_prepare_wait(struct lua_State *L, int tag);
 void		 lb_run_cancel_wait(struct lua_State *L);
+int		 lb_run_yield(struct lua_State *L);
 struct lua_State *lb_run_waiting(uint64_t id, int *tag);
 void		 lb_run_wake(uint64_t id, int nargs);
+
+/*
+ * lb_budget_charge - count n instructions' worth of work done in C (pattern matching) against the budget of the
+ * running Lua code; raises the budget's error in L once it is spent. Nothing happens outside a budget.
+ */
+void		 lb_budget_charge(struct lua_State *L, long n);
 
 /* lb_datadir - where lua/ and rules/ are: $LUAMTA_DATADIR, the source tree for an uninstalled build, or
  * $(pkgdatadir). */

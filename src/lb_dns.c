@@ -76,7 +76,7 @@ lb_dns_lookup(lua_State *L, enum dns_type type)
 		lua_pushliteral(L, "servfail");		/* an invalid name: no server would answer it */
 		return 2;
 	}
-	return lua_yield(L, 0);
+	return lb_run_yield(L);	/* lb_dns_done() gives the answer, maybe before this returns */
 }
 
 static int lb_dns_a(lua_State *L) { return lb_dns_lookup(L, DNS_T_A); }
@@ -102,12 +102,26 @@ lb_dns_ip_equal(lua_State *L)
 	return 1;
 }
 
+/* is_hostname(name): a name a rule may use as a host name (dns_hostname_ok()). */
+static int
+lb_dns_is_hostname(lua_State *L)
+{
+	size_t		 len;
+	const char	*name = lua_tolstring(L, 1, &len);
+
+	/* a string with a NUL inside is never a host name, whatever comes before it */
+	lua_pushboolean(L, name != NULL && lua_type(L, 1) == LUA_TSTRING && strlen(name) == len &&
+	    dns_hostname_ok(name));
+	return 1;
+}
+
 void
 lb_dns_register(lua_State *L)
 {
 	static const luaL_Reg	 fns[] = {
 		{ "a", lb_dns_a }, { "aaaa", lb_dns_aaaa }, { "mx", lb_dns_mx }, { "ptr", lb_dns_ptr },
 		{ "txt", lb_dns_txt }, { "cname", lb_dns_cname }, { "ip_equal", lb_dns_ip_equal },
+		{ "is_hostname", lb_dns_is_hostname },
 		{ NULL, NULL }
 	};
 

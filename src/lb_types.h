@@ -22,5 +22,6 @@ void	 lb_session_core(struct lua_State *L);
  * name without ':', one-line value, 998 octets at most); gives a malloc'd string or raises a Lua error. */
 char	*lb_header_line(struct lua_State *L, int name_idx, int value_idx);	/* core.session_private, core.session_methods into [.. core] */
 void	 lb_dns_register(struct lua_State *L);	/* core.dns into [.. core] */
+void	 lb_string_open(struct lua_State *L);	/* string.find/match/gmatch/gsub with a budget (lb_string.c) */
 
 #endif

@@ -17,9 +17,9 @@ enum pol_outcome {
 };
 
 /*
- * pol_reply - the reply for verdict v at a stage. def is the reply when the command goes on. A reject must
- * carry a 5xx code and a tempfail a 4xx code (mta.reject/mta.tempfail check that); a rule error becomes
- * 451 4.3.0. logid names the session or message in the log line.
+ * pol_reply - the reply for verdict v at a stage. def is the reply when the command goes on. A reject carries
+ * a 5xx code and a tempfail a 4xx code (lb_verdict_read() in lb.c makes any other verdict a rule error); a rule
+ * error becomes 451 4.3.0. logid names the session or message in the log line.
  */
 enum pol_outcome	 pol_reply(const char *logid, enum lb_stage, const struct lb_verdict *v, const char *def,
 			    char *buf, size_t size);

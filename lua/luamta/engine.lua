@@ -12,25 +12,31 @@ local by_stage = {}        -- stage -> array of { name = rule name, fn = handler
 for _, name in ipairs(STAGES) do by_stage[name] = {} end
 local running = setmetatable({}, { __mode = "k" })   -- coroutine -> name of the rule it is in
 
--- A rule must load in bounded time too: a module whose top level loops forever would hang a reload.
+-- A rule must load in bounded time too: a module whose top level loops forever would hang a reload. The budget
+-- is the core's (core.budget), the same count hook that bounds stage runs, so coroutines, pcall and patterns at a
+-- module's top level are bounded as they are in handlers.
 local LOAD_BUDGET = 50000000
 
+-- What the engine itself needs from the libraries the sandbox takes away, kept before it closes.
+local io_open, loadfile_t, searchpath = io.open, loadfile, package.searchpath
+local raw_setmetatable, raw_load, raw_collectgarbage, raw_xpcall = setmetatable, load, collectgarbage, xpcall
+
 local function file_exists(path)
-  local f = io.open(path, "r")
+  local f = io_open(path, "r")
   if f then f:close() return true end
   return false
 end
 
 local function load_rule(name, path, errors)
-  local chunk, err = loadfile(path, "t")
+  local chunk, err = loadfile_t(path, "t")
   if not chunk then
     errors[#errors + 1] = err
     return nil
   end
-  debug.sethook(function() error("rule module takes too long to load", 2) end, "", LOAD_BUDGET)
+  core.budget(LOAD_BUDGET)
   -- No traceback: a load error is a configuration problem, and its message already names file:line or key.
   local ok, mod = pcall(chunk)
-  debug.sethook()
+  if core.budget() then ok, mod = false, "rule module takes too long to load" end
   if not ok then
     errors[#errors + 1] = ("%s: rule module %q failed to load: %s"):format(path, name, tostring(mod))
     return nil
@@ -49,19 +55,64 @@ local function load_rule(name, path, errors)
   return mod
 end
 
--- close_sandbox: after loading, rules keep string, table, math, utf8, coroutine, os.time/clock/date and require
--- (our library and rules_dir only); io, debug and file loading go, and globals are frozen.
-local function close_sandbox()
+-- The sandbox (docs/rules.md, "Limits and errors"). open_sandbox() runs before the first rule module loads, so a
+-- module's top level has no more than its handlers: string, table, math, utf8, coroutine, os.time/clock/date,
+-- load (text chunks only) and require (our library and rules_dir, text files only). io, debug, os.execute and the
+-- rest of os, dofile, loadfile, C modules and binary chunks are gone; setmetatable refuses __gc (a finalizer runs
+-- where no count hook can stop it); collectgarbage answers only "count"; xpcall's message handler is not run once
+-- the budget is spent. freeze_globals() runs after loading.
+local function text_only(mode)
+  if mode ~= nil and mode ~= "t" then error("load: only text chunks (mode \"t\") are allowed in rules", 3) end
+  return "t"
+end
+
+local function open_sandbox()
   _G.io, package.loaded.io = nil, nil
   _G.debug, package.loaded.debug = nil, nil
   local os_time, os_clock, os_date = os.time, os.clock, os.date
   _G.os = { time = os_time, clock = os_clock, date = os_date }
   package.loaded.os = _G.os
   _G.dofile, _G.loadfile = nil, nil
+  _G.load = function(chunk, name, mode, env)
+    mode = text_only(mode)
+    if env == nil then return raw_load(chunk, name, mode) end
+    return raw_load(chunk, name, mode, env)
+  end
+  _G.setmetatable = function(t, mt)
+    if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+      error("setmetatable: __gc metamethods are not allowed in rules", 2)
+    end
+    return raw_setmetatable(t, mt)
+  end
+  _G.collectgarbage = function(opt)
+    if opt ~= "count" then error("collectgarbage: rules may only ask for \"count\"", 2) end
+    return raw_collectgarbage("count")
+  end
+  -- An error raised by the count hook reaches xpcall's message handler while Lua still has hooks off (the
+  -- handler runs before the stack unwinds), so a handler that loops could never be stopped: once the budget is
+  -- spent, the rule's handler is skipped and the error goes on up.
+  _G.xpcall = function(f, handler, ...)
+    if type(handler) ~= "function" then return raw_xpcall(f, handler, ...) end
+    return raw_xpcall(f, function(e)
+      if core.budget_spent() then return e end
+      return handler(e)
+    end, ...)
+  end
   package.loadlib = nil
   package.cpath = ""
+  -- require: Lua files only, read as text (the stock searcher would load a precompiled chunk)
+  package.searchers[2] = function(name)
+    local path, err = searchpath(name, package.path)
+    if not path then return "\n\t" .. err end
+    local chunk, lerr = loadfile_t(path, "t")
+    if not chunk then error(("error loading module '%s' from file '%s':\n\t%s"):format(name, path, lerr), 2) end
+    return chunk, path
+  end
   package.searchers[3], package.searchers[4] = nil, nil
-  setmetatable(_G, {
+end
+
+local function freeze_globals()
+  raw_setmetatable(_G, {
     __newindex = function(_, key) error("assignment to undeclared global '" .. tostring(key) .. "'", 2) end,
     __index = function(_, key) error("undeclared global '" .. tostring(key) .. "'", 2) end,
   })
@@ -91,6 +142,7 @@ function M.boot(path, opts)
   errors = {}
   local loaded = {}
   local enforcer              -- the first module that enforces relay control
+  open_sandbox()
   for i, name in ipairs(names) do
     local path_found
     for _, dir in ipairs(dirs) do
@@ -138,7 +190,7 @@ function M.boot(path, opts)
       .. "inbound.relay.enforce = \"none\" for an open relay"):format(path)
   end
   if #errors > 0 then return nil, errors, warnings end
-  close_sandbox()
+  freeze_globals()
   return cfg, nil, warnings
 end
 

@@ -103,11 +103,19 @@ local function strip_dot(name)
   return name
 end
 
+-- A PTR answer is whatever the owner of the reverse zone wrote: only a valid host name (core.dns.is_hostname:
+-- LDH labels of at most 63 octets, 253 in all) is a candidate, never a name with spaces, brackets, CR/LF, NUL or
+-- non-ASCII octets, nor one too long to look up. A client with no valid name has none ("none").
 local function verify_host(ip)
-  local names, err = M.dns.ptr(ip)
-  if not names then
+  local answer, err = M.dns.ptr(ip)
+  if not answer then
     return nil, (err == "timeout" or err == "servfail") and "timeout" or "none"
   end
+  local names = {}
+  for _, name in ipairs(answer) do
+    if core.dns.is_hostname(name) then names[#names + 1] = name end
+  end
+  if #names == 0 then return nil, "none" end
   if verify_ptr == "ptr_only" then return strip_dot(names[1]) end
   local lookup = ip:find(":", 1, true) and M.dns.aaaa or M.dns.a
   local failed = false

@@ -93,6 +93,17 @@ local function dns_library(state)
     end
     return true
   end
+  function dns.is_hostname(name)                  -- as dns_hostname_ok() in src/dns.c (RFC 1123 2.1)
+    if type(name) ~= "string" then return false end
+    name = name:gsub("%.$", "")
+    if #name == 0 or #name > 253 then return false end
+    for label in (name .. "."):gmatch("(.-)%.") do
+      if #label == 0 or #label > 63 or not label:match("^[%w-]+$") or label:match("^%-") or label:match("%-$") then
+        return false
+      end
+    end
+    return true
+  end
   for _, rr in ipairs({ "a", "aaaa", "mx", "cname", "txt", "ptr" }) do
     dns[rr] = function(name)
       state.queries[#state.queries + 1] = rr .. " " .. norm_name(name)
