@@ -42,6 +42,8 @@
 #include "worker.h"
 
 #define SMTP_INPUT_HIGH	(256 * 1024)	/* stop reading while this much input waits (a client racing ahead) */
+/* Stop reading while this much output waits (a client that never reads its replies); resume once it is out. */
+#define SMTP_OUTPUT_HIGH	(64 * 1024)
 #define SMTP_SHUTDOWN_REPLY	"421 4.3.2 Service shutting down, closing transmission channel"
 
 struct smtp_cmd {
@@ -102,6 +104,7 @@ static void	smtp_read_cb(struct bufferevent *, void *);
 static void	smtp_write_cb(struct bufferevent *, void *);
 static void	smtp_event_cb(struct bufferevent *, short, void *);
 static int	smtp_tls_start(struct smtp_session *, struct tls_conf *);
+static size_t	smtp_output_pending(struct smtp_session *);
 
 void
 smtp_session_dry_run(void)
@@ -410,8 +413,17 @@ smtp_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session	*s = arg;
 
-	if (s->state != SMTP_S_CLOSING)
+	if (s->state != SMTP_S_CLOSING) {
+		/* The replies are out (with TLS: in the socket's buffer, which has a high-water mark of its own). */
+		if (s->out_full) {
+			s->out_full = 0;
+			if (!s->waiting) {
+				bufferevent_enable(s->bev, EV_READ);
+				smtp_process(s);
+			}
+		}
 		return;
+	}
 	if (smtp_output_pending(s) == 0)
 		smtp_free(s);
 	else
@@ -883,6 +895,9 @@ smtp_tls_start(struct smtp_session *s, struct tls_conf *conf)
 	}
 	s->tlsc = c;
 	s->bev = tls_bev(c);
+	/* The filter stops making records while the socket's buffer holds this much, so the replies wait in
+	 * the filter's output, where smtp_process() sees them and smtp_write_cb() sees them leave. */
+	bufferevent_setwatermark(bufferevent_get_underlying(s->bev), EV_WRITE, 0, SMTP_OUTPUT_HIGH);
 	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
@@ -1325,10 +1340,16 @@ smtp_process(struct smtp_session *s)
 
 	while (more && !s->waiting && s->bev != NULL) {
 		in = bufferevent_get_input(s->bev);	/* STARTTLS replaces the bufferevent */
-		switch (s->state) {
-		case SMTP_S_CONNECT:
-		case SMTP_S_CLOSING:
+		if (s->state == SMTP_S_CONNECT || s->state == SMTP_S_CLOSING)
 			return;
+		if (smtp_output_pending(s) > SMTP_OUTPUT_HIGH) {
+			/* The output's high-water mark: the client does not read its replies, so we stop reading
+			 * its commands until they are out (smtp_write_cb), and the command timeout runs on. */
+			s->out_full = 1;
+			bufferevent_disable(s->bev, EV_READ);
+			return;
+		}
+		switch (s->state) {
 		case SMTP_S_BODY:
 			more = smtp_body_read(s, in);
 			break;

@@ -79,6 +79,7 @@ struct smtp_session {
 	int			 errors;		/* 4xx/5xx replies so far */
 	int			 waiting;		/* a policy run or spool commit is pending: reading paused */
 	int			 discard_line;		/* skipping the rest of an over-long command line */
+	int			 out_full;		/* reading paused: too many replies wait to be sent */
 	struct smtp_tx		*tx;			/* owned; NULL outside a transaction */
 	struct smtp_header	*tags;			/* owns: s:tag() headers, added to every message */
 	struct smtp_header	**tags_tail;
