@@ -249,6 +249,7 @@ smtp_tx_new(struct smtp_session *s)
 	queueid_new(tx->queue_id);
 	tx->data = evbuffer_new();
 	tx->headers_tail = &tx->headers;
+	smtp_hops_init(&tx->hops);
 	s->tx = tx;
 	return tx;
 }
@@ -772,6 +773,7 @@ smtp_data_emit(void *ctx, const char *p, size_t n)
 	struct smtp_tx		*tx = s->tx;
 
 	tx->size += n;
+	smtp_hops_feed(&tx->hops, p, n);
 	if (tx->too_big)
 		return;
 	if (tx->size > s->cfg->max_message_size) {
@@ -1063,6 +1065,14 @@ smtp_end_of_data(struct smtp_session *s, int bare_lf, int bare_cr)
 		    s->tx->queue_id, s->ip, s->tx->size, s->cfg->max_message_size);
 		smtp_tx_free(s);
 		smtp_reply(s, "552 5.3.4 Message size exceeds fixed limit");
+		return;
+	}
+	if (s->tx->hops.hops >= (unsigned)s->cfg->max_hops) {
+		/* A mail loop: with ours, the message would carry more than max_hops Received fields. */
+		log_info("%s: client=[%s] reject: %u Received headers (server.max_hops = %d), mail loop?",
+		    s->tx->queue_id, s->ip, s->tx->hops.hops, s->cfg->max_hops);
+		smtp_tx_free(s);
+		smtp_reply(s, "554 5.4.6 Too many hops");
 		return;
 	}
 	if ((bare_lf || bare_cr) && !s->cfg->bare_normalize) {

@@ -53,6 +53,7 @@ struct smtp_tx {
 	size_t			 nrcpts, rcpt_cap;
 	struct evbuffer		*data;		/* owns: the message as received, unstuffed */
 	struct smtp_data_scan	 scan;
+	struct smtp_hops	 hops;		/* Received: fields so far (server.max_hops) */
 	unsigned long long	 size;		/* message octets received (counted even past the limit) */
 	int			 too_big;	/* the data passed max_message_size: 552 at the end */
 	int			 bdat_started;	/* the data stage ran for the first chunk */

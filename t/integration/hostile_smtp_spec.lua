@@ -67,3 +67,32 @@ describe("a client that never reads its replies", function()
     other:close()
   end)
 end)
+
+describe("a mail loop (server.max_hops, default 50)", function()
+  local env = with_server {}
+
+  local function received(n)
+    local h = {}
+    for i = 1, n do h[i] = ("Received: from hop%d.example.org by hop%d.example.org; Mon, 7 Dec 2026 00:00:00 +0000"):format(i, i + 1) end
+    h[#h + 1] = "Subject: loop"
+    return h
+  end
+
+  it("a message with 120 Received headers gets 554 5.4.6 Too many hops and nothing is queued", function()
+    local c = env.session()
+    local code, lines = smtp.send_mail(c, "alice@example.org", "jdoe@example.test", smtp.message(received(120), "x\r\n"))
+    assert.equal(554, code, lines and lines.text)
+    assert.equal("554 5.4.6 Too many hops", lines[1])
+    assert.equal(250, (c:cmd("NOOP")), "the session goes on")
+    assert.same({}, env.srv:queue_files())
+    assert.same({}, env.srv:maildir_files("jdoe"))
+  end)
+
+  it("49 Received headers (ours makes 50) and Received text in the body are accepted", function()
+    local c = env.session()
+    local code, lines = smtp.send_mail(c, "alice@example.org", "jdoe@example.test",
+      smtp.message(received(49), string.rep("Received: in the body\r\n", 80)))
+    assert.equal(250, code, lines and lines.text)
+    assert.truthy(env.srv:wait_maildir("jdoe", nil, 1, 5))
+  end)
+end)
