@@ -139,6 +139,7 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 		c->max_message_size = (unsigned long long)cfg_num(&x, "max_message_size",
 		    "server.max_message_size");
 		c->max_recipients = (int)cfg_num(&x, "max_recipients", "server.max_recipients");
+		c->max_hops = (int)cfg_num(&x, "max_hops", "server.max_hops");
 		c->max_connections = (int)cfg_num(&x, "max_connections", "server.max_connections");
 		c->max_connections_per_ip = (int)cfg_num(&x, "max_connections_per_ip",
 		    "server.max_connections_per_ip");

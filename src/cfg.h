@@ -32,6 +32,7 @@ struct config {
 	int			 workers;
 	unsigned long long	 max_message_size;
 	int			 max_recipients;
+	int			 max_hops;		/* Received: fields that make a loop */
 	int			 max_connections;
 	int			 max_connections_per_ip;
 	double			 timeout_command;

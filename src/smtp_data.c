@@ -5,6 +5,7 @@
  * of a chunk, a dot at the start of a line) lives in the state, so any split of the input gives the same output.
  *	smtp_data_init()	start at the beginning of the data
  *	smtp_data_feed()	consume a chunk; emits message octets; stops after CRLF "." CRLF
+ *	smtp_hops_feed()	count the Received: fields of the header section (the hop count)
  *
  * The end of data is CRLF "." CRLF and nothing else (RFC 5321 4.1.1.4): the "." must open a line that follows a
  * CRLF (or open the data), and must be followed by CR then LF. A line that follows a bare LF or a bare CR can never
@@ -19,6 +20,7 @@
  */
 #include <stddef.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #include "smtp_data.h"
 
@@ -172,4 +174,55 @@ again:
 	}
 	smtp_data_flush(s, &r, len);
 	return len;
+}
+
+/* The hop counter: at the start of a line, inside a field name, in the rest of a line, or in the body. */
+enum smtp_hops_state { SMTP_HOPS_BOL = 0, SMTP_HOPS_NAME, SMTP_HOPS_REST, SMTP_HOPS_BODY };
+
+void
+smtp_hops_init(struct smtp_hops *h)
+{
+	h->state = SMTP_HOPS_BOL;
+	h->n = 0;
+	h->hops = 0;
+}
+
+void
+smtp_hops_feed(struct smtp_hops *h, const char *in, size_t len)
+{
+	size_t		 i;
+	unsigned char	 c;
+
+	for (i = 0; i < len && h->state != SMTP_HOPS_BODY; i++) {
+		c = (unsigned char)in[i];
+		switch (h->state) {
+		case SMTP_HOPS_BOL:
+			if (c == '\r' || c == '\n') {
+				h->state = SMTP_HOPS_BODY;	/* the empty line: the header section is over */
+				break;
+			}
+			h->n = 0;
+			h->state = SMTP_HOPS_NAME;
+			/* FALLTHROUGH */
+		case SMTP_HOPS_NAME:
+			if (c == ':') {
+				while (h->n > 0 && (h->name[h->n - 1] == ' ' || h->name[h->n - 1] == '\t'))
+					h->n--;	/* RFC 5322 4.5.8: obsolete space before the colon */
+				h->name[h->n] = '\0';
+				if (strcasecmp(h->name, "Received") == 0)
+					h->hops++;
+				h->state = SMTP_HOPS_REST;
+			} else if (c == '\n')
+				h->state = SMTP_HOPS_BOL;
+			else if (h->n + 1 < sizeof(h->name))
+				h->name[h->n++] = (char)c;
+			else
+				h->state = SMTP_HOPS_REST;	/* a longer name is not Received */
+			break;
+		case SMTP_HOPS_REST:
+			if (c == '\n')
+				h->state = SMTP_HOPS_BOL;
+			break;
+		}
+	}
 }

@@ -41,4 +41,20 @@ void		 smtp_data_init(struct smtp_data_scan *, int normalize);
  */
 size_t		 smtp_data_feed(struct smtp_data_scan *, const char *in, size_t len, smtp_data_emit_fn *emit, void *ctx);
 
+/*
+ * The hop count: Received: header fields in the message's header section (Postfix's hopcount_limit counts the
+ * same). smtp_hops_feed takes the message octets as smtp_data_feed emits them (or a BDAT chunk's), in any split;
+ * it stops looking at the first empty line, where the body starts. Field names are matched without regard to
+ * case, continuation lines are skipped.
+ */
+struct smtp_hops {
+	int		 state;		/* private to smtp_data.c */
+	size_t		 n;		/* octets of the current field name seen so far */
+	char		 name[16];
+	unsigned	 hops;		/* Received: fields so far */
+};
+
+void		 smtp_hops_init(struct smtp_hops *);
+void		 smtp_hops_feed(struct smtp_hops *, const char *in, size_t len);
+
 #endif

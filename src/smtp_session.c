@@ -42,6 +42,8 @@
 #include "worker.h"
 
 #define SMTP_INPUT_HIGH	(256 * 1024)	/* stop reading while this much input waits (a client racing ahead) */
+/* Stop reading while this much output waits (a client that never reads its replies); resume once it is out. */
+#define SMTP_OUTPUT_HIGH	(64 * 1024)
 #define SMTP_SHUTDOWN_REPLY	"421 4.3.2 Service shutting down, closing transmission channel"
 
 struct smtp_cmd {
@@ -102,6 +104,7 @@ static void	smtp_read_cb(struct bufferevent *, void *);
 static void	smtp_write_cb(struct bufferevent *, void *);
 static void	smtp_event_cb(struct bufferevent *, short, void *);
 static int	smtp_tls_start(struct smtp_session *, struct tls_conf *);
+static size_t	smtp_output_pending(struct smtp_session *);
 
 void
 smtp_session_dry_run(void)
@@ -246,6 +249,7 @@ smtp_tx_new(struct smtp_session *s)
 	queueid_new(tx->queue_id);
 	tx->data = evbuffer_new();
 	tx->headers_tail = &tx->headers;
+	smtp_hops_init(&tx->hops);
 	s->tx = tx;
 	return tx;
 }
@@ -410,8 +414,17 @@ smtp_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtp_session	*s = arg;
 
-	if (s->state != SMTP_S_CLOSING)
+	if (s->state != SMTP_S_CLOSING) {
+		/* The replies are out (with TLS: in the socket's buffer, which has a high-water mark of its own). */
+		if (s->out_full) {
+			s->out_full = 0;
+			if (!s->waiting) {
+				bufferevent_enable(s->bev, EV_READ);
+				smtp_process(s);
+			}
+		}
 		return;
+	}
 	if (smtp_output_pending(s) == 0)
 		smtp_free(s);
 	else
@@ -765,6 +778,7 @@ smtp_data_emit(void *ctx, const char *p, size_t n)
 	struct smtp_tx		*tx = s->tx;
 
 	tx->size += n;
+	smtp_hops_feed(&tx->hops, p, n);
 	if (tx->too_big)
 		return;
 	if (tx->size > s->cfg->max_message_size) {
@@ -888,6 +902,9 @@ smtp_tls_start(struct smtp_session *s, struct tls_conf *conf)
 	}
 	s->tlsc = c;
 	s->bev = tls_bev(c);
+	/* The filter stops making records while the socket's buffer holds this much, so the replies wait in
+	 * the filter's output, where smtp_process() sees them and smtp_write_cb() sees them leave. */
+	bufferevent_setwatermark(bufferevent_get_underlying(s->bev), EV_WRITE, 0, SMTP_OUTPUT_HIGH);
 	bufferevent_setcb(s->bev, smtp_read_cb, smtp_write_cb, smtp_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
@@ -1053,6 +1070,14 @@ smtp_end_of_data(struct smtp_session *s, int bare_lf, int bare_cr)
 		    s->tx->queue_id, s->ip, s->tx->size, s->cfg->max_message_size);
 		smtp_tx_free(s);
 		smtp_reply(s, "552 5.3.4 Message size exceeds fixed limit");
+		return;
+	}
+	if (s->tx->hops.hops >= (unsigned)s->cfg->max_hops) {
+		/* A mail loop: with ours, the message would carry more than max_hops Received fields. */
+		log_info("%s: client=[%s] reject: %u Received headers (server.max_hops = %d), mail loop?",
+		    s->tx->queue_id, s->ip, s->tx->hops.hops, s->cfg->max_hops);
+		smtp_tx_free(s);
+		smtp_reply(s, "554 5.4.6 Too many hops");
 		return;
 	}
 	if ((bare_lf || bare_cr) && !s->cfg->bare_normalize) {
@@ -1330,10 +1355,16 @@ smtp_process(struct smtp_session *s)
 
 	while (more && !s->waiting && s->bev != NULL) {
 		in = bufferevent_get_input(s->bev);	/* STARTTLS replaces the bufferevent */
-		switch (s->state) {
-		case SMTP_S_CONNECT:
-		case SMTP_S_CLOSING:
+		if (s->state == SMTP_S_CONNECT || s->state == SMTP_S_CLOSING)
 			return;
+		if (smtp_output_pending(s) > SMTP_OUTPUT_HIGH) {
+			/* The output's high-water mark: the client does not read its replies, so we stop reading
+			 * its commands until they are out (smtp_write_cb), and the command timeout runs on. */
+			s->out_full = 1;
+			bufferevent_disable(s->bev, EV_READ);
+			return;
+		}
+		switch (s->state) {
 		case SMTP_S_BODY:
 			more = smtp_body_read(s, in);
 			break;

@@ -53,6 +53,7 @@ struct smtp_tx {
 	size_t			 nrcpts, rcpt_cap;
 	struct evbuffer		*data;		/* owns: the message as received, unstuffed */
 	struct smtp_data_scan	 scan;
+	struct smtp_hops	 hops;		/* Received: fields so far (server.max_hops) */
 	unsigned long long	 size;		/* message octets received (counted even past the limit) */
 	int			 too_big;	/* the data passed max_message_size: 552 at the end */
 	int			 bdat_started;	/* the data stage ran for the first chunk */
@@ -79,6 +80,7 @@ struct smtp_session {
 	int			 errors;		/* 4xx/5xx replies so far */
 	int			 waiting;		/* a policy run or spool commit is pending: reading paused */
 	int			 discard_line;		/* skipping the rest of an over-long command line */
+	int			 out_full;		/* reading paused: too many replies wait to be sent */
 	struct smtp_tx		*tx;			/* owned; NULL outside a transaction */
 	struct smtp_header	*tags;			/* owns: s:tag() headers, added to every message */
 	struct smtp_header	**tags_tail;

@@ -741,6 +741,7 @@ local server = record({
   { "rules_dir", path, default = function(at) return clean_path(at.ctx.opts.sysconfdir .. "/luamta/rules") end },
   { "max_message_size", whole(1024), default = 26214400 },
   { "max_recipients", whole(1), default = 100 },
+  { "max_hops", whole(1), default = 50 },
   { "max_connections", whole(1), default = 2000 },
   { "max_connections_per_ip", whole(1), default = 50 },
   { "timeouts", record {

@@ -45,6 +45,7 @@ describe("luamta.config", function()
         rules_dir = "/etc/luamta/rules",
         max_message_size = 26214400,
         max_recipients = 100,
+        max_hops = 50,
         max_connections = 2000,
         max_connections_per_ip = 50,
         timeouts = { command = 300, data = 600 },

@@ -229,11 +229,45 @@ test_after_done(void)
 	}
 }
 
+/* The hop count: Received: fields of the header section only, in any case, in any split of the input. */
+static void
+test_hops(void)
+{
+	static const struct {
+		const char	*name;
+		const char	*input;
+		unsigned	 want;
+	} hc[] = {
+		{ "none", "Subject: x\r\n\r\nbody\r\n", 0 },
+		{ "two", "Received: a\r\nreceived: b\r\n\tcontinued\r\nSubject: x\r\n\r\n", 2 },
+		{ "not in the body", "Received: a\r\n\r\nReceived: b\r\n", 1 },
+		{ "not a prefix", "Received-SPF: pass\r\nXReceived: x\r\n\r\n", 0 },
+		{ "obsolete space", "Received : y\r\n\r\n", 1 },
+		{ "long name", "Received-But-Longer-Than-Sixteen: x\r\nReceived:x\r\n", 1 },
+		{ "bare LF lines", "Received: a\nReceived: b\n\nReceived: c\n", 2 },
+		{ "no header section", "\r\nReceived: a\r\n", 0 },
+	};
+	struct smtp_hops	 h;
+	size_t			 i, j, len;
+
+	for (i = 0; i < sizeof(hc) / sizeof(hc[0]); i++) {
+		len = strlen(hc[i].input);
+		smtp_hops_init(&h);
+		smtp_hops_feed(&h, hc[i].input, len);
+		ok(h.hops == hc[i].want, "hops: %s: %u", hc[i].name, h.hops);
+		smtp_hops_init(&h);
+		for (j = 0; j < len; j++)
+			smtp_hops_feed(&h, hc[i].input + j, 1);
+		ok(h.hops == hc[i].want, "hops: %s, one octet at a time: %u", hc[i].name, h.hops);
+	}
+}
+
 int
 main(void)
 {
 	test_cases();
 	test_splits();
 	test_after_done();
+	test_hops();
 	return tap_done();
 }
