@@ -42,6 +42,7 @@ describe("luamta.config", function()
         spool = "/var/spool/luamta",
         workers = 1,
         rules = { "connection", "filters", "sender", "relay", "recipient" },
+        extra_rules = {},
         rules_dir = "/etc/luamta/rules",
         max_message_size = 26214400,
         max_recipients = 100,
