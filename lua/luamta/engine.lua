@@ -168,7 +168,7 @@ function M.boot(path, opts)
           errors[#errors + 1] = ("%s: rule module %q: check_warnings failed: %s"):format(path_found, name, tostring(list))
         end
       end
-      if mod and mod.enforces_relay == true then
+      if mod and (mod.enforces_relay == true or name == "relay") then   -- a shadowing relay.lua counts too
         enforcer = enforcer or name
       end
       if mod then

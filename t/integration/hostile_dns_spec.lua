@@ -71,7 +71,7 @@ end)
 
 describe("PTR names that are not host names (dns.verify_ptr = ptr_only)", function()
   local env = dns.world(RECORDS, {
-    config = { dns = { verify_ptr = "ptr_only" }, server = { workers = 1, rules = { "showname" } } },
+    config = { dns = { verify_ptr = "ptr_only" }, server = { workers = 1, rules = { "showname" } }, inbound = { relay = { enforce = "none" } } },
     files = { ["rules/showname.lua"] = [[
 local mta = require "luamta"
 return { helo = function(s)
