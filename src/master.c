@@ -201,7 +201,6 @@ master_drop_privileges(const struct config *cfg)
 {
 	struct passwd	*pw;
 	char		 path[4200];
-	static const char *const dirs[] = { "", "/tmp", "/queue", "/state", "/hold", "/mailboxes" };
 	size_t		 i;
 
 	if (cfg->user == NULL)
@@ -210,8 +209,12 @@ master_drop_privileges(const struct config *cfg)
 		log_error("server.user: no user %s", cfg->user);
 		return -1;
 	}
-	for (i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s%s", cfg->spool, dirs[i]);
+	/* The spool, its directories (spool.h), and the default Maildir root. */
+	for (i = 0; i < SPOOL_NDIRS + 2; i++) {
+		if (i < SPOOL_NDIRS)
+			spool_dir_path(cfg->spool, (enum spool_dir)i, path, sizeof(path));
+		else
+			snprintf(path, sizeof(path), "%s%s", cfg->spool, i == SPOOL_NDIRS ? "" : "/mailboxes");
 		if (chown(path, pw->pw_uid, pw->pw_gid) == -1 && errno != ENOENT)
 			log_warn("chown %s: %s", path, strerror(errno));
 	}

@@ -25,15 +25,6 @@
 #include "spool.h"
 #include "util.h"
 
-struct queuectl_msg {
-	struct spool_env	 env;
-	char			**status;	/* per recipient: latest state line, or NULL (queued) */
-	long long		 size;
-	int			 held;
-	char			*buf;
-	size_t			 len;
-};
-
 static void
 queuectl_json_string(const char *s)
 {
@@ -49,85 +40,30 @@ queuectl_json_string(const char *s)
 	putchar('"');
 }
 
-static void
-queuectl_msg_free(struct queuectl_msg *q)
-{
-	size_t	 i;
-
-	for (i = 0; i < q->env.nrcpts; i++)
-		free(q->status[i]);
-	free(q->status);
-	spool_env_free(&q->env);
-	free(q->buf);
-}
-
-/* queuectl_load - read one message (the whole file when whole, else its envelope) and its state lines. */
-static int
-queuectl_load(const struct config *cfg, const char *dir, const char *id, int whole, struct queuectl_msg *q)
-{
-	char		 path[4400], state[4400], line[2048], err[256];
-	struct stat	 st;
-	ssize_t		 n;
-	size_t		 want;
-	FILE		*f;
-	int		 fd;
-
-	memset(q, 0, sizeof(*q));
-	snprintf(path, sizeof(path), "%s/%s/%s", cfg->spool, dir, id);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1 || fstat(fd, &st) == -1) {
-		if (fd != -1)
-			close(fd);
-		return -1;
-	}
-	want = whole ? (size_t)st.st_size : (size_t)st.st_size < SPOOL_ENV_MAX ? (size_t)st.st_size : SPOOL_ENV_MAX;
-	q->buf = xmalloc(want + 1);
-	n = read(fd, q->buf, want);
-	close(fd);
-	if (n <= 0 || spool_env_parse(q->buf, (size_t)n, &q->env, err, sizeof(err)) == -1) {
-		free(q->buf);
-		return -1;
-	}
-	q->len = (size_t)n;
-	q->buf[n] = '\0';
-	q->size = (long long)st.st_size - (long long)q->env.body_offset;
-	q->held = strcmp(dir, "hold") == 0;
-	q->status = xcalloc(q->env.nrcpts, sizeof(*q->status));
-	snprintf(state, sizeof(state), "%s/state/%s", cfg->spool, id);
-	if ((f = fopen(state, "re")) != NULL) {
-		while (fgets(line, sizeof(line), f) != NULL) {
-			char		*end;
-			unsigned long	 k = strtoul(line, &end, 10);
-
-			line[strcspn(line, "\n")] = '\0';
-			if (end != line && k < q->env.nrcpts && *end == ' ') {
-				free(q->status[k]);
-				q->status[k] = xstrdup(end + 1);
-			}
-		}
-		fclose(f);
-	}
-	return 0;
-}
-
 static const char *
-queuectl_status(const struct queuectl_msg *q, size_t i)
+queuectl_status(const struct spool_msg *q, size_t i)
 {
-	if (q->status[i] != NULL)
-		return q->status[i];
+	if (q->state.rcpts[i].last != NULL)
+		return q->state.rcpts[i].last;
 	return q->held ? "held" : "queued";
 }
 
 static void
-queuectl_print(const struct queuectl_msg *q, int json, int first)
+queuectl_print(const struct spool_msg *q, int json, int first)
 {
 	char	 when[64];
 	time_t	 t = (time_t)q->env.time;
 	size_t	 i;
 
 	if (json) {
-		printf("%s{\"id\":\"%s\",\"size\":%lld,\"arrival\":%.0f,\"held\":%s,\"sender\":", first ? "" : ",",
-		    q->env.id, q->size, q->env.time, q->held ? "true" : "false");
+		printf("%s{\"id\":\"%s\",\"size\":%llu,\"arrival\":%.0f,\"held\":%s,\"sender\":", first ? "" : ",",
+		    q->env.id, q->env.size, q->env.time, q->held ? "true" : "false");
 		queuectl_json_string(q->env.sender);
+		printf(",\"auth\":");
+		if (q->env.auth[0] != '\0')
+			queuectl_json_string(q->env.auth);
+		else
+			printf("null");
 		printf(",\"recipients\":[");
 		for (i = 0; i < q->env.nrcpts; i++) {
 			printf("%s{\"address\":", i ? "," : "");
@@ -140,7 +76,7 @@ queuectl_print(const struct queuectl_msg *q, int json, int first)
 		return;
 	}
 	strftime(when, sizeof(when), "%a %b %d %H:%M:%S", localtime(&t));
-	printf("%-20s%s %8lld %s  <%s>\n", q->env.id, q->held ? "!" : " ", q->size, when, q->env.sender);
+	printf("%-20s%s %8llu %s  <%s>\n", q->env.id, q->held ? "!" : " ", q->env.size, when, q->env.sender);
 	for (i = 0; i < q->env.nrcpts; i++)
 		printf("%22s<%s>  %s\n", "", q->env.rcpts[i], queuectl_status(q, i));
 	printf("\n");
@@ -149,26 +85,32 @@ queuectl_print(const struct queuectl_msg *q, int json, int first)
 static int
 queuectl_list(const struct config *cfg, int json)
 {
-	static const char *const dirs[] = { "queue", "hold" };
-	char			 path[4200];
+	static const enum spool_dir dirs[] = { SPOOL_D_QUEUE, SPOOL_D_HOLD };
+	char			 path[SPOOL_PATH_MAX], why[256];
 	DIR			*d;
 	struct dirent		*de;
-	struct queuectl_msg	 q;
+	struct spool_msg	 q;
 	size_t			 k;
 	int			 count = 0, held = 0;
 
 	if (json)
 		printf("[");
 	for (k = 0; k < 2; k++) {
-		snprintf(path, sizeof(path), "%s/%s", cfg->spool, dirs[k]);
+		spool_dir_path(cfg->spool, dirs[k], path, sizeof(path));
 		if ((d = opendir(path)) == NULL)
 			continue;
 		while ((de = readdir(d)) != NULL) {
-			if (!queueid_valid(de->d_name) || queuectl_load(cfg, dirs[k], de->d_name, 0, &q) == -1)
+			/* A message released or held meanwhile is found in the other directory (any). */
+			memset(&q, 0, sizeof(q));
+			if (!queueid_valid(de->d_name) || spool_load(cfg->spool, de->d_name, 1, 0, &q, why,
+			    sizeof(why)) != 0 || (q.held != (dirs[k] == SPOOL_D_HOLD))) {
+				if (q.data != NULL)
+					spool_msg_free(&q);
 				continue;
+			}
 			queuectl_print(&q, json, count == 0);
 			held += q.held;
-			queuectl_msg_free(&q);
+			spool_msg_free(&q);
 			count++;
 		}
 		closedir(d);
@@ -184,16 +126,16 @@ queuectl_list(const struct config *cfg, int json)
 static int
 queuectl_show(const struct config *cfg, const char *id)
 {
-	struct queuectl_msg	 q;
+	struct spool_msg	 q;
+	char			 why[256];
 
-	if (!queueid_valid(id) || (queuectl_load(cfg, "queue", id, 1, &q) == -1 &&
-	    queuectl_load(cfg, "hold", id, 1, &q) == -1)) {
+	if (!queueid_valid(id) || spool_load(cfg->spool, id, 1, 1, &q, why, sizeof(why)) != 0) {
 		fprintf(stderr, "luamta queue show: no message %s in the queue\n", id);
 		return 1;
 	}
 	queuectl_print(&q, 0, 1);
-	fwrite(q.buf + q.env.body_offset, 1, q.len - q.env.body_offset, stdout);
-	queuectl_msg_free(&q);
+	fwrite(q.data + q.env.body_offset, 1, q.len - q.env.body_offset, stdout);
+	spool_msg_free(&q);
 	return 0;
 }
 

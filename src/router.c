@@ -60,7 +60,6 @@
 
 #define ROUTER_RESCAN		60	/* seconds between two looks at the whole queue */
 #define ROUTER_HOLD_RECHECK	3600	/* a held recipient is routed again after this, or on flush/reload */
-#define ROUTER_FILE_MAX		(1024ULL * 1024 * 1024)
 #define ROUTER_MX_MAX		8	/* MX hosts looked up per destination */
 #define ROUTER_CTL_LINE		256
 
@@ -114,12 +113,7 @@ struct router_group {
 
 struct router_msg {
 	char			 id[QUEUEID_SIZE];
-	char			 path[4200];
-	char			 state_path[4200];
-	char			*data;		/* owns: the whole queue file */
-	size_t			 len;
-	struct spool_env	 env;
-	int			 body_8bit, smtputf8;
+	struct spool_msg	 q;		/* owns: the queue file (whole), its envelope and state */
 	struct router_rcpt	*rcpts;		/* owns env.nrcpts */
 	char			*maildir;	/* owns: delivery.maildir when the message was taken */
 	char			*hostname;	/* owns: server.hostname, for bounces */
@@ -417,17 +411,8 @@ static void
 router_sweep_state(struct router_sweep *sw, DIR *d, const char *name)
 {
 	char		 p[4300];
-	struct stat	 st;
 
-	if (!queueid_valid(name))
-		return;
-	snprintf(p, sizeof(p), "%s/queue/%s", sw->spool, name);
-	if (stat(p, &st) == 0 || errno != ENOENT)
-		return;
-	snprintf(p, sizeof(p), "%s/hold/%s", sw->spool, name);
-	if (stat(p, &st) == 0 || errno != ENOENT)
-		return;
-	if (unlinkat(dirfd(d), name, 0) == -1)
+	if (!spool_state_sweep(sw->spool, name))
 		return;
 	sw->states++;
 	snprintf(p, sizeof(p), "%s: removed the state file of a finished message (no queue file)", name);
@@ -447,7 +432,7 @@ router_sweep_work(void *arg)
 		if (sw->depth == 0) {
 			/* The next phase: state/, then the Maildir template from its fixed part. */
 			if (++sw->phase == 1) {
-				snprintf(sw->path, sizeof(sw->path), "%s/state", sw->spool);
+				spool_dir_path(sw->spool, SPOOL_D_STATE, sw->path, sizeof(sw->path));
 				router_sweep_open(sw, 0, strlen(sw->path));
 			} else if (sw->phase == 2 && sw->ncomps > 0) {
 				util_strlcpy(sw->path, sw->relative ? "." : "", sizeof(sw->path));
@@ -532,69 +517,28 @@ router_sweep_start(void)
 
 /* Load ----------------------------------------------------------------------------------------------------- */
 
-/* router_load_work - I/O thread: read the queue file and the state file. */
+/* router_load_work - I/O thread: read the queue file and the state file; the state lines say who is done. */
 static int
 router_load_work(void *arg)
 {
 	struct router_msg	*m = arg;
-	struct stat		 st;
-	FILE			*f;
-	char			 line[2048];
-	int			 fd;
-	size_t			 got = 0;
+	size_t			 i;
+	int			 err;
 
-	if ((fd = open(m->path, O_RDONLY | O_CLOEXEC)) == -1)
-		return errno;
-	if (fstat(fd, &st) == -1 || (unsigned long long)st.st_size > ROUTER_FILE_MAX) {
-		close(fd);
-		return EFBIG;
-	}
-	m->len = (size_t)st.st_size;
-	m->data = xmalloc(m->len + 1);
-	while (got < m->len) {
-		ssize_t	 n = read(fd, m->data + got, m->len - got);
+	if ((err = spool_load(m->spool, m->id, 0, 1, &m->q, m->why, sizeof(m->why))) != 0)
+		return err;
+	m->rcpts = xcalloc(m->q.env.nrcpts, sizeof(*m->rcpts));
+	m->attempts = m->q.state.attempts;
+	m->warned = m->q.state.warned;
+	for (i = 0; i < m->q.env.nrcpts; i++) {
+		const struct qf_rcpt_status	*st = &m->q.state.rcpts[i];
 
-		if (n <= 0) {
-			close(fd);
-			return n == 0 ? EIO : errno;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	m->data[m->len] = '\0';
-	if (spool_env_parse(m->data, m->len, &m->env, m->why, sizeof(m->why)) == -1)
-		return EINVAL;
-	m->body_8bit = strstr(m->data, "\nparam BODY=8BITMIME\n") != NULL &&
-	    (size_t)(strstr(m->data, "\nparam BODY=8BITMIME\n") - m->data) < m->env.body_offset;
-	m->smtputf8 = strstr(m->data, "\nparam SMTPUTF8\n") != NULL &&
-	    (size_t)(strstr(m->data, "\nparam SMTPUTF8\n") - m->data) < m->env.body_offset;
-	m->rcpts = xcalloc(m->env.nrcpts, sizeof(*m->rcpts));
-	/* State lines: "<index> delivered|bounced|deferred <text>", "attempt <time>", "warned <time>". */
-	if ((f = fopen(m->state_path, "re")) != NULL) {
-		while (fgets(line, sizeof(line), f) != NULL) {
-			char		*end;
-			unsigned long	 i;
-
-			line[strcspn(line, "\n")] = '\0';
-			if (strncmp(line, "attempt ", 8) == 0) {
-				m->attempts++;
-				continue;
-			}
-			if (strncmp(line, "warned ", 7) == 0) {
-				m->warned = 1;
-				continue;
-			}
-			i = strtoul(line, &end, 10);
-			if (end == line || i >= m->env.nrcpts || *end != ' ')
-				continue;
-			if (strncmp(end, " delivered", 10) == 0)
-				m->rcpts[i].outcome = R_DONE;
-			else if (strncmp(end, " bounced", 8) == 0)
-				m->rcpts[i].outcome = R_BOUNCED;
-			else if (strncmp(end, " deferred ", 10) == 0)
-				util_strlcpy(m->rcpts[i].text, end + 10, sizeof(m->rcpts[i].text));
-		}
-		fclose(f);
+		if (st->state == QF_DELIVERED)
+			m->rcpts[i].outcome = R_DONE;
+		else if (st->state == QF_BOUNCED)
+			m->rcpts[i].outcome = R_BOUNCED;
+		else if (st->state == QF_DEFERRED)
+			util_strlcpy(m->rcpts[i].text, st->detail, sizeof(m->rcpts[i].text));
 	}
 	return 0;
 }
@@ -611,12 +555,11 @@ router_msg_free(struct router_msg *m)
 		free(m->groups[i]);
 	}
 	free(m->groups);
-	spool_env_free(&m->env);
+	spool_msg_free(&m->q);
 	free(m->maildir);
 	free(m->hostname);
 	free(m->spool);
 	free(m->rcpts);
-	free(m->data);
 	free(m);
 }
 
@@ -629,19 +572,20 @@ router_bounce_write(struct router_msg *m, int delayed)
 	struct dsn_rcpt		*dr;
 	struct dsn_info		 info;
 	struct evbuffer		*buf;
-	char			 id[QUEUEID_SIZE], tmp[4300], final[4300], qdir[4300];
+	struct qf_env		 env;
+	char			 id[QUEUEID_SIZE], *rcpt;
 	size_t			 i, n = 0;
-	int			 fd, err = 0;
+	int			 err = 0;
 
-	if (m->env.sender[0] == '\0')
+	if (m->q.env.sender[0] == '\0')
 		return 0;		/* never a bounce for a bounce (RFC 5321 6.1) */
-	dr = xcalloc(m->env.nrcpts, sizeof(*dr));
-	for (i = 0; i < m->env.nrcpts; i++) {
+	dr = xcalloc(m->q.env.nrcpts, sizeof(*dr));
+	for (i = 0; i < m->q.env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
 
 		if (delayed ? r->outcome != R_DEFERRED : r->outcome != R_FAILED)
 			continue;
-		dr[n].address = m->env.rcpts[i];
+		dr[n].address = m->q.env.rcpts[i];
 		dr[n].action = delayed ? "delayed" : "failed";
 		dr[n].status = r->dsn;
 		dr[n].diagnostic = r->text[0] ? r->text : NULL;
@@ -655,44 +599,35 @@ router_bounce_write(struct router_msg *m, int delayed)
 	memset(&info, 0, sizeof(info));
 	info.hostname = m->hostname;
 	info.queue_id = m->id;
-	info.arrival = m->env.time;
+	info.arrival = m->q.env.time;
 	info.now = util_now();
-	info.expires = delayed ? m->env.time + m->max_queue_time : 0;
-	info.sender = m->env.sender;
+	info.expires = delayed ? m->q.env.time + m->max_queue_time : 0;
+	info.sender = m->q.env.sender;
 	info.rcpts = dr;
 	info.nrcpts = n;
-	info.orig = m->data + m->env.body_offset;
-	info.orig_len = m->len - m->env.body_offset;
+	info.orig = m->q.data + m->q.env.body_offset;
+	info.orig_len = m->q.len - m->q.env.body_offset;
 	info.delayed = delayed;
 	buf = evbuffer_new();
-	queueid_new(id);
-	evbuffer_add_printf(buf, "%s\nid %s\ntime %.6f\nclient 127.0.0.1 0\nhelo %s\nproto LOCAL\nsender \n"
-	    "param BODY=8BITMIME\nrcpt %s\nend\n", SPOOL_MAGIC, id, util_now(), m->hostname, m->env.sender);
 	if (dsn_build(&info, buf) == -1) {
 		evbuffer_free(buf);
 		free(dr);
 		return 0;	/* nothing usable to report: the recipients still get their state lines */
 	}
 	free(dr);
-	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", m->spool, id);
-	snprintf(final, sizeof(final), "%s/queue/%s", m->spool, id);
-	snprintf(qdir, sizeof(qdir), "%s/queue", m->spool);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
-		err = errno;
-	while (err == 0 && evbuffer_get_length(buf) > 0)
-		if (evbuffer_write(buf, fd) < 0 && errno != EINTR)
-			err = errno;
-	if (fd != -1) {
-		if (err == 0 && fsync(fd) == -1)
-			err = errno;
-		close(fd);
-	}
-	if (err == 0 && rename(tmp, final) == -1)
-		err = errno;
-	if (err == 0 && util_fsync_dir(qdir) == -1)
-		err = errno;
-	if (err != 0)
-		unlink(tmp);
+	memset(&env, 0, sizeof(env));
+	queueid_new(env.id);
+	env.time = util_now();
+	util_strlcpy(env.client_ip, "127.0.0.1", sizeof(env.client_ip));
+	util_strlcpy(env.helo, m->hostname, sizeof(env.helo));
+	util_strlcpy(env.proto, "LOCAL", sizeof(env.proto));
+	env.size = evbuffer_get_length(buf);
+	env.body_8bit = 1;
+	rcpt = m->q.env.sender;
+	env.rcpts = &rcpt;
+	env.nrcpts = 1;
+	err = spool_write_message(m->spool, &env, buf);
+	util_strlcpy(id, env.id, sizeof(id));
 	evbuffer_free(buf);
 	if (err == 0)	/* the loop takes it at once */
 		util_strlcpy(delayed ? m->warning_id : m->bounce_id, id, QUEUEID_SIZE);
@@ -704,14 +639,14 @@ static int
 router_record_work(void *arg)
 {
 	struct router_msg	*m = arg;
-	const char		*body = m->data + m->env.body_offset;
-	size_t			 blen = m->len - m->env.body_offset, i;
-	int			 fd, open_left = 0, err;
+	const char		*body = m->q.data + m->q.env.body_offset;
+	size_t			 blen = m->q.len - m->q.env.body_offset, i;
+	int			 open_left = 0, err;
 	char			 dir[4200], unique[64], prefix[1200], line[MTA_TEXT_MAX + 600];
 	struct evbuffer		*state = evbuffer_new();
 
 	m->bounce_id[0] = m->warning_id[0] = '\0';
-	for (i = 0; i < m->env.nrcpts; i++) {
+	for (i = 0; i < m->q.env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
 
 		if (r->outcome != R_LOCAL)
@@ -720,7 +655,7 @@ router_record_work(void *arg)
 			err = ENAMETOOLONG;
 		else {
 			snprintf(unique, sizeof(unique), "%s.%zu", m->id, i);
-			snprintf(prefix, sizeof(prefix), "Return-Path: <%s>\nDelivered-To: %s\n", m->env.sender,
+			snprintf(prefix, sizeof(prefix), "Return-Path: <%s>\nDelivered-To: %s\n", m->q.env.sender,
 			    r->mailbox);
 			err = maildir_deliver(dir, unique, prefix, body, blen);
 		}
@@ -736,58 +671,31 @@ router_record_work(void *arg)
 	}
 	/* Bounces first: a recipient is marked bounced only once its report is safely queued. */
 	if ((err = router_bounce_write(m, 0)) != 0) {
-		for (i = 0; i < m->env.nrcpts; i++)
+		for (i = 0; i < m->q.env.nrcpts; i++)
 			if (m->rcpts[i].outcome == R_FAILED)
 				m->rcpts[i].outcome = R_DEFERRED;	/* try the bounce again next time */
 	}
 	if (m->want_warning && router_bounce_write(m, 1) == 0)
-		evbuffer_add_printf(state, "warned %.0f\n", util_now());
-	for (i = 0; i < m->env.nrcpts; i++) {
+		evbuffer_add(state, line, qf_state_event(line, sizeof(line), "warned", util_now()));
+	for (i = 0; i < m->q.env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
-		char			 clean[MTA_TEXT_MAX + 1];
-		size_t			 k;
+		enum qf_rcpt_state	 st = r->outcome == R_SENT ? QF_DELIVERED : r->outcome == R_FAILED ?
+			    QF_BOUNCED : r->outcome == R_DEFERRED ? QF_DEFERRED : r->outcome == R_HOLD ? QF_HELD :
+			    QF_QUEUED;
 
-		util_strlcpy(clean, r->text, sizeof(clean));
-		for (k = 0; clean[k]; k++)
-			if ((unsigned char)clean[k] < 0x20)
-				clean[k] = ' ';
-		if (r->outcome == R_SENT)
-			snprintf(line, sizeof(line), "%zu delivered %s\n", i, clean);
-		else if (r->outcome == R_FAILED)
-			snprintf(line, sizeof(line), "%zu bounced %s %s\n", i, r->dsn, clean);
-		else if (r->outcome == R_DEFERRED)
-			snprintf(line, sizeof(line), "%zu deferred %s %s\n", i, r->dsn, clean);
-		else if (r->outcome == R_HOLD)
-			snprintf(line, sizeof(line), "%zu held %s %s\n", i, r->dsn, clean);
-		else
-			line[0] = '\0';
-		evbuffer_add(state, line, strlen(line));
+		evbuffer_add(state, line, qf_state_line(line, sizeof(line), i, st, r->dsn, r->text));
 		if (r->outcome == R_DEFERRED || r->outcome == R_HOLD || r->outcome == R_OPEN)
 			open_left = 1;
 	}
 	if (open_left)
-		evbuffer_add_printf(state, "attempt %.0f\n", util_now());
-	if ((fd = open(m->state_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) == -1) {
-		evbuffer_free(state);
-		return errno;
-	}
-	err = 0;
-	while (evbuffer_get_length(state) > 0)
-		if (evbuffer_write(state, fd) < 0 && errno != EINTR) {
-			err = errno;
-			break;
-		}
-	if (err == 0 && fsync(fd) == -1)
-		err = errno;
-	close(fd);
+		evbuffer_add(state, line, qf_state_event(line, sizeof(line), "attempt", util_now()));
+	err = spool_state_append(m->spool, m->id, (const char *)evbuffer_pullup(state, -1),
+	    evbuffer_get_length(state));
 	evbuffer_free(state);
 	if (err != 0)
 		return err;
-	if (!open_left) {
-		/* Every recipient has its outcome on disk: the message goes (queue file first). */
-		unlink(m->path);
-		unlink(m->state_path);
-	}
+	if (!open_left)	/* every recipient has its outcome on disk: the message goes */
+		return spool_finish(m->spool, m->id);
 	return 0;
 }
 
@@ -840,11 +748,11 @@ static void
 router_record_done(void *arg, int err)
 {
 	struct router_msg	*m = arg;
-	double			 delay = util_now() - m->env.time;
+	double			 delay = util_now() - m->q.env.time;
 	size_t			 i;
 	int			 open_left = 0, held = 0;
 
-	for (i = 0; i < m->env.nrcpts; i++) {
+	for (i = 0; i < m->q.env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
 		const char		*status;
 
@@ -866,7 +774,7 @@ router_record_done(void *arg, int err)
 		default:
 			continue;
 		}
-		log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)%s%s", m->id, m->env.rcpts[i],
+		log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)%s%s", m->id, m->q.env.rcpts[i],
 		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text,
 		    r->tls[0] ? ", tls=" : "", r->tls);
 	}
@@ -903,8 +811,8 @@ router_msg_step_done(struct router_msg *m)
 		return;
 	/* Past routing.max_queue_time, a recipient that failed again for now bounces (Postfix's
 	 * maximal_queue_lifetime): it had its last attempt just now. Held recipients wait for the administrator. */
-	if (m->max_queue_time > 0 && util_now() - m->env.time > m->max_queue_time)
-		for (i = 0; i < m->env.nrcpts; i++) {
+	if (m->max_queue_time > 0 && util_now() - m->q.env.time > m->max_queue_time)
+		for (i = 0; i < m->q.env.nrcpts; i++) {
 			struct router_rcpt	*r = &m->rcpts[i];
 			char			 last[MTA_TEXT_MAX - 64];
 
@@ -917,9 +825,9 @@ router_msg_step_done(struct router_msg *m)
 			    last[0] ? ": " : "", last);
 		}
 	/* A delay warning, once, when recipients are still deferred after routing.delay_warning. */
-	if (!m->warned && router_cfg->delay_warning > 0 && util_now() - m->env.time >= router_cfg->delay_warning &&
-	    m->env.sender[0] != '\0')
-		for (i = 0; i < m->env.nrcpts; i++)
+	if (!m->warned && router_cfg->delay_warning > 0 && util_now() - m->q.env.time >= router_cfg->delay_warning &&
+	    m->q.env.sender[0] != '\0')
+		for (i = 0; i < m->q.env.nrcpts; i++)
 			if (m->rcpts[i].outcome == R_DEFERRED)
 				m->want_warning = 1;
 	/* Its own thread: a state line after a next hop's 250 is the end of a duplicate window (docs/reliability.md)
@@ -1017,16 +925,16 @@ router_group_send(struct router_group *g)
 			req.addrs[req.naddrs++] = g->found[i][k];
 	rcpts = xcalloc(g->n, sizeof(*rcpts));
 	for (i = 0; i < g->n; i++)
-		rcpts[i] = m->env.rcpts[g->idx[i]];
+		rcpts[i] = m->q.env.rcpts[g->idx[i]];
 	req.queue_id = m->id;
 	req.helo = m->hostname;
-	req.sender = m->env.sender;
+	req.sender = m->q.env.sender;
 	req.rcpts = rcpts;
 	req.nrcpts = g->n;
-	req.data = m->data + m->env.body_offset;
-	req.len = m->len - m->env.body_offset;
-	req.body_8bit = m->body_8bit;
-	req.smtputf8 = m->smtputf8;
+	req.data = m->q.data + m->q.env.body_offset;
+	req.len = m->q.len - m->q.env.body_offset;
+	req.body_8bit = m->q.env.body_8bit;
+	req.smtputf8 = m->q.env.smtputf8;
 	req.connect_timeout = router_cfg->connect_timeout;
 	req.reply_timeout = router_cfg->reply_timeout;
 	req.tls = router_cfg->routing_tls;
@@ -1249,7 +1157,7 @@ static int
 router_push_route(lua_State *L, void *arg)
 {
 	struct router_msg	*m = arg;
-	const char		*rcpt = m->env.rcpts[m->route_i], *at = strrchr(rcpt, '@');
+	const char		*rcpt = m->q.env.rcpts[m->route_i], *at = strrchr(rcpt, '@');
 	struct proto_addr	 a;
 
 	memset(&a, 0, sizeof(a));
@@ -1265,9 +1173,9 @@ router_push_route(lua_State *L, void *arg)
 	lua_createtable(L, 0, 3);
 	lua_pushstring(L, m->id);
 	lua_setfield(L, -2, "queue_id");
-	lua_pushstring(L, m->env.sender);
+	lua_pushstring(L, m->q.env.sender);
 	lua_setfield(L, -2, "sender");
-	lua_pushinteger(L, (lua_Integer)(m->len - m->env.body_offset));
+	lua_pushinteger(L, (lua_Integer)m->q.env.size);
 	lua_setfield(L, -2, "size");
 	lb_addr_push(L, &a);
 	return 2;
@@ -1313,7 +1221,7 @@ router_group_for(struct router_msg *m, const struct lb_verdict *v)
 	util_strlcpy(g->host, v->arg, sizeof(g->host));
 	g->port = v->port;
 	util_strlcpy(g->key, key, sizeof(g->key));
-	g->idx = xcalloc(m->env.nrcpts, sizeof(*g->idx));
+	g->idx = xcalloc(m->q.env.nrcpts, sizeof(*g->idx));
 	idmap_put(router_groups, g->id, g);
 	m->groups = xrealloc(m->groups, (m->ngroups + 1) * sizeof(*m->groups));
 	m->groups[m->ngroups++] = g;
@@ -1325,7 +1233,7 @@ static void
 router_route(struct router_msg *m)
 {
 	size_t	 i;
-	for (i = 0; i < m->env.nrcpts; i++) {
+	for (i = 0; i < m->q.env.nrcpts; i++) {
 		struct router_rcpt	*r = &m->rcpts[i];
 		struct lb_verdict	 v;
 		struct lb_run		*run;
@@ -1409,8 +1317,6 @@ router_take(const char *id)
 		return;		/* its retry time has not come */
 	m = xcalloc(1, sizeof(*m));
 	util_strlcpy(m->id, id, sizeof(m->id));
-	snprintf(m->path, sizeof(m->path), "%s/queue/%s", router_cfg->spool, id);
-	snprintf(m->state_path, sizeof(m->state_path), "%s/state/%s", router_cfg->spool, id);
 	m->maildir = xstrdup(router_cfg->maildir);
 	m->hostname = xstrdup(router_cfg->hostname);
 	m->spool = xstrdup(router_cfg->spool);
@@ -1441,7 +1347,7 @@ router_scan(int flush)
 	DIR		*d;
 	struct dirent	*de;
 
-	snprintf(path, sizeof(path), "%s/queue", router_cfg->spool);
+	spool_dir_path(router_cfg->spool, SPOOL_D_QUEUE, path, sizeof(path));
 	if ((d = opendir(path)) == NULL) {
 		log_error("router: cannot read %s: %s", path, strerror(errno));
 		return;
@@ -1488,7 +1394,7 @@ enum router_op { ROUTER_OP_FLUSH, ROUTER_OP_DELETE, ROUTER_OP_HOLD, ROUTER_OP_RE
 struct router_move {
 	enum router_op	 op;
 	char		 id[QUEUEID_SIZE];
-	char		 queue[4300], hold[4300], state[4300];
+	char		*spool;		/* owns: server.spool when it was asked */
 	uint64_t	 ctl;		/* who gets the answer; 0 for none */
 	int		 busy;		/* the message is being delivered: delete marks it instead */
 	char		 answer[200];
@@ -1509,8 +1415,8 @@ static int
 router_move_work(void *arg)
 {
 	struct router_move	*mv = arg;
-	struct stat		 st;
-	int			 in_queue = stat(mv->queue, &st) == 0, in_hold = stat(mv->hold, &st) == 0;
+	enum spool_where	 w = spool_where(mv->spool, mv->id);
+	int			 in_queue = w == SPOOL_W_QUEUE, in_hold = w == SPOOL_W_HOLD, err;
 
 	switch (mv->op) {
 	case ROUTER_OP_FLUSH:
@@ -1524,23 +1430,22 @@ router_move_work(void *arg)
 			snprintf(mv->answer, sizeof(mv->answer), "ok: deleted once the delivery in progress ends");
 			return 0;
 		}
-		if (unlink(in_queue ? mv->queue : mv->hold) == -1)
-			return errno;
-		unlink(mv->state);
+		if ((err = spool_delete(mv->spool, mv->id)) != 0)
+			return err;
 		snprintf(mv->answer, sizeof(mv->answer), "ok: deleted");
 		return 0;
 	case ROUTER_OP_HOLD:
 		if (!in_queue)
 			break;
-		if (rename(mv->queue, mv->hold) == -1)
-			return errno;
+		if ((err = spool_hold(mv->spool, mv->id)) != 0)
+			return err;
 		snprintf(mv->answer, sizeof(mv->answer), "ok: held");
 		return 0;
 	case ROUTER_OP_RELEASE:
 		if (!in_hold)
 			break;
-		if (rename(mv->hold, mv->queue) == -1)
-			return errno;
+		if ((err = spool_release(mv->spool, mv->id)) != 0)
+			return err;
 		snprintf(mv->answer, sizeof(mv->answer), "ok: released");
 		return 0;
 	}
@@ -1575,6 +1480,7 @@ router_move_done(void *arg, int err)
 		}
 	}
 	router_ctl_answer(mv->ctl, answer);
+	free(mv->spool);
 	free(mv);
 }
 
@@ -1585,9 +1491,7 @@ router_delete_files(const char *id)
 
 	mv->op = ROUTER_OP_DELETE;
 	util_strlcpy(mv->id, id, sizeof(mv->id));
-	snprintf(mv->queue, sizeof(mv->queue), "%s/queue/%s", router_cfg->spool, id);
-	snprintf(mv->hold, sizeof(mv->hold), "%s/hold/%s", router_cfg->spool, id);
-	snprintf(mv->state, sizeof(mv->state), "%s/state/%s", router_cfg->spool, id);
+	mv->spool = xstrdup(router_cfg->spool);
 	iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
 }
 
@@ -1621,11 +1525,10 @@ router_control(uint64_t ctl, const char *cmd, const char *id)
 	mv->op = ops[i].op;
 	mv->ctl = ctl;
 	util_strlcpy(mv->id, id, sizeof(mv->id));
-	snprintf(mv->queue, sizeof(mv->queue), "%s/queue/%s", router_cfg->spool, id);
-	snprintf(mv->hold, sizeof(mv->hold), "%s/hold/%s", router_cfg->spool, id);
-	snprintf(mv->state, sizeof(mv->state), "%s/state/%s", router_cfg->spool, id);
+	mv->spool = xstrdup(router_cfg->spool);
 	mv->busy = idmap_get(router_busy, router_key(id)) != NULL;
 	if (mv->op == ROUTER_OP_HOLD && mv->busy) {
+		free(mv->spool);
 		free(mv);
 		router_ctl_answer(ctl, "error: being delivered now; try again in a moment");
 		return;
@@ -1757,12 +1660,8 @@ router_main(struct lb_gen *gen, int notify_fd)
 	srandom((unsigned)getpid() ^ (unsigned)util_now());
 	router_gen = gen;
 	router_cfg = lb_gen_config(gen);
-	snprintf(path, sizeof(path), "%s/state", router_cfg->spool);
-	if (util_mkdirs(path, 0700) == -1)
-		fatal("router: cannot create %s: %s", path, strerror(errno));
-	snprintf(path, sizeof(path), "%s/hold", router_cfg->spool);
-	if (util_mkdirs(path, 0700) == -1)
-		fatal("router: cannot create %s: %s", path, strerror(errno));
+	if (spool_mkdirs(router_cfg->spool, path, sizeof(path)) == -1)
+		fatal("router: %s", path);
 	router_base = event_base_new();
 	router_io = iot_new(router_base);
 	router_rec = iot_new(router_base);

@@ -964,7 +964,7 @@ smtp_protocol_name(const struct smtp_session *s)
 	return s->tls ? (s->user[0] ? "ESMTPSA" : "ESMTPS") : (s->user[0] ? "ESMTPA" : "ESMTP");
 }
 
-/* smtp_build_head - the envelope (spool.h) followed by our Received header, the session's tags and the headers
+/* smtp_build_head - the envelope (queue_file.h) followed by our Received header, the session's tags and the headers
  * that rules added, all before the message as the client sent it. */
 static struct evbuffer *
 smtp_build_head(struct smtp_session *s)
@@ -972,19 +972,33 @@ smtp_build_head(struct smtp_session *s)
 	struct smtp_tx		*tx = s->tx;
 	struct evbuffer		*head = evbuffer_new();
 	struct smtp_header	*h;
-	char			 date[64];
+	struct qf_env		 env;
+	char			 date[64], err[128];
 	size_t			 i;
 
-	evbuffer_add_printf(head, "%s\nid %s\ntime %.6f\nclient %s %d\nhelo %s\nproto %s\nsender %s\n",
-	    SPOOL_MAGIC, tx->queue_id, util_now(), s->ip, s->port, s->helo, smtp_protocol_name(s),
-	    tx->sender.address);
-	if (tx->body_8bit)
-		evbuffer_add_printf(head, "param BODY=8BITMIME\n");
-	if (tx->smtputf8)
-		evbuffer_add_printf(head, "param SMTPUTF8\n");
+	memset(&env, 0, sizeof(env));
+	util_strlcpy(env.id, tx->queue_id, sizeof(env.id));
+	env.time = util_now();
+	util_strlcpy(env.client_ip, s->ip, sizeof(env.client_ip));
+	env.client_port = s->port;
+	util_strlcpy(env.helo, s->helo, sizeof(env.helo));
+	util_strlcpy(env.proto, smtp_protocol_name(s), sizeof(env.proto));
+	util_strlcpy(env.auth, s->user, sizeof(env.auth));
+	env.size = tx->size;
+	util_strlcpy(env.sender, tx->sender.address, sizeof(env.sender));
+	env.body_8bit = tx->body_8bit;
+	env.smtputf8 = tx->smtputf8;
+	env.nrcpts = tx->nrcpts;
+	env.rcpts = xcalloc(tx->nrcpts ? tx->nrcpts : 1, sizeof(*env.rcpts));
 	for (i = 0; i < tx->nrcpts; i++)
-		evbuffer_add_printf(head, "rcpt %s\n", tx->rcpts[i].address);
-	evbuffer_add_printf(head, "end\n");
+		env.rcpts[i] = tx->rcpts[i].address;
+	i = spool_head_add(head, &env, err, sizeof(err));
+	free(env.rcpts);	/* the addresses are borrowed */
+	if (i != 0) {
+		evbuffer_free(head);
+		log_error("%s: client=[%s] cannot write the envelope: %s", tx->queue_id, s->ip, err);
+		return NULL;
+	}
 
 	util_rfc5322_date(date, sizeof(date), util_now());
 	evbuffer_add_printf(head, "Received: from %s (%s%s%s)\r\n", s->helo[0] ? s->helo : "unknown",
@@ -1044,6 +1058,12 @@ smtp_commit(struct smtp_session *s)
 	struct evbuffer	*head = smtp_build_head(s);
 	struct evbuffer	*body = s->tx->data;
 
+	if (head == NULL) {	/* logged */
+		smtp_tx_free(s);
+		smtp_enter_state(s, SMTP_S_READY);
+		smtp_reply(s, "%s", spool_reply_for(EINVAL));
+		return;
+	}
 	if (smtp_dry_run) {
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu: would be queued (simulation)", s->tx->queue_id,
 		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);

@@ -1,9 +1,15 @@
 /*
- * spool.c - queue files: commit on the I/O thread (write, fsync, rename, directory fsync), and parse an
- * envelope back. It never answers SMTP and never runs on the loop except to hand work over and back.
+ * spool.c - the spool on disk (spool.h): the directory list and paths, the commit of a message (write, fsync,
+ * rename, directory fsync on an I/O thread), reading a message and its state back, appending state lines, and
+ * every rename and removal. The text of the files is queue_file.c's. It never answers SMTP and never does file
+ * work on the loop except at start.
  *	spool_prepare()		create the directories, sweep tmp/ (startup)
+ *	spool_head_add()	the envelope of a message to commit
  *	spool_commit()		make a message durable; the result arrives by callback
- *	spool_env_parse()	read an envelope (router, queue command)
+ *	spool_write_message()	the same, blocking (the router's record thread: bounces)
+ *	spool_load()		read a message and its state lines (router, queue command)
+ *	spool_state_append()	record outcomes
+ *	spool_finish(), spool_delete(), spool_hold(), spool_release(), spool_state_sweep()
  */
 #include "config.h"
 
@@ -13,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -22,11 +29,25 @@
 #include "spool.h"
 #include "util.h"
 
+const char *const spool_dirs[SPOOL_NDIRS] = { "tmp", "queue", "hold", "state", "corrupt" };
+
+void
+spool_dir_path(const char *spool, enum spool_dir d, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s", spool, spool_dirs[d]);
+}
+
+void
+spool_path(const char *spool, enum spool_dir d, const char *id, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%s/%s", spool, spool_dirs[d], id);
+}
+
 struct spool_job {
 	char		 id[QUEUEID_SIZE];
-	char		 tmp[4200];
-	char		 final[4200];
-	char		 queue_dir[4200];
+	char		 tmp[SPOOL_PATH_MAX];
+	char		 final[SPOOL_PATH_MAX];
+	char		 queue_dir[SPOOL_PATH_MAX];
 	struct evbuffer	*head;		/* owned */
 	struct evbuffer	*body;		/* owned */
 	spool_done_fn	*done;
@@ -34,24 +55,33 @@ struct spool_job {
 };
 
 int
-spool_prepare(const char *spool, char *err, size_t errsize)
+spool_mkdirs(const char *spool, char *err, size_t errsize)
 {
-	static const char *const subdirs[] = { "tmp", "queue" };
-	char		 path[4200];
-	DIR		*d;
-	struct dirent	*de;
-	size_t		 i;
-	int		 swept = 0;
+	char	 path[SPOOL_PATH_MAX];
+	size_t	 i;
 
-	for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", spool, subdirs[i]);
+	for (i = 0; i < SPOOL_NDIRS; i++) {
+		spool_dir_path(spool, (enum spool_dir)i, path, sizeof(path));
 		if (util_mkdirs(path, 0700) == -1) {
 			snprintf(err, errsize, "cannot create %s: %s", path, strerror(errno));
 			return -1;
 		}
 	}
+	return 0;
+}
+
+int
+spool_prepare(const char *spool, char *err, size_t errsize)
+{
+	char		 path[SPOOL_PATH_MAX];
+	DIR		*d;
+	struct dirent	*de;
+	int		 swept = 0;
+
+	if (spool_mkdirs(spool, err, errsize) == -1)
+		return -1;
 	/* A file in tmp/ never got its 250: the client will send it again. */
-	snprintf(path, sizeof(path), "%s/tmp", spool);
+	spool_dir_path(spool, SPOOL_D_TMP, path, sizeof(path));
 	if ((d = opendir(path)) != NULL) {
 		while ((de = readdir(d)) != NULL) {
 			if (de->d_name[0] == '.')
@@ -83,25 +113,33 @@ spool_write_all(int fd, struct evbuffer *buf)
 	return 0;
 }
 
-/* spool_commit_work - on the I/O thread. Leaves either the final file or nothing at all. */
+/* spool_write_file - write head then body to tmp, fsync, rename to final. Leaves either final or nothing. */
 static int
-spool_commit_work(void *arg)
+spool_write_file(const char *tmp, const char *final, struct evbuffer *head, struct evbuffer *body)
 {
-	struct spool_job	*j = arg;
-	int			 fd, err;
+	int	 fd, err;
 
-	if ((fd = open(j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
 		return errno;
-	if ((err = spool_write_all(fd, j->head)) == 0 && (err = spool_write_all(fd, j->body)) == 0)
+	if ((err = spool_write_all(fd, head)) == 0 && (err = spool_write_all(fd, body)) == 0)
 		if (fsync(fd) == -1)
 			err = errno;
 	if (close(fd) == -1 && err == 0)
 		err = errno;
-	if (err == 0 && rename(j->tmp, j->final) == -1)
+	if (err == 0 && rename(tmp, final) == -1)
 		err = errno;
 	if (err != 0)
-		unlink(j->tmp);
+		unlink(tmp);
 	return err;
+}
+
+/* spool_commit_work - on the I/O thread; the directory sync follows for the whole batch (iothread.h). */
+static int
+spool_commit_work(void *arg)
+{
+	struct spool_job	*j = arg;
+
+	return spool_write_file(j->tmp, j->final, j->head, j->body);
 }
 
 static void
@@ -127,9 +165,9 @@ spool_commit(struct iothread *iot, const char *spool, const char *id, struct evb
 	struct spool_job	*j = xcalloc(1, sizeof(*j));
 
 	util_strlcpy(j->id, id, sizeof(j->id));
-	snprintf(j->tmp, sizeof(j->tmp), "%s/tmp/%s", spool, id);
-	snprintf(j->final, sizeof(j->final), "%s/queue/%s", spool, id);
-	snprintf(j->queue_dir, sizeof(j->queue_dir), "%s/queue", spool);
+	spool_path(spool, SPOOL_D_TMP, id, j->tmp, sizeof(j->tmp));
+	spool_path(spool, SPOOL_D_QUEUE, id, j->final, sizeof(j->final));
+	spool_dir_path(spool, SPOOL_D_QUEUE, j->queue_dir, sizeof(j->queue_dir));
 	j->head = head;
 	j->body = body;
 	j->done = done;
@@ -145,92 +183,251 @@ spool_reply_for(int err)
 	return "451 4.3.0 Queue file write error";
 }
 
-/* spool_line - the next LF-terminated line of buf from *pos; NULL at the end or when a line has no LF. */
-static const char *
-spool_line(const char *buf, size_t len, size_t *pos, size_t *linelen)
+int
+spool_head_add(struct evbuffer *head, const struct qf_env *env, char *err, size_t errsize)
 {
-	const char	*start = buf + *pos, *nl;
+	char	*text;
+	size_t	 len;
 
-	if (*pos >= len)
-		return NULL;
-	if ((nl = memchr(start, '\n', len - *pos)) == NULL)
-		return NULL;
-	*linelen = (size_t)(nl - start);
-	*pos += *linelen + 1;
-	return start;
-}
-
-static void
-spool_copy_field(char *dst, size_t size, const char *p, size_t n)
-{
-	if (n >= size)
-		n = size - 1;
-	memcpy(dst, p, n);
-	dst[n] = '\0';
+	if (qf_env_format(env, &text, &len, err, errsize) == -1)
+		return -1;
+	evbuffer_add(head, text, len);
+	free(text);
+	return 0;
 }
 
 int
-spool_env_parse(const char *buf, size_t len, struct spool_env *env, char *err, size_t errsize)
+spool_write_message(const char *spool, const struct qf_env *env, struct evbuffer *body)
 {
-	const char	*line;
-	size_t		 pos = 0, n, cap = 0;
-	int		 ended = 0;
+	char		 tmp[SPOOL_PATH_MAX], final[SPOOL_PATH_MAX], qdir[SPOOL_PATH_MAX], why[128];
+	struct evbuffer	*head = evbuffer_new();
+	int		 err;
 
-	memset(env, 0, sizeof(*env));
-	if (len > SPOOL_ENV_MAX + 64 * 1024 * 1024)
-		len = SPOOL_ENV_MAX;
-	line = spool_line(buf, len, &pos, &n);
-	if (line == NULL || n != strlen(SPOOL_MAGIC) || memcmp(line, SPOOL_MAGIC, n) != 0) {
-		snprintf(err, errsize, "not a luamta queue file");
-		return -1;
+	if (spool_head_add(head, env, why, sizeof(why)) == -1) {
+		evbuffer_free(head);
+		return EINVAL;
 	}
-	while (!ended && pos < SPOOL_ENV_MAX && (line = spool_line(buf, len, &pos, &n)) != NULL) {
-		if (n == 3 && memcmp(line, "end", 3) == 0)
-			ended = 1;
-		else if (n > 3 && memcmp(line, "id ", 3) == 0)
-			spool_copy_field(env->id, sizeof(env->id), line + 3, n - 3);
-		else if (n > 5 && memcmp(line, "time ", 5) == 0) {
-			char	 num[64];
+	spool_path(spool, SPOOL_D_TMP, env->id, tmp, sizeof(tmp));
+	spool_path(spool, SPOOL_D_QUEUE, env->id, final, sizeof(final));
+	spool_dir_path(spool, SPOOL_D_QUEUE, qdir, sizeof(qdir));
+	err = spool_write_file(tmp, final, head, body);
+	if (err == 0 && util_fsync_dir(qdir) == -1) {
+		err = errno;
+		unlink(final);
+	}
+	evbuffer_free(head);
+	return err;
+}
 
-			spool_copy_field(num, sizeof(num), line + 5, n - 5);
-			env->time = strtod(num, NULL);
-		} else if (n >= 7 && memcmp(line, "client ", 7) == 0)
-			spool_copy_field(env->client, sizeof(env->client), line + 7, n - 7);
-		else if (n >= 5 && memcmp(line, "helo ", 5) == 0)
-			spool_copy_field(env->helo, sizeof(env->helo), line + 5, n - 5);
-		else if (n >= 7 && memcmp(line, "sender ", 7) == 0)
-			spool_copy_field(env->sender, sizeof(env->sender), line + 7, n - 7);
-		else if (n > 5 && memcmp(line, "rcpt ", 5) == 0) {
-			if (env->nrcpts == SPOOL_RCPTS_MAX)
-				break;
-			if (env->nrcpts == cap) {
-				cap = cap ? cap * 2 : 8;
-				env->rcpts = xrealloc(env->rcpts, cap * sizeof(*env->rcpts));
-			}
-			env->rcpts[env->nrcpts] = xmalloc(n - 5 + 1);
-			spool_copy_field(env->rcpts[env->nrcpts], n - 5 + 1, line + 5, n - 5);
-			env->nrcpts++;
+/* spool_read - up to max octets of path (all of it when max is 0) into a new NUL-terminated buffer. 0 or errno. */
+static int
+spool_read(const char *path, size_t max, char **data, size_t *len, unsigned long long *file_size)
+{
+	struct stat	 st;
+	size_t		 want, got = 0;
+	int		 fd;
+
+	*data = NULL;
+	*len = 0;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return errno;
+	if (fstat(fd, &st) == -1) {
+		close(fd);
+		return errno;
+	}
+	*file_size = (unsigned long long)st.st_size;
+	if ((unsigned long long)st.st_size > SPOOL_FILE_MAX) {
+		close(fd);
+		return EFBIG;
+	}
+	want = (size_t)st.st_size;
+	if (max > 0 && want > max)
+		want = max;
+	*data = xmalloc(want + 1);
+	while (got < want) {
+		ssize_t	 n = read(fd, *data + got, want - got);
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int	 e = n == 0 ? EIO : errno;
+
+			close(fd);
+			free(*data);
+			*data = NULL;
+			return e;
 		}
-		/* Other lines (proto, param, later additions) are kept in the file and ignored here. */
+		got += (size_t)n;
 	}
-	if (!ended || !queueid_valid(env->id) || env->nrcpts == 0) {
-		snprintf(err, errsize, "%s", !ended ? "envelope has no end line" :
-		    env->nrcpts == 0 ? "envelope has no recipient" : "envelope has no valid id");
-		spool_env_free(env);
-		return -1;
+	close(fd);
+	(*data)[got] = '\0';
+	*len = got;
+	return 0;
+}
+
+int
+spool_load(const char *spool, const char *id, int any, int whole, struct spool_msg *m, char *why, size_t whysize)
+{
+	char			 path[SPOOL_PATH_MAX];
+	char			*state;
+	size_t			 slen;
+	unsigned long long	 ssize;
+	int			 err;
+
+	memset(m, 0, sizeof(*m));
+	snprintf(why, whysize, "cannot read it");
+	if (!queueid_valid(id))
+		return ENOENT;
+	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
+	err = spool_read(path, whole ? 0 : QF_ENV_MAX, &m->data, &m->len, &m->file_size);
+	if (err == ENOENT && any) {
+		spool_path(spool, SPOOL_D_HOLD, id, path, sizeof(path));
+		if ((err = spool_read(path, whole ? 0 : QF_ENV_MAX, &m->data, &m->len, &m->file_size)) == 0)
+			m->held = 1;
 	}
-	env->body_offset = pos;
+	if (err != 0)
+		return err;
+	if (qf_env_parse(m->data, m->len, &m->env, why, whysize) == -1) {
+		spool_msg_free(m);
+		return EINVAL;
+	}
+	if (!queueid_valid(m->env.id) || strcmp(m->env.id, id) != 0) {
+		snprintf(why, whysize, "envelope has no valid id");
+		spool_msg_free(m);
+		return EINVAL;
+	}
+	if (!m->env.has_size)	/* written before the size line: the message as stored */
+		m->env.size = m->file_size - m->env.body_offset;
+	spool_path(spool, SPOOL_D_STATE, id, path, sizeof(path));
+	if ((err = spool_read(path, 0, &state, &slen, &ssize)) != 0 && err != ENOENT) {
+		snprintf(why, whysize, "cannot read its state file: %s", strerror(err));
+		spool_msg_free(m);
+		return err;
+	}
+	err = qf_state_parse(state ? state : "", slen, m->env.nrcpts, &m->state, why, whysize);
+	free(state);
+	if (err == -1) {
+		spool_msg_free(m);
+		return ENOMEM;
+	}
 	return 0;
 }
 
 void
-spool_env_free(struct spool_env *env)
+spool_msg_free(struct spool_msg *m)
 {
-	size_t	 i;
+	qf_env_free(&m->env);
+	qf_state_free(&m->state);
+	free(m->data);
+	m->data = NULL;
+}
 
-	for (i = 0; i < env->nrcpts; i++)
-		free(env->rcpts[i]);
-	free(env->rcpts);
-	env->rcpts = NULL;
-	env->nrcpts = 0;
+int
+spool_state_append(const char *spool, const char *id, const char *buf, size_t len)
+{
+	char	 path[SPOOL_PATH_MAX];
+	size_t	 off = 0;
+	int	 fd, err = 0;
+
+	spool_path(spool, SPOOL_D_STATE, id, path, sizeof(path));
+	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) == -1)
+		return errno;
+	while (off < len) {
+		ssize_t	 n = write(fd, buf + off, len - off);
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			err = n == 0 ? EIO : errno;
+			break;
+		}
+		off += (size_t)n;
+	}
+	if (err == 0 && fsync(fd) == -1)
+		err = errno;
+	close(fd);
+	return err;
+}
+
+enum spool_where
+spool_where(const char *spool, const char *id)
+{
+	char		 path[SPOOL_PATH_MAX];
+	struct stat	 st;
+
+	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
+	if (stat(path, &st) == 0)
+		return SPOOL_W_QUEUE;
+	spool_path(spool, SPOOL_D_HOLD, id, path, sizeof(path));
+	if (stat(path, &st) == 0)
+		return SPOOL_W_HOLD;
+	return SPOOL_W_NONE;
+}
+
+int
+spool_finish(const char *spool, const char *id)
+{
+	char	 path[SPOOL_PATH_MAX];
+
+	/* The queue file first: the other order would deliver it again to every recipient after a crash. */
+	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
+	if (unlink(path) == -1 && errno != ENOENT)
+		return errno;
+	spool_path(spool, SPOOL_D_STATE, id, path, sizeof(path));
+	unlink(path);
+	return 0;
+}
+
+int
+spool_delete(const char *spool, const char *id)
+{
+	char	 path[SPOOL_PATH_MAX];
+
+	spool_path(spool, spool_where(spool, id) == SPOOL_W_HOLD ? SPOOL_D_HOLD : SPOOL_D_QUEUE, id, path,
+	    sizeof(path));
+	if (unlink(path) == -1)
+		return errno;
+	spool_path(spool, SPOOL_D_STATE, id, path, sizeof(path));
+	unlink(path);
+	return 0;
+}
+
+static int
+spool_move(const char *spool, const char *id, enum spool_dir from, enum spool_dir to)
+{
+	char	 a[SPOOL_PATH_MAX], b[SPOOL_PATH_MAX];
+
+	spool_path(spool, from, id, a, sizeof(a));
+	spool_path(spool, to, id, b, sizeof(b));
+	return rename(a, b) == -1 ? errno : 0;
+}
+
+int
+spool_hold(const char *spool, const char *id)
+{
+	return spool_move(spool, id, SPOOL_D_QUEUE, SPOOL_D_HOLD);
+}
+
+int
+spool_release(const char *spool, const char *id)
+{
+	return spool_move(spool, id, SPOOL_D_HOLD, SPOOL_D_QUEUE);
+}
+
+int
+spool_state_sweep(const char *spool, const char *id)
+{
+	char		 path[SPOOL_PATH_MAX];
+	struct stat	 st;
+
+	if (!queueid_valid(id))
+		return 0;
+	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
+	if (stat(path, &st) == 0 || errno != ENOENT)
+		return 0;
+	spool_path(spool, SPOOL_D_HOLD, id, path, sizeof(path));
+	if (stat(path, &st) == 0 || errno != ENOENT)
+		return 0;
+	spool_path(spool, SPOOL_D_STATE, id, path, sizeof(path));
+	return unlink(path) == 0;
 }

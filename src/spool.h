@@ -1,20 +1,15 @@
 /*
- * spool.h - message files on disk. A message is written to <spool>/tmp/<id>, fsynced, renamed into
- * <spool>/queue/<id>, and the queue directory is fsynced, all on the I/O thread; only then does the caller
- * hear about it (and only then may it answer 250). No other code renames spool files.
+ * spool.h - the spool on disk: its directories, the queue files and state files in them, and every change to
+ * them. A message is written to <spool>/tmp/<id>, fsynced, renamed into <spool>/queue/<id>, and the queue
+ * directory is fsynced, all on an I/O thread; only then does the caller hear about it (and only then may it
+ * answer 250). No other code names, reads, writes, renames or removes spool files; the text of the files
+ * (envelope and state lines) is queue_file.h's.
  *
- * A queue file is an envelope followed by the message:
- *	LUAMTA-QUEUE 1
- *	id <queue id>
- *	time <arrival, Unix seconds>
- *	client <ip> <port>
- *	helo <name>
- *	proto <ESMTP|SMTP|...>
- *	sender <address>		(empty after the space for the null sender)
- *	param <KEY[=VALUE]>		(zero or more: BODY=8BITMIME, SMTPUTF8)
- *	rcpt <address>			(one or more)
- *	end
- *	<the message, CRLF line ends, trace headers first>
+ *	<spool>/tmp/	messages being written; swept at start (they never got their 250)
+ *	<spool>/queue/	committed messages waiting for the router
+ *	<spool>/hold/	messages an administrator held (luamta queue hold)
+ *	<spool>/state/	one state file per message with recorded outcomes
+ *	<spool>/corrupt/ files the router could not read, kept for a person to look at
  */
 #ifndef SPOOL_H
 #define SPOOL_H
@@ -22,20 +17,42 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "queue_file.h"
 #include "queueid.h"
 
 struct evbuffer;
 struct iothread;
 
-#define SPOOL_MAGIC		"LUAMTA-QUEUE 1"
-#define SPOOL_ENV_MAX		(1024 * 1024)	/* an envelope larger than this is corrupt */
-#define SPOOL_RCPTS_MAX		100000
+#define SPOOL_PATH_MAX		4400
+#define SPOOL_FILE_MAX		(1024ULL * 1024 * 1024)	/* a larger queue file is refused (EFBIG) */
+
+enum spool_dir {
+	SPOOL_D_TMP,
+	SPOOL_D_QUEUE,
+	SPOOL_D_HOLD,
+	SPOOL_D_STATE,
+	SPOOL_D_CORRUPT,
+	SPOOL_NDIRS
+};
+
+/* spool_dirs - the names of the directories above, in enum order (for chown at start). */
+extern const char *const spool_dirs[SPOOL_NDIRS];
+
+/* spool_dir_path - <spool>/<dir> into buf. */
+void		 spool_dir_path(const char *spool, enum spool_dir, char *buf, size_t size);
+/* spool_path - the file of message id in dir into buf. */
+void		 spool_path(const char *spool, enum spool_dir, const char *id, char *buf, size_t size);
 
 /* spool_done_fn - the commit finished: err is 0 (on disk, 250 may be sent) or an errno value. */
 typedef void	 spool_done_fn(uint64_t owner, const char *id, int err);
 
-/* spool_prepare - create <spool>/{tmp,queue} and remove what a crash left in tmp/. Startup only. */
+/* spool_mkdirs - create every spool directory that is missing. 0, or -1 with err. */
+int		 spool_mkdirs(const char *spool, char *err, size_t errsize);
+/* spool_prepare - create every spool directory and remove what a crash left in tmp/. Startup only. */
 int		 spool_prepare(const char *spool, char *err, size_t errsize);
+
+/* spool_head_add - append the envelope of env to head. 0, or -1 with err (a field cannot be stored). */
+int		 spool_head_add(struct evbuffer *head, const struct qf_env *env, char *err, size_t errsize);
 
 /*
  * spool_commit - write head then body as queue file id. Takes head and body (frees them). spool is borrowed
@@ -44,22 +61,46 @@ int		 spool_prepare(const char *spool, char *err, size_t errsize);
 void		 spool_commit(struct iothread *, const char *spool, const char *id, struct evbuffer *head,
 		    struct evbuffer *body, spool_done_fn *done, uint64_t owner);
 
+/*
+ * spool_write_message - the same as a commit, done on the calling thread (never the loop): envelope env and
+ * body (emptied) become queue file env->id, durable when it returns 0 (else an errno value, nothing left).
+ */
+int		 spool_write_message(const char *spool, const struct qf_env *env, struct evbuffer *body);
+
 /* spool_reply_for - the SMTP reply for a failed commit: 452 4.3.1 for a full disk, 451 4.3.0 otherwise. */
 const char	*spool_reply_for(int err);
 
-struct spool_env {
-	char		 id[QUEUEID_SIZE];
-	double		 time;
-	char		 client[64];
-	char		 helo[256];
-	char		 sender[512];
-	char		**rcpts;	/* owns nrcpts strings */
-	size_t		 nrcpts;
-	size_t		 body_offset;	/* where the message starts in the file */
+/* A message read back: its envelope, its state lines and (some of) its file. */
+struct spool_msg {
+	struct qf_env		 env;
+	struct qf_state		 state;
+	char			*data;		/* owns: the file, NUL-terminated (the envelope only unless whole) */
+	size_t			 len;
+	unsigned long long	 file_size;
+	int			 held;		/* found in hold/ */
 };
 
-/* spool_env_parse - parse an envelope from buf (the start of a queue file). 0, or -1 with err. */
-int		 spool_env_parse(const char *buf, size_t len, struct spool_env *, char *err, size_t errsize);
-void		 spool_env_free(struct spool_env *);
+enum spool_where { SPOOL_W_NONE, SPOOL_W_QUEUE, SPOOL_W_HOLD };
+
+/*
+ * spool_load - read message id from queue/ (or hold/ as well when any) with its state lines; whole reads the
+ * entire file, else only as much as an envelope may take. Blocking: an I/O thread or a command. 0, or an
+ * errno value: ENOENT (gone), EINVAL (not a queue file; why says what is wrong), EFBIG, or a read error.
+ */
+int		 spool_load(const char *spool, const char *id, int any, int whole, struct spool_msg *, char *why,
+		    size_t whysize);
+void		 spool_msg_free(struct spool_msg *);
+
+/* spool_state_append - append len octets of state lines to id's state file and fsync it. 0 or errno. */
+int		 spool_state_append(const char *spool, const char *id, const char *buf, size_t len);
+
+/* The changes below are blocking file operations for an I/O thread. Each returns 0 or an errno value. */
+enum spool_where spool_where(const char *spool, const char *id);
+int		 spool_finish(const char *spool, const char *id);	/* done: queue file, then state file */
+int		 spool_delete(const char *spool, const char *id);	/* from queue/ or hold/, and its state */
+int		 spool_hold(const char *spool, const char *id);		/* queue/ -> hold/ */
+int		 spool_release(const char *spool, const char *id);	/* hold/ -> queue/ */
+/* spool_state_sweep - remove id's state file if it has no queue file in queue/ or hold/ (it finished); 1 if so. */
+int		 spool_state_sweep(const char *spool, const char *id);
 
 #endif
