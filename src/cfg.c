@@ -167,6 +167,8 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 	if (cfg_table(&x, "inbound", "inbound")) {
 		if (cfg_table(&x, "connection", "inbound.connection")) {
 			c->max_errors = (int)cfg_num(&x, "max_errors", "inbound.connection.max_errors");
+			c->max_junk = (int)cfg_num(&x, "max_junk_commands",
+			    "inbound.connection.max_junk_commands");
 			lua_pop(L, 1);
 		}
 		lua_pop(L, 1);

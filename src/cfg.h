@@ -40,6 +40,7 @@ struct config {
 	double			 greeting_delay;
 	int			 bare_normalize;	/* bare_newline = "normalize" */
 	int			 max_errors;		/* inbound.connection.max_errors */
+	int			 max_junk;		/* inbound.connection.max_junk_commands */
 	int			 log_level;		/* enum log_level */
 	int			 log_syslog;
 	char			*maildir;		/* owns: delivery.maildir template */

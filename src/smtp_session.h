@@ -80,6 +80,10 @@ struct smtp_session {
 	int			 errors;		/* 4xx/5xx replies so far */
 	int			 waiting;		/* a policy run or spool commit is pending: reading paused */
 	int			 discard_line;		/* skipping the rest of an over-long command line */
+	int			 line_open;		/* the deadline of the command line being read runs */
+	int			 junk;			/* HELO/EHLO/RSET/NOOP/VRFY/HELP since the last message */
+	double			 data_start;		/* when DATA's 354 or the BDAT command came (monotonic) */
+	unsigned long long	 data_octets;		/* octets read since data_start, for its deadline */
 	int			 out_full;		/* reading paused: too many replies wait to be sent */
 	struct smtp_tx		*tx;			/* owned; NULL outside a transaction */
 	struct smtp_header	*tags;			/* owns: s:tag() headers, added to every message */

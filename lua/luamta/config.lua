@@ -908,6 +908,8 @@ local connection = record {
   { "allow", strings, default = {} },
   { "deny", strings, default = {} },
   { "max_errors", whole(1), default = 20 },
+  -- Postfix's smtpd_junk_command_limit: HELO/EHLO/RSET/NOOP/VRFY/HELP beyond it count as errors.
+  { "max_junk_commands", whole(0), default = 100 },
 }
 
 local sender = record {

@@ -75,7 +75,7 @@ describe("luamta.config", function()
         whitelist = { enabled = false, hosts = {}, action = "skip" },
         dnsbl = { enabled = false, sites = {}, action = "log" },
         dnswl = { enabled = false, sites = {}, action = "skip" },
-        connection = { verify_hostname = false, allow = {}, deny = {}, max_errors = 20 },
+        connection = { verify_hostname = false, allow = {}, deny = {}, max_errors = 20, max_junk_commands = 100 },
         sender = { verify_domain = false, allow = {}, deny = {} },
         recipient = { verify_local = false, allow = {}, deny = {} },
       }, cfg.inbound)
