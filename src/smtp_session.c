@@ -1476,6 +1476,11 @@ smtp_line_read(struct smtp_session *s, struct evbuffer *in)
 	line[len] = '\0';
 	s->line_open = 0;			/* the next line's deadline starts when we look for it */
 	if (len == 0 || line[len - 1] != '\r') {
+		if (s->state != SMTP_S_AUTH && proto_verb_of(line, len, NULL) == PROTO_V_UNKNOWN &&
+		    strlen(line) == len && proto_non_smtp(line, len)) {
+			smtp_non_smtp(s, line);		/* an HTTP client ends its lines with LF alone */
+			return 1;
+		}
 		smtp_line_error(s, "bare LF in command line");
 		explicit_bzero(line, len);
 		return 1;

@@ -208,16 +208,22 @@ describe("non-SMTP input on a plain port", function()
   local env = with_server {}
 
   for _, line in ipairs { "GET / HTTP/1.1", "POST /cgi-bin/x HTTP/1.0", "CONNECT mx.example.org:25 HTTP/1.1",
-                          "User-Agent: curl/8.0", "Host: mx.example.test" } do
-    it(("%q is logged as non-SMTP and the connection closes at once"):format(line), function()
+                          "User-Agent: curl/8.0", "Host: mx.example.test", "GET /index.html HTTP/1.0\n" } do
+    it(("%q is logged as non-SMTP and the connection closes at once"):format((line:gsub("\n", "LF"))), function()
       local c = env.connect()
       assert.equal(220, (c:read_reply()))
       local mark = env.srv:log_mark()
-      local code, lines = c:cmd(line)
+      local code, lines
+      if line:sub(-1) == "\n" then		-- an HTTP client's bare LF
+        c:send(line)
+        code, lines = c:read_reply()
+      else
+        code, lines = c:cmd(line)
+      end
       assert.equal(221, code, lines and lines.text)
       assert.equal("221 2.7.0 Error: I can break rules, too. Goodbye.", lines[1])
       assert.is_true((c:expect_closed(2)))
-      assert.truthy(env.srv:wait_log("non-SMTP command from [127.0.0.1]: " .. line, 2, mark, true))
+      assert.truthy(env.srv:wait_log("non-SMTP command from [127.0.0.1]: " .. line:gsub("\n$", ""), 2, mark, true))
     end)
   end
 
