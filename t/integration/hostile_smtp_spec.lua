@@ -163,11 +163,13 @@ end)
 describe("junk commands (inbound.connection.max_junk_commands, default 100)", function()
   local env = with_server {}
 
-  it("10 000 pipelined NOOPs: 100 junk commands are free (EHLO is one), 20 more count as errors, then 421", function()
+  it("pipelined NOOPs: 100 junk commands are free (EHLO is one), 20 more count as errors, then 421", function()
     local c = env.session()
     local mark = env.srv:log_mark()
     c.sock:settimeout(5)
-    c.sock:send(string.rep("NOOP\r\n", 10000))	-- 60 000 octets: the kernel takes them before the close
+    -- 200 (not 10 000): read in one go, so that no unread input turns the server's close into a reset that
+    -- could take the last replies with it
+    c.sock:send(string.rep("NOOP\r\n", 200))
     local ok, last = 0, nil
     while true do
       local code, lines = c:read_reply(5)
@@ -188,7 +190,7 @@ describe("junk commands (inbound.connection.max_junk_commands, default 100)", fu
     assert.equal(250, code)
     for _ = 1, 100 do c:send("NOOP\r\n") end
     for _ = 1, 100 do assert.equal(250, (c:read_reply())) end
-    assert.equal(250, (c:cmd("QUIT") and 250))
+    assert.equal(221, (c:cmd("QUIT")))
   end)
 end)
 
