@@ -134,6 +134,7 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 	if (cfg_table(&x, "server", "server")) {	/* [.. cfg server] */
 		c->hostname = cfg_str(&x, "hostname", "server.hostname", 0);
 		c->spool = cfg_str(&x, "spool", "server.spool", 0);
+		c->rules_dir = cfg_str(&x, "rules_dir", "server.rules_dir", 1);
 		c->user = cfg_str(&x, "user", "server.user", 1);
 		c->workers = (int)cfg_num(&x, "workers", "server.workers");
 		c->max_message_size = (unsigned long long)cfg_num(&x, "max_message_size",
@@ -245,6 +246,7 @@ cfg_free(struct config *c)
 	free(c->hostname);
 	free(c->listen);
 	free(c->spool);
+	free(c->rules_dir);
 	free(c->user);
 	free(c->maildir);
 	free(c->dns_servers);

@@ -28,6 +28,7 @@ struct config {
 	struct cfg_listen	*listen;		/* owns nlisten entries */
 	size_t			 nlisten;
 	char			*spool;			/* owns: absolute */
+	char			*rules_dir;		/* owns: absolute, or NULL */
 	char			*user;			/* owns; NULL = stay as started */
 	int			 workers;
 	unsigned long long	 max_message_size;

@@ -128,6 +128,15 @@ lb_is_file(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
+/* A scenario file whose `config` table is laid over the configuration file (luamta test). */
+static const char	*lb_overlay;
+
+void
+lb_set_scenario(const char *path)
+{
+	lb_overlay = path;
+}
+
 const char *
 lb_datadir(void)
 {
@@ -440,6 +449,10 @@ lb_gen_new(const char *cfgpath, enum lb_role role, char **errors, char **warning
 	lua_setfield(L, -2, "datadir");
 	lua_pushstring(L, role_names[role]);
 	lua_setfield(L, -2, "role");
+	if (lb_overlay != NULL) {
+		lua_pushstring(L, lb_overlay);
+		lua_setfield(L, -2, "scenario");
+	}
 	/* Relative paths in the file are taken from its directory, made absolute here so that they do not depend
 	 * on the directory the server was started from. */
 	if (realpath(cfgpath, abspath) != NULL) {

@@ -69,6 +69,9 @@ typedef void	 lb_done_fn(uint64_t owner, const struct lb_verdict *);
  */
 enum lb_role { LB_ROLE_CHECK, LB_ROLE_WORKER, LB_ROLE_ROUTER };
 struct lb_gen	*lb_gen_new(const char *cfgpath, enum lb_role, char **errors, char **warnings);
+/* lb_set_scenario - later generations lay this scenario file's `config` table over the configuration file
+ * (luamta test; docs/rules.md, "Policy tests"). path is borrowed and must outlive them. */
+void		 lb_set_scenario(const char *path);
 void		 lb_gen_hold(struct lb_gen *);
 void		 lb_gen_release(struct lb_gen *);	/* frees the state with the last reference */
 const struct config *lb_gen_config(const struct lb_gen *);

@@ -123,6 +123,18 @@ smtp_session_set_user(uint64_t id, const char *user)
 	return 0;
 }
 
+int
+smtp_session_set_tls(uint64_t id, const char *desc)
+{
+	struct smtp_session	*s = smtp_session_find(id);
+
+	if (s == NULL)
+		return -1;
+	s->tls = 1;
+	util_strlcpy(s->tls_desc, desc, sizeof(s->tls_desc));
+	return 0;
+}
+
 uint64_t
 smtp_session_last_id(void)
 {
@@ -1045,6 +1057,10 @@ smtp_commit(struct smtp_session *s)
 	struct evbuffer	*body = s->tx->data;
 
 	if (smtp_dry_run) {
+		struct smtp_header	*h;
+
+		for (h = s->tags; h != NULL; h = h->next)	/* what the rules added, for luamta test */
+			log_info("%s: tag: %s", s->tx->queue_id, h->line);
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu: would be queued (simulation)", s->tx->queue_id,
 		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
 		evbuffer_free(head);

@@ -117,6 +117,7 @@ const char		*smtp_state_name(enum smtp_state);
 /* For luamta simulate: commit nothing; authenticate a session as if AUTH had succeeded; the newest session. */
 void			 smtp_session_dry_run(void);
 int			 smtp_session_set_user(uint64_t id, const char *user);
+int			 smtp_session_set_tls(uint64_t id, const char *desc);	/* as if STARTTLS had succeeded */
 uint64_t		 smtp_session_last_id(void);
 
 #endif

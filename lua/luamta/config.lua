@@ -1121,11 +1121,13 @@ local function check_opts(opts, who)
     ncpu = opts.ncpu or 1,
     sysconfdir = opts.sysconfdir or "/etc",
     basedir = opts.basedir,
+    overlay = opts.overlay,
   }
   if type(out.hostname) ~= "string" then error(who .. ": opts.hostname must be a string", 3) end
   if math.type(out.ncpu) ~= "integer" or out.ncpu < 1 then error(who .. ": opts.ncpu must be an integer >= 1", 3) end
   if type(out.sysconfdir) ~= "string" then error(who .. ": opts.sysconfdir must be a string", 3) end
   if out.basedir ~= nil and type(out.basedir) ~= "string" then error(who .. ": opts.basedir must be a string", 3) end
+  if out.overlay ~= nil and type(out.overlay) ~= "table" then error(who .. ": opts.overlay must be a table", 3) end
   return out
 end
 
@@ -1140,6 +1142,18 @@ local function finish(list)
   local out = {}
   for i, e in ipairs(list) do out[i] = e.text end
   return out
+end
+
+-- lay_over(into, over): over's values replace into's, key by key; a table that is not a list (no [1]) is merged
+-- into a table of the same key, a list replaces the whole list.
+local function lay_over(into, over)
+  for k, v in pairs(over) do
+    if type(v) == "table" and v[1] == nil and type(into[k]) == "table" and into[k][1] == nil then
+      lay_over(into[k], v)
+    else
+      into[k] = copy(v)
+    end
+  end
 end
 
 local function load_source(source, chunkname, opts)
@@ -1193,6 +1207,9 @@ local function load_source(source, chunkname, opts)
     errors[#errors + 1] = msg
     return nil, errors, finish(state.warnings)
   end
+
+  -- A scenario of `luamta test` lays its own values over the file's (docs/rules.md, "Policy tests").
+  if opts.overlay then lay_over(assigned, opts.overlay) end
 
   -- Check the sections, those the file assigned in its order, then the rest (for their defaults).
   local order = {}
