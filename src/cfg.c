@@ -165,6 +165,10 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 		c->log_syslog = cfg_bool(&x, "syslog");
 		lua_pop(L, 1);
 	}
+	if (cfg_table(&x, "metrics", "metrics")) {
+		c->metrics_listen = cfg_str(&x, "listen", "metrics.listen", 1);
+		lua_pop(L, 1);
+	}
 	if (cfg_table(&x, "inbound", "inbound")) {
 		if (cfg_table(&x, "connection", "inbound.connection")) {
 			c->max_errors = (int)cfg_num(&x, "max_errors", "inbound.connection.max_errors");
@@ -247,6 +251,7 @@ cfg_free(struct config *c)
 	free(c->listen);
 	free(c->spool);
 	free(c->rules_dir);
+	free(c->metrics_listen);
 	free(c->user);
 	free(c->maildir);
 	free(c->dns_servers);

@@ -29,6 +29,7 @@ struct config {
 	size_t			 nlisten;
 	char			*spool;			/* owns: absolute */
 	char			*rules_dir;		/* owns: absolute, or NULL */
+	char			*metrics_listen;	/* owns: "host:port" of GET /metrics, or NULL */
 	char			*user;			/* owns; NULL = stay as started */
 	int			 workers;
 	unsigned long long	 max_message_size;

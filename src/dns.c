@@ -26,6 +26,7 @@
 
 #include "dns.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define DNS_CACHE_SLOTS		8192	/* entries; a new one replaces whatever sits in its slot */
@@ -479,6 +480,7 @@ dns_deliver(struct dns_query *q, struct dns_result *r)
 		r->status = st;
 	}
 	dns_cache_put(q->type, q->name, r);	/* keeps answers and negative answers, never failures */
+	metrics_dns(q->type, r->status);
 	log_debug("dns: %s %s: %s (%zu record(s))", dns_type_name(q->type), q->name, dns_status_name(r->status),
 	    r->n);
 	if (idmap_get(dns_inflight, q->key) == q)

@@ -50,6 +50,7 @@
 #include "lb.h"
 #include "lb_types.h"
 #include "log.h"
+#include "metrics.h"
 #include "maildir.h"
 #include "mta.h"
 #include "queueid.h"
@@ -866,6 +867,9 @@ router_record_done(void *arg, int err)
 		default:
 			continue;
 		}
+		if (r->outcome != R_HOLD)
+			metrics_delivery(strcmp(r->relay, "local") == 0 ? MT_LOCAL : MT_SMTP, r->outcome ==
+			    R_FAILED ? MD_BOUNCED : r->outcome == R_DEFERRED ? MD_DEFERRED : MD_SENT);
 		log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)%s%s", m->id, m->env.rcpts[i],
 		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text,
 		    r->tls[0] ? ", tls=" : "", r->tls);
@@ -1472,6 +1476,14 @@ router_rescan_cb(evutil_socket_t fd, short what, void *arg)
 	router_scan(0);
 }
 
+/* router_gauges_cb - once a second, what the queue holds for luamta_queue_messages (docs/admin.md, "Metrics"). */
+static void
+router_gauges_cb(evutil_socket_t fd, short what, void *arg)
+{
+	metrics_queue_set(MQ_ACTIVE, (long)idmap_count(router_busy));
+	metrics_queue_set(MQ_DEFERRED, (long)idmap_count(router_later));
+}
+
 /* Control socket: `luamta queue flush|delete|hold|release`. One line in, one line out. The file work (does the
  * message exist, move it, remove it) runs on the I/O thread; the answer goes out when it is done. */
 
@@ -1727,10 +1739,12 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 		if (g == NULL) {
 			log_error("router reload failed; keeping policy generation %u. %s",
 			    lb_gen_number(router_gen), errors ? errors : "");
+			metrics_reload(0);
 			free(errors);
 			return;
 		}
 		log_info("router reload: policy generation %u", lb_gen_number(g));
+		metrics_reload(1);
 		/* Messages in flight keep copies of what they need from the old configuration. */
 		lb_gen_release(router_gen);
 		router_gen = g;
@@ -1746,9 +1760,9 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 int
 router_main(struct lb_gen *gen, int notify_fd)
 {
-	struct event		*notify, *rescan, *sigs[3];
+	struct event		*notify, *rescan, *gauges, *sigs[3];
 	struct evconnlistener	*ctl;
-	struct timeval		 tv = { ROUTER_RESCAN, 0 };
+	struct timeval		 tv = { ROUTER_RESCAN, 0 }, second = { 1, 0 };
 	char			 path[4200];
 	int			 i;
 
@@ -1778,6 +1792,8 @@ router_main(struct lb_gen *gen, int notify_fd)
 	event_add(notify, NULL);
 	rescan = event_new(router_base, -1, EV_PERSIST, router_rescan_cb, NULL);
 	event_add(rescan, &tv);
+	gauges = event_new(router_base, -1, EV_PERSIST, router_gauges_cb, NULL);
+	event_add(gauges, &second);
 	sigs[0] = evsignal_new(router_base, SIGHUP, router_signal_cb, NULL);
 	sigs[1] = evsignal_new(router_base, SIGTERM, router_signal_cb, NULL);
 	sigs[2] = evsignal_new(router_base, SIGINT, router_signal_cb, NULL);
@@ -1804,6 +1820,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 		event_free(sigs[i]);
 	event_free(notify);
 	event_free(rescan);
+	event_free(gauges);
 	lb_gen_release(router_gen);
 	free(router_ifaddrs);
 	log_info("stopped");

@@ -33,6 +33,7 @@
 #include "iothread.h"
 #include "lb_types.h"
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
 #include "smtp_internal.h"
 #include "smtp_session.h"
@@ -173,6 +174,7 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state st)
 	if (s->state == st)
 		return;
 	log_debug("%s: state=%s->%s", s->idstr, smtp_state_name(s->state), smtp_state_name(st));
+	metrics_session_state(s->state, st);
 	s->state = st;
 }
 
@@ -192,8 +194,11 @@ void
 smtp_send(struct smtp_session *s, const char *line)
 {
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
+	size_t		 len = strlen(line);
 
-	evbuffer_add(out, line, strlen(line));
+	if (len == 3 || (len > 3 && line[3] != '-'))	/* the last line of a reply */
+		metrics_reply(s->reply_stage, line);
+	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
 }
 
@@ -525,6 +530,9 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	s->vars_ref = LUA_NOREF;
 	s->tags_tail = &s->tags;
 	s->state = SMTP_S_CONNECT;
+	s->reply_stage = MS_CONNECT;
+	metrics_connection(lsn->text);
+	metrics_session_state(-1, SMTP_S_CONNECT);
 	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
 	if (sa->sa_family == AF_INET) {
 		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, s->ip, sizeof(s->ip));
@@ -631,6 +639,7 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 	util_strlcpy(s->helo, w->helo, sizeof(s->helo));
 	s->esmtp = w->esmtp;
 	smtp_enter_state(s, SMTP_S_READY);
+	metrics_reply(MS_HELO, "250");		/* written here, not through smtp_send */
 	if (!w->esmtp) {
 		evbuffer_add_printf(out, "250 %s\r\n", s->cfg->hostname);
 		return;
@@ -1038,6 +1047,8 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 	} else {
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=[%s], queued", queue_id,
 		    s->tx->sender.address, s->tx->size, s->tx->nrcpts, s->ip);
+		metrics_accepted();
+		metrics_commit_seconds(util_monotonic() - s->tx->dot_time);
 		s->messages++;
 		smtp_tx_free(s);
 		smtp_enter_state(s, SMTP_S_READY);
@@ -1079,6 +1090,8 @@ smtp_commit(struct smtp_session *s)
 static void
 smtp_end_of_data(struct smtp_session *s, int bare_lf, int bare_cr)
 {
+	s->tx->dot_time = util_monotonic();
+	s->reply_stage = MS_MESSAGE;
 	smtp_enter_state(s, SMTP_S_READY);
 	smtp_timer_arm(s, s->cfg->timeout_command);
 	if (s->tx->too_big) {
@@ -1274,6 +1287,30 @@ smtp_bdat_read(struct smtp_session *s, struct evbuffer *in)
 	return 1;
 }
 
+/* smtp_reply_stage - the stage label of the replies to a command (luamta_replies_total, docs/admin.md). */
+static enum metrics_stage
+smtp_reply_stage(enum proto_verb verb)
+{
+	switch (verb) {
+	case PROTO_V_HELO:
+	case PROTO_V_EHLO:
+		return MS_HELO;
+	case PROTO_V_AUTH:
+		return MS_AUTH;
+	case PROTO_V_MAIL:
+		return MS_MAIL;
+	case PROTO_V_RCPT:
+		return MS_RCPT;
+	case PROTO_V_DATA:
+	case PROTO_V_BDAT:
+		return MS_DATA;
+	case PROTO_V_STARTTLS:
+		return MS_STARTTLS;
+	default:
+		return MS_OTHER;
+	}
+}
+
 static void
 smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 {
@@ -1283,6 +1320,7 @@ smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 	size_t			 i;
 
 	verb = proto_verb_of(line, len, &arg);
+	s->reply_stage = smtp_reply_stage(verb);
 	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++)
 		if (smtp_cmds[i].verb == verb)
 			c = &smtp_cmds[i];
@@ -1444,6 +1482,7 @@ smtp_free(struct smtp_session *s)
 	struct lb_verdict	 v;
 	struct lb_run		*run;
 
+	metrics_session_state(s->state, -1);
 	if (s->bev != NULL) {
 		log_info("%s: disconnect from [%s] messages=%u errors=%d", s->idstr, s->ip, s->messages, s->errors);
 		tls_detach(s->tlsc);		/* its handshake timer must not find s after this */

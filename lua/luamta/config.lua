@@ -41,7 +41,8 @@ local M = {}
 local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
-local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery" }
+local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
+  "metrics" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -996,9 +997,25 @@ local delivery = record {
   { "maildir", maildir },
 }
 
+-- metrics.listen: where the master serves GET /metrics (docs/admin.md, "Metrics"); off when absent.
+local function metrics_listen(v, at)
+  if type(v) ~= "string" then return type_error(at, v, LISTEN_EXPECT) end
+  local l = parse_listen(v, at)
+  if not l then return nil end
+  if not is_loopback(l.host, l.family) then
+    warn(at, "the metrics endpoint on " .. v .. " is open to anyone who can reach it; prefer a loopback "
+      .. "address, or a firewall")
+  end
+  return l.text
+end
+
+local metrics = record {
+  { "listen", metrics_listen },
+}
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
-  inbound = inbound, routing = routing, delivery = delivery,
+  inbound = inbound, routing = routing, delivery = delivery, metrics = metrics,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------
