@@ -165,6 +165,18 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 		c->log_syslog = cfg_bool(&x, "syslog");
 		lua_pop(L, 1);
 	}
+	if (cfg_table(&x, "trace", "trace")) {
+		c->trace_enabled = cfg_bool(&x, "enabled");
+		c->trace_keep_days = (int)cfg_num(&x, "keep_days", "trace.keep_days");
+		c->trace_max_mb = (long)cfg_num(&x, "max_mb", "trace.max_mb");
+		lua_pop(L, 1);
+	}
+	if (c->spool != NULL) {
+		size_t	 n = strlen(c->spool) + sizeof("/trace");
+
+		c->trace_dir = xmalloc(n);
+		snprintf(c->trace_dir, n, "%s/trace", c->spool);
+	}
 	if (cfg_table(&x, "metrics", "metrics")) {
 		c->metrics_listen = cfg_str(&x, "listen", "metrics.listen", 1);
 		lua_pop(L, 1);
@@ -252,6 +264,7 @@ cfg_free(struct config *c)
 	free(c->spool);
 	free(c->rules_dir);
 	free(c->metrics_listen);
+	free(c->trace_dir);
 	free(c->user);
 	free(c->maildir);
 	free(c->dns_servers);

@@ -120,6 +120,15 @@ lb_stage_name(enum lb_stage st)
 	return st < LB_S_COUNT ? lb_stage_names[st] : "?";
 }
 
+const char *
+lb_verdict_name(enum lb_verdict_kind k)
+{
+	static const char *const names[] = { "none", "accept", "reject", "tempfail", "disconnect", "error", "local",
+		"bounce", "defer", "relay", "hold" };
+
+	return (size_t)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
+}
+
 static int
 lb_is_file(const char *path)
 {
@@ -194,6 +203,14 @@ static struct lb_run **
 lb_run_slot(lua_State *L)
 {
 	return (struct lb_run **)lua_getextraspace(L);
+}
+
+uint64_t
+lb_run_owner_of(lua_State *L)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	return run != NULL ? run->owner : 0;
 }
 
 /*

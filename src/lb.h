@@ -123,5 +123,8 @@ int		 lb_directory_password(struct lb_gen *, const char *name, char *addr, size_
 
 /* lb_stage_name - "connect", "helo", ... */
 const char	*lb_stage_name(enum lb_stage);
+const char	*lb_verdict_name(enum lb_verdict_kind);	/* "accept", "reject", ... */
+/* lb_run_owner_of - the owner id given to lb_run_start() for the run coroutine L belongs to, or 0. */
+uint64_t	 lb_run_owner_of(struct lua_State *L);
 
 #endif

@@ -51,6 +51,7 @@
 #include "lb_types.h"
 #include "log.h"
 #include "metrics.h"
+#include "trace.h"
 #include "maildir.h"
 #include "mta.h"
 #include "queueid.h"
@@ -870,6 +871,8 @@ router_record_done(void *arg, int err)
 		if (r->outcome != R_HOLD)
 			metrics_delivery(strcmp(r->relay, "local") == 0 ? MT_LOCAL : MT_SMTP, r->outcome ==
 			    R_FAILED ? MD_BOUNCED : r->outcome == R_DEFERRED ? MD_DEFERRED : MD_SENT);
+		trace_message(m->id, TR_ATTEMPT, "to=%s relay=%s delay=%.2f dsn=%s status=%s reply=%s", m->env.rcpts[i],
+		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text);
 		log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)%s%s", m->id, m->env.rcpts[i],
 		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text,
 		    r->tls[0] ? ", tls=" : "", r->tls);
@@ -884,8 +887,10 @@ router_record_done(void *arg, int err)
 	}
 	if (err != 0)
 		log_error("%s: cannot record delivery state: %s; trying again later", m->id, strerror(err));
-	else if (!open_left && !held)
+	else if (!open_left && !held) {
 		log_info("%s: removed", m->id);
+		trace_message(m->id, TR_REMOVED, "delivery finished");
+	}
 	if (m->deleted)
 		router_delete_files(m->id);	/* the delete may have come after the record job ran */
 	if ((open_left || err != 0) && !m->deleted) {
@@ -1800,6 +1805,9 @@ router_main(struct lb_gen *gen, int notify_fd)
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
 	ctl = router_ctl_listen();
+	if (router_cfg->trace_enabled && trace_open(router_base, router_cfg->trace_dir, router_cfg->trace_keep_days,
+	    router_cfg->trace_max_mb, "router", 0, path, sizeof(path)) == -1)
+		log_warn("%s; deliveries are not traced", path);
 	router_self_load();
 	router_sweep_start();	/* on the I/O thread, ahead of the loads of router_scan() below */
 	log_info("ready: resuming the queue in %s/queue", router_cfg->spool);
@@ -1816,6 +1824,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	iot_free(router_rec);
 	iot_free(router_io);
 	dns_shutdown();
+	trace_close();
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_free(notify);

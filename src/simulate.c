@@ -24,10 +24,12 @@
 
 #include "cfg.h"
 #include "dns.h"
+#include "explain.h"
 #include "lb.h"
 #include "log.h"
 #include "simulate.h"
 #include "smtp_session.h"
+#include "trace.h"
 #include "util.h"
 #include "worker.h"
 
@@ -374,8 +376,19 @@ simulate_main(const char *cfgpath, int argc, char **argv)
 	log_set_role("simulate");
 	printf("luamta simulate: client [%s] helo %s, configuration %s\n", sc.ip, sc.helo, cfgpath);
 	fflush(stdout);
+	trace_memory();
 	if (sim_run(g, &sc, &got, stdout) == -1)
 		return 2;
+	{
+		struct trace_rec	*recs;
+		size_t			 n;
+
+		/* the same story luamta explain tells after the fact */
+		trace_take(&recs, &n);
+		printf("\nas luamta explain tells it:\n");
+		explain_render(stdout, recs, n, 0);
+		trace_free(recs, n);
+	}
 	printf("result: %s; %d of %d recipient%s accepted\n", got.queued ? "the message would be queued" :
 	    "the message would not be queued", got.accepted, sc.nto, sc.nto == 1 ? "" : "s");
 	return got.queued && !got.refused ? 0 : 1;

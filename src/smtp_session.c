@@ -34,6 +34,7 @@
 #include "lb_types.h"
 #include "log.h"
 #include "metrics.h"
+#include "trace.h"
 #include "policy.h"
 #include "smtp_internal.h"
 #include "smtp_session.h"
@@ -196,8 +197,10 @@ smtp_send(struct smtp_session *s, const char *line)
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
 	size_t		 len = strlen(line);
 
-	if (len == 3 || (len > 3 && line[3] != '-'))	/* the last line of a reply */
+	if (len == 3 || (len > 3 && line[3] != '-')) {	/* the last line of a reply */
 		metrics_reply(s->reply_stage, line);
+		trace_session(s->id, TR_REPLY, "%s", line);
+	}
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
 }
@@ -552,6 +555,7 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	bufferevent_enable(s->bev, EV_READ);	/* to catch early talkers */
 	s->timer = evtimer_new(base, smtp_timer_cb, s);
 	log_info("%s: connect from [%s]:%d to %s", s->idstr, s->ip, s->port, lsn->text);
+	trace_session(s->id, TR_CONNECT, "ip=%s port=%d listener=%s", s->ip, s->port, lsn->text);
 	if (lsn->tls == CFG_TLS_IMPLICIT) {	/* port 465 style: TLS before anything else (RFC 8314) */
 		if (worker_tls() == NULL) {
 			log_error("%s: listener %s wants TLS but no certificate is loaded", s->idstr, lsn->text);
@@ -640,6 +644,7 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 	s->esmtp = w->esmtp;
 	smtp_enter_state(s, SMTP_S_READY);
 	metrics_reply(MS_HELO, "250");		/* written here, not through smtp_send */
+	trace_session(s->id, TR_REPLY, "250 %s", s->cfg->hostname);
 	if (!w->esmtp) {
 		evbuffer_add_printf(out, "250 %s\r\n", s->cfg->hostname);
 		return;
@@ -907,6 +912,7 @@ smtp_tls_ready(void *arg, int ok, const char *why)
 	s->tls = 1;
 	util_strlcpy(s->tls_desc, tls_describe(s->tlsc), sizeof(s->tls_desc));
 	log_info("%s: client=[%s] TLS established: %s", s->idstr, s->ip, s->tls_desc);
+	trace_session(s->id, TR_TLS, "%s", s->tls_desc);
 }
 
 /* smtp_tls_start - from now on the session reads and writes through TLS. 0, or -1 (s is closing). */
@@ -1048,6 +1054,8 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=[%s], queued", queue_id,
 		    s->tx->sender.address, s->tx->size, s->tx->nrcpts, s->ip);
 		metrics_accepted();
+		trace_session(s->id, TR_QUEUED, "qid=%s from=%s size=%llu nrcpt=%zu", queue_id,
+		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
 		metrics_commit_seconds(util_monotonic() - s->tx->dot_time);
 		s->messages++;
 		smtp_tx_free(s);
@@ -1129,6 +1137,9 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 	double			 left;
 
 	out = pol_reply(smtp_logid(s), w->stage, v, w->def, reply, sizeof(reply));
+	if (v->kind != LB_V_NONE)
+		trace_session(s->id, TR_VERDICT, "stage=%s rule=%s verdict=%s reply=%s", lb_stage_name(w->stage),
+		    v->rule[0] ? v->rule : "?", lb_verdict_name(v->kind), v->kind == LB_V_ACCEPT ? "" : reply);
 	if (out == POL_CLOSE) {
 		smtp_send(s, reply);
 		smtp_close(s);
@@ -1213,6 +1224,7 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		}
 		util_strlcpy(s->user, w->helo, sizeof(s->user));
 		log_info("%s: client=[%s] AUTH user=%s", s->idstr, s->ip, s->user);
+		trace_session(s->id, TR_AUTH, "user=%s", s->user);
 		smtp_reply(s, "%s", reply);
 		return;
 	}
@@ -1321,6 +1333,11 @@ smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 
 	verb = proto_verb_of(line, len, &arg);
 	s->reply_stage = smtp_reply_stage(verb);
+	if (verb == PROTO_V_AUTH)	/* the mechanism, never the credentials */
+		trace_session(s->id, TR_CMD, "AUTH %.*s%s", (int)strcspn(arg, " "), arg,
+		    arg[strcspn(arg, " ")] ? " ****" : "");
+	else
+		trace_session(s->id, TR_CMD, "%.*s", (int)(len > 512 ? 512 : len), line);
 	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++)
 		if (smtp_cmds[i].verb == verb)
 			c = &smtp_cmds[i];
@@ -1483,6 +1500,7 @@ smtp_free(struct smtp_session *s)
 	struct lb_run		*run;
 
 	metrics_session_state(s->state, -1);
+	trace_session(s->id, TR_CLOSE, "messages=%u errors=%d", s->messages, s->errors);
 	if (s->bev != NULL) {
 		log_info("%s: disconnect from [%s] messages=%u errors=%d", s->idstr, s->ip, s->messages, s->errors);
 		tls_detach(s->tlsc);		/* its handshake timer must not find s after this */

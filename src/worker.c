@@ -22,6 +22,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "trace.h"
 #include "smtp_session.h"
 #include "tls.h"
 #include "util.h"
@@ -207,6 +208,9 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	worker_tls_load(cfg);
 	if (dns_init(worker_evbase, cfg->dns_servers, cfg->dns_timeout, cfg->dns_tries, err, sizeof(err)) == -1)
 		fatal("%s", err);
+	if (cfg->trace_enabled && trace_open(worker_evbase, cfg->trace_dir, cfg->trace_keep_days, cfg->trace_max_mb,
+	    role, 1, err, sizeof(err)) == -1)
+		log_warn("%s; sessions are not traced", err);
 	worker_lcfg = xcalloc((size_t)nfds, sizeof(*worker_lcfg));
 	worker_lsns = xcalloc((size_t)nfds, sizeof(*worker_lsns));
 	for (i = 0; i < nfds && (size_t)i < cfg->nlisten; i++) {
@@ -230,6 +234,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	iot_free(worker_io);
 	iot_free(worker_auth_io);
 	dns_shutdown();
+	trace_close();
 	tls_conf_release(worker_tlsconf);
 	lb_gen_release(worker_current);
 	event_base_free(worker_evbase);

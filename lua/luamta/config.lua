@@ -42,7 +42,7 @@ local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
 local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
-  "metrics" }
+  "metrics", "trace" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -1013,9 +1013,16 @@ local metrics = record {
   { "listen", metrics_listen },
 }
 
+-- trace: the records luamta explain reads (docs/admin.md, "Investigating mail").
+local trace = record {
+  { "enabled", boolean, default = true },
+  { "keep_days", whole(1, 366), default = 7 },
+  { "max_mb", whole(1), default = 1024 },
+}
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
-  inbound = inbound, routing = routing, delivery = delivery, metrics = metrics,
+  inbound = inbound, routing = routing, delivery = delivery, metrics = metrics, trace = trace,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------
