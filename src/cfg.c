@@ -134,6 +134,7 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 	if (cfg_table(&x, "server", "server")) {	/* [.. cfg server] */
 		c->hostname = cfg_str(&x, "hostname", "server.hostname", 0);
 		c->spool = cfg_str(&x, "spool", "server.spool", 0);
+		c->rules_dir = cfg_str(&x, "rules_dir", "server.rules_dir", 1);
 		c->user = cfg_str(&x, "user", "server.user", 1);
 		c->workers = (int)cfg_num(&x, "workers", "server.workers");
 		c->max_message_size = (unsigned long long)cfg_num(&x, "max_message_size",
@@ -162,6 +163,22 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 			c->log_level = LOG_L_INFO;
 		free(s);
 		c->log_syslog = cfg_bool(&x, "syslog");
+		lua_pop(L, 1);
+	}
+	if (cfg_table(&x, "trace", "trace")) {
+		c->trace_enabled = cfg_bool(&x, "enabled");
+		c->trace_keep_days = (int)cfg_num(&x, "keep_days", "trace.keep_days");
+		c->trace_max_mb = (long)cfg_num(&x, "max_mb", "trace.max_mb");
+		lua_pop(L, 1);
+	}
+	if (c->spool != NULL) {
+		size_t	 n = strlen(c->spool) + sizeof("/trace");
+
+		c->trace_dir = xmalloc(n);
+		snprintf(c->trace_dir, n, "%s/trace", c->spool);
+	}
+	if (cfg_table(&x, "metrics", "metrics")) {
+		c->metrics_listen = cfg_str(&x, "listen", "metrics.listen", 1);
 		lua_pop(L, 1);
 	}
 	if (cfg_table(&x, "inbound", "inbound")) {
@@ -247,6 +264,9 @@ cfg_free(struct config *c)
 	free(c->hostname);
 	free(c->listen);
 	free(c->spool);
+	free(c->rules_dir);
+	free(c->metrics_listen);
+	free(c->trace_dir);
 	free(c->user);
 	free(c->maildir);
 	free(c->dns_servers);

@@ -28,6 +28,12 @@ struct config {
 	struct cfg_listen	*listen;		/* owns nlisten entries */
 	size_t			 nlisten;
 	char			*spool;			/* owns: absolute */
+	char			*rules_dir;		/* owns: absolute, or NULL */
+	char			*metrics_listen;	/* owns: "host:port" of GET /metrics, or NULL */
+	int			 trace_enabled;
+	int			 trace_keep_days;
+	long			 trace_max_mb;
+	char			*trace_dir;		/* owns: <spool>/trace */
 	char			*user;			/* owns; NULL = stay as started */
 	int			 workers;
 	unsigned long long	 max_message_size;

@@ -23,6 +23,7 @@
 #include "iothread.h"
 #include "lb.h"
 #include "log.h"
+#include "trace.h"
 #include "smtp_internal.h"
 #include "smtp_session.h"
 #include "util.h"
@@ -121,6 +122,7 @@ smtp_auth_failed(struct smtp_session *s, const char *name)
 	delay = 0.25 * (double)(1u << (f->count - 1 < 5 ? f->count - 1 : 5));
 	log_notice("%s: client=[%s] AUTH failed for user=%s (failure %d from this address; answer in %.2f s)",
 	    s->idstr, s->ip, name, f->count, delay);
+	trace_session(s->id, TR_AUTH, "failed user=%s", name);
 	if (s->auth_delay == NULL)
 		s->auth_delay = evtimer_new(worker_base(), smtp_auth_fail_reply, s);
 	tv.tv_sec = (time_t)delay;

@@ -34,6 +34,8 @@
 #include "iothread.h"
 #include "lb_types.h"
 #include "log.h"
+#include "metrics.h"
+#include "trace.h"
 #include "policy.h"
 #include "smtp_internal.h"
 #include "smtp_session.h"
@@ -127,6 +129,18 @@ smtp_session_set_user(uint64_t id, const char *user)
 	return 0;
 }
 
+int
+smtp_session_set_tls(uint64_t id, const char *desc)
+{
+	struct smtp_session	*s = smtp_session_find(id);
+
+	if (s == NULL)
+		return -1;
+	s->tls = 1;
+	util_strlcpy(s->tls_desc, desc, sizeof(s->tls_desc));
+	return 0;
+}
+
 uint64_t
 smtp_session_last_id(void)
 {
@@ -165,6 +179,7 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state st)
 	if (s->state == st)
 		return;
 	log_debug("%s: state=%s->%s", s->idstr, smtp_state_name(s->state), smtp_state_name(st));
+	metrics_session_state(s->state, st);
 	s->state = st;
 }
 
@@ -184,8 +199,13 @@ void
 smtp_send(struct smtp_session *s, const char *line)
 {
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
+	size_t		 len = strlen(line);
 
-	evbuffer_add(out, line, strlen(line));
+	if (len == 3 || (len > 3 && line[3] != '-')) {	/* the last line of a reply */
+		metrics_reply(s->reply_stage, line);
+		trace_session(s->id, TR_REPLY, "%s", line);
+	}
+	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
 }
 
@@ -543,6 +563,9 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	s->vars_ref = LUA_NOREF;
 	s->tags_tail = &s->tags;
 	s->state = SMTP_S_CONNECT;
+	s->reply_stage = MS_CONNECT;
+	metrics_connection(lsn->text);
+	metrics_session_state(-1, SMTP_S_CONNECT);
 	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
 	if (sa->sa_family == AF_INET) {
 		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, s->ip, sizeof(s->ip));
@@ -562,6 +585,7 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	bufferevent_enable(s->bev, EV_READ);	/* to catch early talkers */
 	s->timer = evtimer_new(base, smtp_timer_cb, s);
 	log_info("%s: connect from [%s]:%d to %s", s->idstr, s->ip, s->port, lsn->text);
+	trace_session(s->id, TR_CONNECT, "ip=%s port=%d listener=%s", s->ip, s->port, lsn->text);
 	if (lsn->tls == CFG_TLS_IMPLICIT) {	/* port 465 style: TLS before anything else (RFC 8314) */
 		if (worker_tls() == NULL) {
 			log_error("%s: listener %s wants TLS but no certificate is loaded", s->idstr, lsn->text);
@@ -656,6 +680,8 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 	util_strlcpy(s->helo, w->helo, sizeof(s->helo));
 	s->esmtp = w->esmtp;
 	smtp_enter_state(s, SMTP_S_READY);
+	metrics_reply(MS_HELO, "250");		/* written here, not through smtp_send */
+	trace_session(s->id, TR_REPLY, "250 %s", s->cfg->hostname);
 	if (!w->esmtp) {
 		evbuffer_add_printf(out, "250 %s\r\n", s->cfg->hostname);
 		return;
@@ -956,6 +982,7 @@ smtp_tls_ready(void *arg, int ok, const char *why)
 	s->tls = 1;
 	util_strlcpy(s->tls_desc, tls_describe(s->tlsc), sizeof(s->tls_desc));
 	log_info("%s: client=[%s] TLS established: %s", s->idstr, s->ip, s->tls_desc);
+	trace_session(s->id, TR_TLS, "%s", s->tls_desc);
 }
 
 /* smtp_tls_start - from now on the session reads and writes through TLS. 0, or -1 (s is closing). */
@@ -1096,6 +1123,10 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 	} else {
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=[%s], queued", queue_id,
 		    s->tx->sender.address, s->tx->size, s->tx->nrcpts, s->ip);
+		metrics_accepted();
+		trace_session(s->id, TR_QUEUED, "qid=%s from=%s size=%llu nrcpt=%zu", queue_id,
+		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
+		metrics_commit_seconds(util_monotonic() - s->tx->dot_time);
 		s->messages++;
 		s->junk = 0;		/* as Postfix: a message received forgives the junk before it */
 		smtp_tx_free(s);
@@ -1116,6 +1147,10 @@ smtp_commit(struct smtp_session *s)
 	struct evbuffer	*body = s->tx->data;
 
 	if (smtp_dry_run) {
+		struct smtp_header	*h;
+
+		for (h = s->tags; h != NULL; h = h->next)	/* what the rules added, for luamta test */
+			log_info("%s: tag: %s", s->tx->queue_id, h->line);
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu: would be queued (simulation)", s->tx->queue_id,
 		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
 		evbuffer_free(head);
@@ -1135,6 +1170,8 @@ smtp_commit(struct smtp_session *s)
 static void
 smtp_end_of_data(struct smtp_session *s, int bare_lf, int bare_cr)
 {
+	s->tx->dot_time = util_monotonic();
+	s->reply_stage = MS_MESSAGE;
 	smtp_enter_state(s, SMTP_S_READY);
 	smtp_timer_arm(s, s->cfg->timeout_command);
 	if (s->tx->too_big) {
@@ -1172,6 +1209,9 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 	double			 left;
 
 	out = pol_reply(smtp_logid(s), w->stage, v, w->def, reply, sizeof(reply));
+	if (v->kind != LB_V_NONE)
+		trace_session(s->id, TR_VERDICT, "stage=%s rule=%s verdict=%s reply=%s", lb_stage_name(w->stage),
+		    v->rule[0] ? v->rule : "?", lb_verdict_name(v->kind), v->kind == LB_V_ACCEPT ? "" : reply);
 	if (out == POL_CLOSE) {
 		smtp_send(s, reply);
 		smtp_close(s);
@@ -1256,6 +1296,7 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		}
 		util_strlcpy(s->user, w->helo, sizeof(s->user));
 		log_info("%s: client=[%s] AUTH user=%s", s->idstr, s->ip, s->user);
+		trace_session(s->id, TR_AUTH, "user=%s", s->user);
 		smtp_reply(s, "%s", reply);
 		return;
 	}
@@ -1370,6 +1411,30 @@ smtp_junk(struct smtp_session *s, enum proto_verb verb)
 	return 0;
 }
 
+/* smtp_reply_stage - the stage label of the replies to a command (luamta_replies_total, docs/admin.md). */
+static enum metrics_stage
+smtp_reply_stage(enum proto_verb verb)
+{
+	switch (verb) {
+	case PROTO_V_HELO:
+	case PROTO_V_EHLO:
+		return MS_HELO;
+	case PROTO_V_AUTH:
+		return MS_AUTH;
+	case PROTO_V_MAIL:
+		return MS_MAIL;
+	case PROTO_V_RCPT:
+		return MS_RCPT;
+	case PROTO_V_DATA:
+	case PROTO_V_BDAT:
+		return MS_DATA;
+	case PROTO_V_STARTTLS:
+		return MS_STARTTLS;
+	default:
+		return MS_OTHER;
+	}
+}
+
 static void
 smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 {
@@ -1379,6 +1444,12 @@ smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 	size_t			 i;
 
 	verb = proto_verb_of(line, len, &arg);
+	s->reply_stage = smtp_reply_stage(verb);
+	if (verb == PROTO_V_AUTH)	/* the mechanism, never the credentials */
+		trace_session(s->id, TR_CMD, "AUTH %.*s%s", (int)strcspn(arg, " "), arg,
+		    arg[strcspn(arg, " ")] ? " ****" : "");
+	else
+		trace_session(s->id, TR_CMD, "%.*s", (int)(len > 512 ? 512 : len), line);
 	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++)
 		if (smtp_cmds[i].verb == verb)
 			c = &smtp_cmds[i];
@@ -1588,6 +1659,8 @@ smtp_free(struct smtp_session *s)
 	struct lb_verdict	 v;
 	struct lb_run		*run;
 
+	metrics_session_state(s->state, -1);
+	trace_session(s->id, TR_CLOSE, "messages=%u errors=%d", s->messages, s->errors);
 	if (s->bev != NULL) {
 		log_info("%s: disconnect from [%s] messages=%u errors=%d", s->idstr, s->ip, s->messages, s->errors);
 		tls_detach(s->tlsc);		/* its handshake timer must not find s after this */

@@ -60,12 +60,14 @@ struct smtp_tx {
 	int			 bdat_failed;	/* a chunk failed: later chunks are swallowed and refused */
 	struct smtp_header	*headers;	/* owns: added by msg:add_header, in order */
 	struct smtp_header	**headers_tail;
+	double			 dot_time;	/* monotonic, when the final dot arrived */
 };
 
 struct smtp_session {
 	uint64_t		 id;
 	char			 idstr[17];		/* hex id for logs before a queue id exists */
 	enum smtp_state		 state;
+	int			 reply_stage;		/* enum metrics_stage of the replies being sent */
 	struct bufferevent	*bev;			/* owns */
 	const struct cfg_listen	*lsn;			/* borrowed; the listener's config lives as long as gen */
 	struct lb_gen		*gen;			/* held: the policy this session started with */
@@ -121,6 +123,7 @@ const char		*smtp_state_name(enum smtp_state);
 /* For luamta simulate: commit nothing; authenticate a session as if AUTH had succeeded; the newest session. */
 void			 smtp_session_dry_run(void);
 int			 smtp_session_set_user(uint64_t id, const char *user);
+int			 smtp_session_set_tls(uint64_t id, const char *desc);	/* as if STARTTLS had succeeded */
 uint64_t		 smtp_session_last_id(void);
 
 #endif

@@ -34,6 +34,7 @@
 #endif
 
 #include "log.h"
+#include "metrics.h"
 #include "tls.h"
 #include "util.h"
 
@@ -379,6 +380,7 @@ tls_handshake_over(struct tls_conn *c, int ok)
 
 	c->done = ok;
 	c->failed = !ok;
+	metrics_tls_handshake(ok);
 	if (ok)
 		snprintf(c->desc, sizeof(c->desc), "%s %s", mbedtls_ssl_get_version(&c->ssl),
 		    mbedtls_ssl_get_ciphersuite(&c->ssl));

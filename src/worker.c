@@ -21,6 +21,8 @@
 #include "lb.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
+#include "trace.h"
 #include "smtp_session.h"
 #include "tls.h"
 #include "util.h"
@@ -131,6 +133,7 @@ worker_reload(void)
 	if (g == NULL) {
 		log_error("reload failed; keeping policy generation %u. %s", lb_gen_number(worker_current),
 		    errors ? errors : "");
+		metrics_reload(0);
 		free(errors);
 		free(warnings);
 		return;
@@ -138,6 +141,7 @@ worker_reload(void)
 	free(warnings);
 	log_info("reload: policy generation %u replaces %u; open sessions finish on the old one",
 	    lb_gen_number(g), lb_gen_number(worker_current));
+	metrics_reload(1);
 	lb_gen_release(worker_current);
 	worker_current = g;
 	worker_tls_load(lb_gen_config(g));	/* a renewed certificate takes effect for new connections */
@@ -200,9 +204,13 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	if ((worker_evbase = event_base_new()) == NULL)
 		fatal("worker: cannot create an event base");
 	worker_io = iot_new(worker_evbase);
+	iot_count_commits(worker_io);
 	worker_tls_load(cfg);
 	if (dns_init(worker_evbase, cfg->dns_servers, cfg->dns_timeout, cfg->dns_tries, err, sizeof(err)) == -1)
 		fatal("%s", err);
+	if (cfg->trace_enabled && trace_open(worker_evbase, cfg->trace_dir, cfg->trace_keep_days, cfg->trace_max_mb,
+	    role, 1, err, sizeof(err)) == -1)
+		log_warn("%s; sessions are not traced", err);
 	worker_lcfg = xcalloc((size_t)nfds, sizeof(*worker_lcfg));
 	worker_lsns = xcalloc((size_t)nfds, sizeof(*worker_lsns));
 	for (i = 0; i < nfds && (size_t)i < cfg->nlisten; i++) {
@@ -226,6 +234,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	iot_free(worker_io);
 	iot_free(worker_auth_io);
 	dns_shutdown();
+	trace_close();
 	tls_conf_release(worker_tlsconf);
 	lb_gen_release(worker_current);
 	event_base_free(worker_evbase);

@@ -41,7 +41,8 @@ local M = {}
 local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
-local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery" }
+local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
+  "metrics", "trace" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -998,9 +999,32 @@ local delivery = record {
   { "maildir", maildir },
 }
 
+-- metrics.listen: where the master serves GET /metrics (docs/admin.md, "Metrics"); off when absent.
+local function metrics_listen(v, at)
+  if type(v) ~= "string" then return type_error(at, v, LISTEN_EXPECT) end
+  local l = parse_listen(v, at)
+  if not l then return nil end
+  if not is_loopback(l.host, l.family) then
+    warn(at, "the metrics endpoint on " .. v .. " is open to anyone who can reach it; prefer a loopback "
+      .. "address, or a firewall")
+  end
+  return l.text
+end
+
+local metrics = record {
+  { "listen", metrics_listen },
+}
+
+-- trace: the records luamta explain reads (docs/admin.md, "Investigating mail").
+local trace = record {
+  { "enabled", boolean, default = true },
+  { "keep_days", whole(1, 366), default = 7 },
+  { "max_mb", whole(1), default = 1024 },
+}
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
-  inbound = inbound, routing = routing, delivery = delivery,
+  inbound = inbound, routing = routing, delivery = delivery, metrics = metrics, trace = trace,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------
@@ -1123,11 +1147,13 @@ local function check_opts(opts, who)
     ncpu = opts.ncpu or 1,
     sysconfdir = opts.sysconfdir or "/etc",
     basedir = opts.basedir,
+    overlay = opts.overlay,
   }
   if type(out.hostname) ~= "string" then error(who .. ": opts.hostname must be a string", 3) end
   if math.type(out.ncpu) ~= "integer" or out.ncpu < 1 then error(who .. ": opts.ncpu must be an integer >= 1", 3) end
   if type(out.sysconfdir) ~= "string" then error(who .. ": opts.sysconfdir must be a string", 3) end
   if out.basedir ~= nil and type(out.basedir) ~= "string" then error(who .. ": opts.basedir must be a string", 3) end
+  if out.overlay ~= nil and type(out.overlay) ~= "table" then error(who .. ": opts.overlay must be a table", 3) end
   return out
 end
 
@@ -1142,6 +1168,18 @@ local function finish(list)
   local out = {}
   for i, e in ipairs(list) do out[i] = e.text end
   return out
+end
+
+-- lay_over(into, over): over's values replace into's, key by key; a table that is not a list (no [1]) is merged
+-- into a table of the same key, a list replaces the whole list.
+local function lay_over(into, over)
+  for k, v in pairs(over) do
+    if type(v) == "table" and v[1] == nil and type(into[k]) == "table" and into[k][1] == nil then
+      lay_over(into[k], v)
+    else
+      into[k] = copy(v)
+    end
+  end
 end
 
 local function load_source(source, chunkname, opts)
@@ -1195,6 +1233,9 @@ local function load_source(source, chunkname, opts)
     errors[#errors + 1] = msg
     return nil, errors, finish(state.warnings)
   end
+
+  -- A scenario of `luamta test` lays its own values over the file's (docs/rules.md, "Policy tests").
+  if opts.overlay then lay_over(assigned, opts.overlay) end
 
   -- Check the sections, those the file assigned in its order, then the rest (for their defaults).
   local order = {}
