@@ -64,6 +64,8 @@ describe("luamta.config", function()
         max_per_domain = 10, tls = "opportunistic", timeouts = { connect = 30, reply = 300 },
       }, cfg.routing)
       assert.same({ maildir = "/var/spool/luamta/mailboxes/%d/%u" }, cfg.delivery)
+      assert.same({}, cfg.metrics)
+      assert.same({ enabled = true, keep_days = 7, max_mb = 1024 }, cfg.trace)
     end)
 
     it("fills in the inbound controls with the defaults of SPEC sections 3.1 and 5", function()
@@ -153,7 +155,7 @@ tls = { cert = "cert.pem", key = "/etc/ssl/private/key.pem" }
     it("lists the valid names when an unknown top-level name is nothing like any of them", function()
       local errors = errors_of('server = { spool = "/s" }\nzzzzzz = 1\n')
       assert.equal('/etc/luamta/luamta.lua:2: zzzzzz: unknown name; expected one of server, tls, dns, log, '
-                   .. "local_domains, directory, inbound, routing, delivery", errors[1])
+                   .. "local_domains, directory, inbound, routing, delivery, metrics, trace", errors[1])
     end)
 
     it("stops at a read of an undefined name and says where it is", function()
