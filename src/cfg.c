@@ -215,6 +215,19 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 	if (cfg_table(&x, "tls", "tls")) {
 		c->tls_cert = cfg_str(&x, "cert", "tls.cert", 1);
 		c->tls_key = cfg_str(&x, "key", "tls.key", 1);
+		c->tls_ticket_period = (unsigned)cfg_num(&x, "ticket_period", "tls.ticket_period");
+		if (cfg_table(&x, "pairs", "tls.pairs")) {
+			size_t	 i, n = lua_rawlen(L, -1);
+
+			for (i = 0; i < n && i < CFG_TLS_PAIRS_MAX; i++) {
+				lua_rawgeti(L, -1, (lua_Integer)i + 1);	/* [.. pairs pair] */
+				c->tls_certs[c->ntls_pairs] = cfg_str(&x, "cert", "tls.certs[].cert", 0);
+				c->tls_keys[c->ntls_pairs] = cfg_str(&x, "key", "tls.certs[].key", 0);
+				c->ntls_pairs++;
+				lua_pop(L, 1);
+			}
+			lua_pop(L, 1);
+		}
 		lua_pop(L, 1);
 	}
 	if (cfg_table(&x, "routing", "routing")) {
@@ -258,6 +271,8 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 void
 cfg_free(struct config *c)
 {
+	size_t	 i;
+
 	if (c == NULL)
 		return;
 	free(c->path);
@@ -273,5 +288,9 @@ cfg_free(struct config *c)
 	free(c->retry);
 	free(c->tls_cert);
 	free(c->tls_key);
+	for (i = 0; i < c->ntls_pairs; i++) {
+		free(c->tls_certs[i]);
+		free(c->tls_keys[i]);
+	}
 	memset(c, 0, sizeof(*c));
 }

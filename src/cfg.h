@@ -22,6 +22,8 @@ struct cfg_listen {
 	int		 submission;
 };
 
+#define CFG_TLS_PAIRS_MAX	4	/* as TLS_PAIRS_MAX in tls.h */
+
 struct config {
 	char			*path;			/* owns: the configuration file */
 	char			*hostname;		/* owns */
@@ -52,6 +54,10 @@ struct config {
 	char			*maildir;		/* owns: delivery.maildir template */
 	char			*tls_cert;		/* owns: tls.cert, or NULL */
 	char			*tls_key;		/* owns: tls.key, or NULL */
+	char			*tls_certs[CFG_TLS_PAIRS_MAX];	/* owns: every pair, tls.cert/tls.key first */
+	char			*tls_keys[CFG_TLS_PAIRS_MAX];
+	size_t			 ntls_pairs;
+	unsigned		 tls_ticket_period;	/* seconds a shared session-ticket key is issued */
 	int			 routing_tls;		/* 0 none, 1 opportunistic, 2 required */
 	char			*dns_servers;		/* owns: "ip:port,..." for c-ares, or NULL (resolv.conf) */
 	double			 dns_timeout;

@@ -98,17 +98,20 @@ main_check(const char *path)
 			return 1;
 		}
 		char	 warn[600];
+		size_t	 i;
 
-		if (tls_check_files(lb_gen_config(g)->tls_cert, lb_gen_config(g)->tls_key, err, sizeof(err), warn,
-		    sizeof(warn)) == -1) {
-			printf("error: %s: %s\n", path, err);
-			free(warnings);
-			lb_gen_release(g);
-			return 1;
-		}
-		if (warn[0] != '\0') {
-			printf("warning: %s: %s\n", path, warn);
-			nwarn++;
+		for (i = 0; i < lb_gen_config(g)->ntls_pairs; i++) {	/* tls.cert/tls.key, then tls.certs */
+			if (tls_check_files(lb_gen_config(g)->tls_certs[i], lb_gen_config(g)->tls_keys[i], err,
+			    sizeof(err), warn, sizeof(warn)) == -1) {
+				printf("error: %s: %s\n", path, err);
+				free(warnings);
+				lb_gen_release(g);
+				return 1;
+			}
+			if (warn[0] != '\0') {
+				printf("warning: %s: %s\n", path, warn);
+				nwarn++;
+			}
 		}
 	}
 	printf("%s: configuration and rules OK (%d warning%s)\n", path, nwarn, nwarn == 1 ? "" : "s");

@@ -286,6 +286,8 @@ master_run(const char *cfgpath)
 		fatal("cannot set up shared connection counters for %d workers", cfg->workers);
 	if (metrics_init(cfg->workers) == -1)
 		fatal("cannot set up shared metrics for %d workers", cfg->workers);
+	if (tls_tickets_init() == -1)	/* every worker's ticket keys derive from it (docs/tls.md) */
+		log_warn("tls: no random secret for shared session tickets: each worker issues its own");
 	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, master_notify) == -1)
 		fatal("socketpair: %s", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);

@@ -81,12 +81,13 @@ worker_tls_load(const struct config *cfg)
 	struct tls_conf	*t;
 	char		 err[512];
 
-	if (cfg->tls_cert == NULL || cfg->tls_key == NULL) {
+	if (cfg->ntls_pairs == 0) {
 		tls_conf_release(worker_tlsconf);
 		worker_tlsconf = NULL;
 		return;
 	}
-	if ((t = tls_server_new(cfg->tls_cert, cfg->tls_key, err, sizeof(err))) == NULL) {
+	if ((t = tls_server_new((const char *const *)cfg->tls_certs, (const char *const *)cfg->tls_keys,
+	    cfg->ntls_pairs, cfg->tls_ticket_period, err, sizeof(err))) == NULL) {
 		log_error("tls: %s; %s", err, worker_tlsconf ? "keeping the certificate already loaded" :
 		    "STARTTLS and implicit TLS are off");
 		return;

@@ -755,14 +755,36 @@ local server = record({
   if out.workers == nil or out.workers == 0 then out.workers = at.ctx.opts.ncpu end
 end)
 
+-- tls.certs: more certificate/key pairs next to tls.cert/tls.key (an ECDSA and an RSA certificate side by side;
+-- docs/tls.md, "Several certificates"). At most 4 pairs in all.
+local tls_pair = record {
+  { "cert", path, required = "the certificate file of the pair" },
+  { "key", path, required = "the private key file of the pair" },
+}
+local TLS_PAIRS_MAX = 4
+
 local tls = record({
   { "cert", path },
   { "key", path },
+  { "certs", array(tls_pair, "pair tables { cert = …, key = … }"), default = {} },
+  { "ticket_period", whole(1, 604800), default = 43200 },
 }, function(out, at)
   if out.cert and not out.key then
     err(child(at, "key"), "missing; expected the private key file that goes with tls.cert")
   elseif out.key and not out.cert then
     err(child(at, "cert"), "missing; expected the certificate file that goes with tls.key")
+  end
+  -- pairs: every pair, tls.cert/tls.key first, for the C core
+  out.pairs = {}
+  if out.cert and out.key then out.pairs[1] = { cert = out.cert, key = out.key } end
+  for _, p in ipairs(out.certs) do
+    if p.cert and p.key then out.pairs[#out.pairs + 1] = p end
+  end
+  if #out.pairs > TLS_PAIRS_MAX then
+    err(child(at, "certs"), ("got %d certificates in all; expected at most %d"):format(#out.pairs, TLS_PAIRS_MAX))
+  end
+  if not out.cert and out.pairs[1] then      -- the first pair is the one check and the workers name first
+    out.cert, out.key = out.pairs[1].cert, out.pairs[1].key
   end
 end)
 
@@ -1247,7 +1269,8 @@ local function load_source(source, chunkname, opts)
     return a < b
   end)
   local raw_tls = assigned.tls
-  ctx.has_tls = type(raw_tls) == "table" and raw_tls.cert ~= nil and raw_tls.key ~= nil
+  ctx.has_tls = type(raw_tls) == "table" and ((raw_tls.cert ~= nil and raw_tls.key ~= nil) or
+    (type(raw_tls.certs) == "table" and raw_tls.certs[1] ~= nil))
   local cfg = {}
   for _, name in ipairs(order) do
     local v = assigned[name]

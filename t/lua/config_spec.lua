@@ -53,7 +53,7 @@ describe("luamta.config", function()
         bare_newline = "reject",
         greeting_delay = 0,
       }, cfg.server)
-      assert.same({}, cfg.tls)
+      assert.same({ certs = {}, pairs = {}, ticket_period = 43200 }, cfg.tls)
       assert.same({ timeout = 5, tries = 2, verify_ptr = "forward_confirmed" }, cfg.dns)
       assert.same({ level = "info", syslog = false }, cfg.log)
       assert.same({}, cfg.local_domains)
@@ -132,7 +132,9 @@ tls = { cert = "cert.pem", key = "/etc/ssl/private/key.pem" }
       assert.same({ false, false, true, false }, {
         cfg.server.listen[1].submission, cfg.server.listen[2].submission, cfg.server.listen[3].submission,
         cfg.server.listen[4].submission })
-      assert.same({ cert = "/etc/luamta/cert.pem", key = "/etc/ssl/private/key.pem" }, cfg.tls)
+      assert.same({ cert = "/etc/luamta/cert.pem", key = "/etc/ssl/private/key.pem", certs = {},
+        pairs = { { cert = "/etc/luamta/cert.pem", key = "/etc/ssl/private/key.pem" } }, ticket_period = 43200 },
+        cfg.tls)
       assert.equal(1, #warnings)
       assert.matches("server.listen%[4%]: listening on a public address without TLS", warnings[1])
     end)
