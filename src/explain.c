@@ -1,5 +1,5 @@
 /*
- * explain.c - `luamta explain [-c FILE] [--json] ID` (docs/admin.md, "Investigating mail"): the story of a session
+ * explain.c - `luamta explain [-c FILE] [--json] ID` (docs/investigating.md): the story of a session
  * or a message, told from its trace records after the fact. explain_render() is also how `luamta simulate` ends,
  * so that what simulate shows before a change and what explain shows after it read the same.
  */

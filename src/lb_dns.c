@@ -51,7 +51,7 @@ static struct {
 	char		 name[DNS_NAME_MAX + 1];
 } lb_dns_names[LB_DNS_NAMES];
 
-/* lb_dns_trace - the answer a rule used, in its session's trace (docs/admin.md, "Investigating mail"). */
+/* lb_dns_trace - the answer a rule used, in its session's trace (docs/investigating.md). */
 static void
 lb_dns_trace(lua_State *L, enum dns_type type, const char *name, const struct dns_result *res, int cached)
 {

@@ -1,5 +1,5 @@
 /*
- * metrics.h - counters of the whole server for Prometheus (docs/admin.md, "Metrics"). Every process counts in a
+ * metrics.h - counters of the whole server for Prometheus (docs/investigating.md, "Metrics"). Every process counts in a
  * slot of its own in memory the master maps before it forks, with plain single-writer stores: counting costs a
  * load and a store, never a lock or a message. The master sums every slot when /metrics is scraped. Label sets
  * are bounded: stages, codes, verdicts, transports and results are fixed lists; rule and listener names come

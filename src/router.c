@@ -1481,7 +1481,7 @@ router_rescan_cb(evutil_socket_t fd, short what, void *arg)
 	router_scan(0);
 }
 
-/* router_gauges_cb - once a second, what the queue holds for luamta_queue_messages (docs/admin.md, "Metrics"). */
+/* router_gauges_cb - once a second, what the queue holds for luamta_queue_messages (docs/investigating.md, "Metrics"). */
 static void
 router_gauges_cb(evutil_socket_t fd, short what, void *arg)
 {

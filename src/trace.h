@@ -1,5 +1,5 @@
 /*
- * trace.h - the trace records `luamta explain` reads (docs/admin.md, "Investigating mail"). Every session and
+ * trace.h - the trace records `luamta explain` reads (docs/investigating.md). Every session and
  * every message leaves a compact record of what happened to it: connect facts, commands and replies, every rule
  * verdict and what the rule logged, every DNS answer a rule used, tags, the queue IDs it produced, and each
  * delivery attempt. trace.c owns the format: it is the only writer and the only reader.

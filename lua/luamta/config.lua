@@ -1021,7 +1021,7 @@ local delivery = record {
   { "maildir", maildir },
 }
 
--- metrics.listen: where the master serves GET /metrics (docs/admin.md, "Metrics"); off when absent.
+-- metrics.listen: where the master serves GET /metrics (docs/investigating.md, "Metrics"); off when absent.
 local function metrics_listen(v, at)
   if type(v) ~= "string" then return type_error(at, v, LISTEN_EXPECT) end
   local l = parse_listen(v, at)
@@ -1037,7 +1037,7 @@ local metrics = record {
   { "listen", metrics_listen },
 }
 
--- trace: the records luamta explain reads (docs/admin.md, "Investigating mail").
+-- trace: the records luamta explain reads (docs/investigating.md).
 local trace = record {
   { "enabled", boolean, default = true },
   { "keep_days", whole(1, 366), default = 7 },

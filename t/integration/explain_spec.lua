@@ -1,4 +1,4 @@
--- t/integration/explain_spec.lua - traces and `luamta explain ID` (docs/admin.md, "Investigating mail"): after the
+-- t/integration/explain_spec.lua - traces and `luamta explain ID` (docs/investigating.md): after the
 -- fact, with no debug logging, explain tells who connected, what each rule decided and why, which DNS answers it
 -- saw, what the client was told and what became of each recipient, for a queue ID or a session ID; traces survive
 -- a reload; old and excess trace files are pruned; AUTH credentials never reach a trace; unknown IDs exit 1.

@@ -1,4 +1,4 @@
--- t/integration/metrics_spec.lua - GET /metrics (docs/admin.md, "Metrics"): after a known mix of traffic the
+-- t/integration/metrics_spec.lua - GET /metrics (docs/investigating.md, "Metrics"): after a known mix of traffic the
 -- counters equal what was sent (connections, replies per stage and code, rule verdicts and errors, accepted
 -- messages, local deliveries and SMTP deferrals, commit histograms), every process's counters summed; the output
 -- passes the real `promtool check metrics`; the endpoint answers while a rule holds a session; a worker killed
