@@ -9,11 +9,14 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -30,6 +33,7 @@
 #define METRICS_NAME_MAX	48
 #define METRICS_CODES		400	/* reply codes 200..599 */
 #define METRICS_DNS_STATUSES	5
+#define METRICS_SPINS_MAX	100000L		/* tries for the name lock before asking whether its holder lives */
 
 static const double	 metrics_commit_le[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5 };
 static const double	 metrics_batch_le[] = { 1, 2, 4, 8, 16, 32, 64, 128 };
@@ -69,7 +73,7 @@ struct metrics_names {
 };
 
 struct metrics_region {
-	int			 lock;		/* guards the name tables */
+	int			 lock;		/* guards the name tables: 0, or the pid holding it */
 	struct metrics_names	 rules, listeners;
 	int			 nslots;
 	struct metrics_slot	 slot[];	/* [0] the router, [1 + n] worker n */
@@ -135,12 +139,26 @@ static int
 metrics_name_index(struct metrics_names *t, const char *name)
 {
 	int	 i, n = __atomic_load_n(&t->n, __ATOMIC_ACQUIRE);
+	long	 spins;
 
 	for (i = 0; i < n; i++)
 		if (strncmp(t->name[i], name, METRICS_NAME_MAX - 1) == 0)
 			return i;
-	while (__atomic_exchange_n(&metrics_r->lock, 1, __ATOMIC_ACQUIRE))
-		;	/* held for a few compares, only when a name is new */
+	/* Held for a few compares, only when a name is new, by the pid in it. A holder killed inside would hold it
+	 * for ever, so a waiter that has waited long checks that the holder lives, and takes the lock from a dead
+	 * one. */
+	for (spins = 0;; spins++) {
+		int	 free_ = 0, holder;
+
+		if (__atomic_compare_exchange_n(&metrics_r->lock, &free_, (int)getpid(), 0, __ATOMIC_ACQUIRE,
+		    __ATOMIC_RELAXED))
+			break;
+		holder = free_;
+		if (spins >= METRICS_SPINS_MAX && kill((pid_t)holder, 0) == -1 && errno == ESRCH &&
+		    __atomic_compare_exchange_n(&metrics_r->lock, &holder, (int)getpid(), 0, __ATOMIC_ACQUIRE,
+		    __ATOMIC_RELAXED))
+			break;
+	}
 	n = t->n;
 	for (i = 0; i < n; i++)
 		if (strncmp(t->name[i], name, METRICS_NAME_MAX - 1) == 0)
