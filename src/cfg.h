@@ -20,6 +20,7 @@ struct cfg_listen {
 	int		 family;		/* AF_INET or AF_INET6 */
 	enum cfg_tls	 tls;
 	int		 submission;
+	int		 local;			/* pickup's local submissions: only the message stage asks the rules */
 };
 
 #define CFG_TLS_PAIRS_MAX	4	/* as TLS_PAIRS_MAX in tls.h */

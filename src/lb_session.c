@@ -216,6 +216,8 @@ lb_session_index(lua_State *L)
 		lua_pushboolean(L, s->tls);
 	else if (strcmp(key, "user") == 0)
 		s->user[0] ? lua_pushstring(L, s->user) : lua_pushnil(L);
+	else if (strcmp(key, "local_user") == 0)
+		s->local_user[0] ? lua_pushstring(L, s->local_user) : lua_pushnil(L);
 	else if (strcmp(key, "id") == 0)
 		lua_pushstring(L, s->idstr);
 	else if (strcmp(key, "queue_id") == 0)

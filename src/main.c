@@ -22,6 +22,7 @@
 #include "queuectl.h"
 #include "queueid.h"
 #include "scenario.h"
+#include "sendmail.h"
 #include "simulate.h"
 #include "tls.h"
 #include "spool.h"
@@ -42,6 +43,7 @@ main_usage(FILE *f)
 	    "       luamta simulate [-c FILE] --ip ADDR --from ADDR --to ADDR ...\n"
 	    "       luamta test     [-c FILE] [--junit FILE] [SCENARIO ...]   run policy scenarios\n"
 	    "       luamta explain  [-c FILE] [--json] ID   what happened to a session or message\n"
+	    "       luamta sendmail [-c FILE] [-t] [-i] [-f SENDER] [-F NAME] [-bs] [-bp] [RCPT ...]\n"
 	    "       luamta version\n"
 	    "The default FILE is %s.\n", MAIN_DEFAULT_CONFIG);
 }
@@ -177,13 +179,20 @@ main(int argc, char **argv)
 	struct lb_gen	*g;
 
 	log_init("luamta", LOG_L_INFO, 0);
+	{
+		/* Installed as sendmail or mailq (make install-mta-links), the binary is that command. */
+		const char	*base = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+
+		if (strcmp(base, "sendmail") == 0 || strcmp(base, "mailq") == 0)
+			return sendmail_main(path, argc - 1, argv + 1, strcmp(base, "mailq") == 0);
+	}
 	if (argc < 2) {
 		main_usage(stderr);
 		return 2;
 	}
 	cmd = argv[1];
 	own_args = strcmp(cmd, "simulate") == 0 || strcmp(cmd, "queue") == 0 || strcmp(cmd, "test") == 0 ||
-	    strcmp(cmd, "explain") == 0;	/* they parse the rest */
+	    strcmp(cmd, "explain") == 0 || strcmp(cmd, "sendmail") == 0;	/* they parse the rest */
 	for (i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
 			path = argv[++i];
@@ -216,6 +225,8 @@ main(int argc, char **argv)
 		return scenario_main(path, argc - 2, argv + 2);
 	if (strcmp(cmd, "explain") == 0)
 		return explain_main(path, argc - 2, argv + 2);
+	if (strcmp(cmd, "sendmail") == 0)
+		return sendmail_main(path, argc - 2, argv + 2, 0);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
 		main_usage(stdout);
 		return 0;

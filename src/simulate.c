@@ -43,7 +43,24 @@ struct sim {
 	int			 rcpt;		/* next recipient to send */
 	struct bufferevent	*bev;
 	struct event_base	*base;
+	struct event		*timer;		/* sim_start: the whole dialogue's deadline */
+	sim_done_fn		*done;		/* sim_start: told once when the dialogue is over */
+	void			*done_arg;
 };
+
+/* sim_finish - the dialogue is over: stop the loop (sim_run) or tell the owner (sim_start) and free. */
+static void
+sim_finish(struct sim *m)
+{
+	if (m->done == NULL) {
+		event_base_loopexit(m->base, NULL);
+		return;
+	}
+	bufferevent_free(m->bev);
+	event_free(m->timer);
+	m->done(m->done_arg, m->got);
+	free(m);
+}
 
 static void
 sim_say(struct sim *m, const char *fmt, ...)
@@ -152,6 +169,8 @@ sim_next(struct sim *m, int code, const char *line)
 			smtp_session_set_tls(smtp_session_last_id(), "TLS (simulated)");
 			sim_say(m, "   (TLS is on, as if STARTTLS had succeeded)\n");
 		}
+		if (sc->local_user != NULL)
+			smtp_session_set_local_user(smtp_session_last_id(), sc->local_user);
 		if (sc->auth != NULL) {
 			smtp_session_set_user(smtp_session_last_id(), sc->auth);
 			sim_say(m, "   (authenticated as %s, as if AUTH had succeeded)\n", sc->auth);
@@ -192,7 +211,7 @@ sim_next(struct sim *m, int code, const char *line)
 	case SIM_S_QUIT:
 	case SIM_S_DONE:
 		m->step = SIM_S_DONE;
-		event_base_loopexit(m->base, NULL);
+		sim_finish(m);
 		return;
 	}
 quit:
@@ -228,7 +247,67 @@ sim_event_cb(struct bufferevent *bev, short what, void *arg)
 			m->got->refused = 1;
 	}
 	m->step = SIM_S_DONE;
-	event_base_loopexit(m->base, NULL);
+	sim_finish(m);
+}
+
+static void
+sim_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sim	*m = arg;
+
+	m->got->refused = 1;
+	m->got->timed_out = 1;
+	m->step = SIM_S_DONE;
+	sim_finish(m);
+}
+
+/* sim_addr - sc->ip as a socket address; 0 or -1. */
+static int
+sim_addr(const struct sim_script *sc, struct sockaddr_storage *ss, socklen_t *sslen)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (inet_pton(AF_INET, sc->ip, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
+		ss->ss_family = AF_INET;
+		*sslen = sizeof(struct sockaddr_in);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, sc->ip, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1) {
+		ss->ss_family = AF_INET6;
+		*sslen = sizeof(struct sockaddr_in6);
+		return 0;
+	}
+	return -1;
+}
+
+int
+sim_start(struct event_base *base, const struct cfg_listen *lsn, const struct sim_script *sc,
+    struct sim_replies *got, double timeout, sim_done_fn *done, void *arg)
+{
+	struct sim		*m;
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+	struct timeval		 tv;
+	int			 fds[2];
+
+	memset(got, 0, sizeof(*got));
+	if (sim_addr(sc, &ss, &sslen) == -1 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == -1)
+		return -1;
+	m = xcalloc(1, sizeof(*m));
+	m->script = sc;
+	m->got = got;
+	m->base = base;
+	m->done = done;
+	m->done_arg = arg;
+	m->bev = bufferevent_socket_new(base, fds[1], BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(m->bev, sim_read_cb, NULL, sim_event_cb, m);
+	bufferevent_enable(m->bev, EV_READ);
+	m->timer = evtimer_new(base, sim_timeout_cb, m);
+	tv.tv_sec = (time_t)timeout;
+	tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
+	evtimer_add(m->timer, &tv);
+	smtp_session_start(fds[0], (struct sockaddr *)&ss, sslen, lsn);
+	return 0;
 }
 
 const char *
@@ -265,14 +344,7 @@ sim_run(struct lb_gen *g, const struct sim_script *sc, struct sim_replies *got, 
 	int			 fds[2];
 
 	memset(got, 0, sizeof(*got));
-	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, sc->ip, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-		ss.ss_family = AF_INET;
-		sslen = sizeof(struct sockaddr_in);
-	} else if (inet_pton(AF_INET6, sc->ip, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-		ss.ss_family = AF_INET6;
-		sslen = sizeof(struct sockaddr_in6);
-	} else {
+	if (sim_addr(sc, &ss, &sslen) == -1) {
 		fprintf(stderr, "luamta: %s is not an IPv4 or IPv6 address\n", sc->ip);
 		return -1;
 	}

@@ -17,6 +17,7 @@ struct sim_script {
 	const char	*ip;
 	const char	*helo;
 	const char	*auth;			/* authenticated as this user after EHLO, or NULL */
+	const char	*local_user;		/* a local submission by this user (pickup), or NULL */
 	int		 tls;			/* TLS on after EHLO, as if STARTTLS had succeeded */
 	const char	*from;			/* "" for the null sender */
 	const char	*to[SIM_RCPTS_MAX];
@@ -47,6 +48,16 @@ int		 simulate_main(const char *cfgpath, int argc, char **argv);
  * stderr) when it could not start. Once per process: the session code it drives is the process's. */
 int		 sim_run(struct lb_gen *g, const struct sim_script *, struct sim_replies *, FILE *echo);
 void		 sim_replies_free(struct sim_replies *);
+/* sim_done_fn - a sim_start() dialogue is over; got is the caller's. */
+typedef void	 sim_done_fn(void *arg, struct sim_replies *got);
+struct cfg_listen;
+/*
+ * sim_start - the same dialogue on the caller's loop (a worker's: the session is a real one that queues), with
+ * the session believing it came in on lsn; done(arg, got) runs once when it is over or after timeout seconds.
+ * sc and got must live until then. 0, or -1 when it could not start.
+ */
+int		 sim_start(struct event_base *, const struct cfg_listen *lsn, const struct sim_script *sc,
+		    struct sim_replies *got, double timeout, sim_done_fn *done, void *arg);
 const char	*sim_stage_name(enum sim_stage);
 
 #endif

@@ -130,6 +130,17 @@ smtp_session_set_user(uint64_t id, const char *user)
 }
 
 int
+smtp_session_set_local_user(uint64_t id, const char *user)
+{
+	struct smtp_session	*s = smtp_session_find(id);
+
+	if (s == NULL)
+		return -1;
+	util_strlcpy(s->local_user, user, sizeof(s->local_user));
+	return 0;
+}
+
+int
 smtp_session_set_tls(uint64_t id, const char *desc)
 {
 	struct smtp_session	*s = smtp_session_find(id);
@@ -340,6 +351,16 @@ smtp_ask(struct smtp_session *s, struct smtp_wait *w)
 	struct lb_verdict	 v;
 	struct lb_run		*run;
 
+	/* A local submission (sendmail, through pickup) meets the message stage only, as Postfix's pickup never
+	 * meets smtpd's restrictions: the connect, HELO, MAIL and RCPT rules are for clients (docs/admin.md,
+	 * "sendmail and mailq"). */
+	if (s->lsn->local && w->stage != LB_S_MESSAGE) {
+		memset(&v, 0, sizeof(v));
+		v.kind = LB_V_NONE;
+		smtp_after(s, w, &v);
+		free(w);
+		return;
+	}
 	idmap_put(smtp_waits, s->id, w);
 	if (lb_run_start(s->gen, worker_base(), w->stage, pushers[w->after], s, s->id, smtp_policy_done, &v,
 	    &run) == 1) {

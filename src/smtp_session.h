@@ -79,6 +79,7 @@ struct smtp_session {
 	int			 esmtp;
 	int			 tls;			/* 1 once the TLS handshake is over */
 	char			 user[PROTO_ADDR_MAX + 1];	/* authenticated user, "" if none */
+	char			 local_user[64];	/* the local user of a sendmail submission (pickup), or "" */
 	int			 errors;		/* 4xx/5xx replies so far */
 	int			 waiting;		/* a policy run or spool commit is pending: reading paused */
 	int			 discard_line;		/* skipping the rest of an over-long command line */
@@ -124,6 +125,7 @@ const char		*smtp_state_name(enum smtp_state);
 void			 smtp_session_dry_run(void);
 int			 smtp_session_set_user(uint64_t id, const char *user);
 int			 smtp_session_set_tls(uint64_t id, const char *desc);	/* as if STARTTLS had succeeded */
+int			 smtp_session_set_local_user(uint64_t id, const char *user);	/* pickup: s.local_user */
 uint64_t		 smtp_session_last_id(void);
 
 #endif

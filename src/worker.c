@@ -22,6 +22,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "pickup.h"
 #include "trace.h"
 #include "smtp_session.h"
 #include "tls.h"
@@ -224,6 +225,8 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	sigs[2] = evsignal_new(worker_evbase, SIGINT, worker_signal_cb, NULL);
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
+	if (number == 1 && pickup_start(worker_evbase, cfg, err, sizeof(err)) == -1)	/* one pickup per server */
+		log_error("pickup: %s; sendmail's messages wait in the maildrop", err);
 	log_info("ready: policy generation %u, %d listener(s)", lb_gen_number(gen), worker_nlsn);
 
 	event_base_dispatch(worker_evbase);
@@ -234,6 +237,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 		event_free(worker_drain_ev);
 	iot_free(worker_io);
 	iot_free(worker_auth_io);
+	pickup_stop();
 	dns_shutdown();
 	trace_close();
 	tls_conf_release(worker_tlsconf);
