@@ -680,6 +680,10 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 {
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
 
+	if (s->cmd_cur != 0) {		/* the 250 below is written here, not by smtp_send(): count it */
+		s->cmd_ok[s->cmd_cur - 1]++;
+		s->cmd_cur = 0;
+	}
 	/* RFC 5321 4.1.4: EHLO in a transaction resets it. */
 	smtp_tx_free(s);
 	util_strlcpy(s->helo, w->helo, sizeof(s->helo));
@@ -1075,12 +1079,21 @@ smtp_build_head(struct smtp_session *s)
 static void
 smtp_commit_done(uint64_t id, const char *queue_id, int err)
 {
-	struct smtp_session	*s;
+	struct smtp_session	*s = smtp_session_find(id);
 
+	if (err == 0 && s != NULL) {
+		/* Before the router hears of it, so that client= comes before the router's from= line.
+		 * pflogsumm counts a message received on this line; the router logs from=, size=, nrcpt=. */
+		log_info("%s: client=" SMTP_CLIENT_FMT "%s%s%s%s, session=%s", queue_id, SMTP_CLIENT(s),
+		    s->user[0] ? ", sasl_method=" : "", s->user[0] && s->auth_mech ? s->auth_mech : "",
+		    s->user[0] ? ", sasl_username=" : "", s->user, s->idstr);
+		if (s->tx->msgid[0] != '\0')
+			log_info("%s: message-id=%s", queue_id, s->tx->msgid);
+	}
 	if (err == 0) {
 		worker_message_queued(queue_id);
 	}
-	if ((s = smtp_session_find(id)) == NULL) {
+	if (s == NULL) {
 		if (err == 0)	/* queued, but the client left before the 250: it may send it again */
 			log_notice("%s: queued, but the client left before the reply", queue_id);
 		worker_session_gone();	/* when stopping, this may have been the last thing to wait for */
@@ -1094,12 +1107,6 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 		smtp_enter_state(s, SMTP_S_READY);
 		smtp_reply(s, "%s", spool_reply_for(err));
 	} else {
-		/* pflogsumm counts a message received on this line; the router logs from=, size=, nrcpt=. */
-		log_info("%s: client=" SMTP_CLIENT_FMT "%s%s%s%s, session=%s", queue_id, SMTP_CLIENT(s),
-		    s->user[0] ? ", sasl_method=" : "", s->user[0] && s->auth_mech ? s->auth_mech : "",
-		    s->user[0] ? ", sasl_username=" : "", s->user, s->idstr);
-		if (s->tx->msgid[0] != '\0')
-			log_info("%s: message-id=%s", queue_id, s->tx->msgid);
 		s->messages++;
 		smtp_tx_free(s);
 		smtp_enter_state(s, SMTP_S_READY);
