@@ -17,6 +17,7 @@ enum log_level { LOG_L_DEBUG, LOG_L_INFO, LOG_L_NOTICE, LOG_L_WARNING, LOG_L_ERR
 #define LOG_SVC_SMTP	"smtp"		/* SMTP delivery */
 #define LOG_SVC_LOCAL	"local"		/* Maildir delivery */
 #define LOG_SVC_BOUNCE	"bounce"	/* delivery status notifications */
+#define LOG_SVC_PICKUP	"pickup"	/* local submission (sendmail's maildrop) */
 
 void	 log_init(const char *ident, int level, int use_syslog);	/* stderr (or syslog), before a config */
 /*

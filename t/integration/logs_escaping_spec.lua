@@ -27,7 +27,8 @@ describe("log escaping", function()
         local mta = require "luamta"
         return { rcpt = function(s, r)
           if r.address:match("^noisy@") then
-            mta.log("info", "rule says <" .. s.sender.address .. ">" .. "\r\n" .. "ABCDEF: removed\1\27[31m\255\192\128.")
+            mta.log("info", "rule says <" .. s.sender.address .. ">\r\n"
+              .. "ABCDEF: removed\1\27[31m\255\192\128.")
             return { action = "reject", code = 550, text = "5.7.1 no" }
           end
         end }

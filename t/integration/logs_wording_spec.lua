@@ -17,7 +17,9 @@ local RULE = [[
       if sender.address == "bad@spam.test" then return mta.reject(554, "5.7.1 no mail from you") end
     end,
     rcpt = function(s, r)
-      if r.address == "nobody@example.test" then return mta.reject(550, "5.1.1 <nobody@example.test>... No such user") end
+      if r.address == "nobody@example.test" then
+        return mta.reject(550, "5.1.1 <nobody@example.test>... No such user")
+      end
     end,
     data = function(s)
       if s.sender.address == "nodata@example.org" then return mta.reject(554, "5.7.1 no data today") end
