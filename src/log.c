@@ -234,6 +234,21 @@ log_tag(const char *service)
 	return log_tags[i];
 }
 
+/* log_echo - in file and syslog mode, the master's errors go to stderr too: whoever ran `luamta run` sees why
+ * it did not start. */
+static void
+log_echo(enum log_level level, const char *text, size_t len)
+{
+	char	 line[LOG_LINE_MAX + 32];
+	int	 n;
+
+	if ((!log_file && !log_syslog) || level < LOG_L_ERROR || strcmp(log_service, "master") != 0)
+		return;
+	n = snprintf(line, sizeof(line), "%s: %.*s\n", log_ident, (int)len, text);
+	if (n > 0)
+		(void)!write(STDERR_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
 static void
 log_vwrite(const char *service, enum log_level level, const char *fmt, va_list ap)
 {
@@ -265,6 +280,7 @@ log_vwrite(const char *service, enum log_level level, const char *fmt, va_list a
 			log_tag_now = tag;
 		}
 		syslog(prio[level], "%s", line);
+		log_echo(level, line + n, (size_t)m);
 		return;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -289,6 +305,7 @@ log_vwrite(const char *service, enum log_level level, const char *fmt, va_list a
 	log_printable(line + n, (size_t)m);
 	line[n + m] = '\n';
 	(void)!write(log_fd, line, n + m + 1);
+	log_echo(level, line + n, (size_t)m);
 }
 
 void

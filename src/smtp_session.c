@@ -1101,8 +1101,8 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 	}
 	s->waiting = 0;
 	if (err != 0) {
-		log_error("%s: queue file write failed for " SMTP_CLIENT_FMT ": %s", queue_id, SMTP_CLIENT(s),
-		    strerror(err));
+		log_error("%s: queue file write failed: %s, from " SMTP_CLIENT_FMT, queue_id, strerror(err),
+		    SMTP_CLIENT(s));
 		smtp_tx_free(s);
 		smtp_enter_state(s, SMTP_S_READY);
 		smtp_reply(s, "%s", spool_reply_for(err));

@@ -105,6 +105,26 @@ describe("log.file", function()
   end)
 end)
 
+describe("log.file at start-up", function()
+  it("writes the master's errors to stderr too, so that whoever ran luamta run sees why it stopped", function()
+    local dir = server.tempdir()
+    local busy = assert(socket.bind("127.0.0.1", 0))
+    local _, port = busy:getsockname()
+    local srv = server.prepare { config = { log = { file = dir .. "/mail.log" },
+      server = { listen = { "127.0.0.1:" .. port } } } }
+    local out, rc = server.run("(timeout 10 " .. server.sh_quote(server.BIN) .. " run -c "
+      .. server.sh_quote(srv.cfgfile) .. " 2>&1 >/dev/null)")
+    busy:close()
+    local text = read(dir .. "/mail.log")
+    srv:cleanup()
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.equal(1, rc)
+    assert.truthy(out:find("luamta: listen 127.0.0.1:" .. port .. ": Address already in use", 1, true), out)
+    assert.truthy(text:find("luamta/master%[%d+%]: error: listen 127%.0%.0%.1:" .. port .. ": Address already in use"),
+      text)
+  end)
+end)
+
 describe("log.ident", function()
   it("changes the tag of every line", function()
     local dir = server.tempdir()
