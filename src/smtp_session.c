@@ -1005,8 +1005,7 @@ smtp_cmd_starttls(struct smtp_session *s, const char *arg)
 	/* RFC 3207 4.2 and CVE-2011-0411: what came after STARTTLS in the clear is never a command. */
 	if ((injected = evbuffer_get_length(in)) > 0) {
 		log_notice("%s: " SMTP_CLIENT_FMT ": discarded %zu octets sent after STARTTLS before TLS", s->idstr,
-		    SMTP_CLIENT(s),
-		    injected);
+		    SMTP_CLIENT(s), injected);
 		evbuffer_drain(in, injected);
 	}
 	/* And the session starts over: the client must say EHLO again, and nothing from before TLS counts. */
