@@ -120,12 +120,30 @@ lb_stage_name(enum lb_stage st)
 	return st < LB_S_COUNT ? lb_stage_names[st] : "?";
 }
 
+const char *
+lb_verdict_name(enum lb_verdict_kind k)
+{
+	static const char *const names[] = { "none", "accept", "reject", "tempfail", "disconnect", "error", "local",
+		"bounce", "defer", "relay", "hold" };
+
+	return (size_t)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
+}
+
 static int
 lb_is_file(const char *path)
 {
 	struct stat	 st;
 
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* A scenario file whose `config` table is laid over the configuration file (luamta test). */
+static const char	*lb_overlay;
+
+void
+lb_set_scenario(const char *path)
+{
+	lb_overlay = path;
 }
 
 const char *
@@ -185,6 +203,14 @@ static struct lb_run **
 lb_run_slot(lua_State *L)
 {
 	return (struct lb_run **)lua_getextraspace(L);
+}
+
+uint64_t
+lb_run_owner_of(lua_State *L)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	return run != NULL ? run->owner : 0;
 }
 
 /*
@@ -440,6 +466,10 @@ lb_gen_new(const char *cfgpath, enum lb_role role, char **errors, char **warning
 	lua_setfield(L, -2, "datadir");
 	lua_pushstring(L, role_names[role]);
 	lua_setfield(L, -2, "role");
+	if (lb_overlay != NULL) {
+		lua_pushstring(L, lb_overlay);
+		lua_setfield(L, -2, "scenario");
+	}
 	/* Relative paths in the file are taken from its directory, made absolute here so that they do not depend
 	 * on the directory the server was started from. */
 	if (realpath(cfgpath, abspath) != NULL) {

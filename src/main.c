@@ -1,5 +1,5 @@
 /*
- * main.c - the command line (SPEC section 2): run, check, reload, queue, simulate, version.
+ * main.c - the command line (docs/admin.md): run, check, reload, queue, simulate, test, version.
  */
 #include "config.h"
 
@@ -15,11 +15,13 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "explain.h"
 #include "lb.h"
 #include "log.h"
 #include "master.h"
 #include "queuectl.h"
 #include "queueid.h"
+#include "scenario.h"
 #include "simulate.h"
 #include "tls.h"
 #include "spool.h"
@@ -38,6 +40,8 @@ main_usage(FILE *f)
 	    "       luamta reload   [-c FILE]   make the running server reload (SIGHUP)\n"
 	    "       luamta queue    [-c FILE] list [--json] | show ID | flush [ID] | delete ID | hold ID | release ID\n"
 	    "       luamta simulate [-c FILE] --ip ADDR --from ADDR --to ADDR ...\n"
+	    "       luamta test     [-c FILE] [--junit FILE] [SCENARIO ...]   run policy scenarios\n"
+	    "       luamta explain  [-c FILE] [--json] ID   what happened to a session or message\n"
 	    "       luamta version\n"
 	    "The default FILE is %s.\n", MAIN_DEFAULT_CONFIG);
 }
@@ -94,17 +98,20 @@ main_check(const char *path)
 			return 1;
 		}
 		char	 warn[600];
+		size_t	 i;
 
-		if (tls_check_files(lb_gen_config(g)->tls_cert, lb_gen_config(g)->tls_key, err, sizeof(err), warn,
-		    sizeof(warn)) == -1) {
-			printf("error: %s: %s\n", path, err);
-			free(warnings);
-			lb_gen_release(g);
-			return 1;
-		}
-		if (warn[0] != '\0') {
-			printf("warning: %s: %s\n", path, warn);
-			nwarn++;
+		for (i = 0; i < lb_gen_config(g)->ntls_pairs; i++) {	/* tls.cert/tls.key, then tls.certs */
+			if (tls_check_files(lb_gen_config(g)->tls_certs[i], lb_gen_config(g)->tls_keys[i], err,
+			    sizeof(err), warn, sizeof(warn)) == -1) {
+				printf("error: %s: %s\n", path, err);
+				free(warnings);
+				lb_gen_release(g);
+				return 1;
+			}
+			if (warn[0] != '\0') {
+				printf("warning: %s: %s\n", path, warn);
+				nwarn++;
+			}
 		}
 	}
 	printf("%s: configuration and rules OK (%d warning%s)\n", path, nwarn, nwarn == 1 ? "" : "s");
@@ -175,7 +182,8 @@ main(int argc, char **argv)
 		return 2;
 	}
 	cmd = argv[1];
-	own_args = strcmp(cmd, "simulate") == 0 || strcmp(cmd, "queue") == 0;	/* they parse the rest */
+	own_args = strcmp(cmd, "simulate") == 0 || strcmp(cmd, "queue") == 0 || strcmp(cmd, "test") == 0 ||
+	    strcmp(cmd, "explain") == 0;	/* they parse the rest */
 	for (i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
 			path = argv[++i];
@@ -204,6 +212,10 @@ main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "simulate") == 0)
 		return simulate_main(path, argc - 2, argv + 2);
+	if (strcmp(cmd, "test") == 0)
+		return scenario_main(path, argc - 2, argv + 2);
+	if (strcmp(cmd, "explain") == 0)
+		return explain_main(path, argc - 2, argv + 2);
 	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
 		main_usage(stdout);
 		return 0;

@@ -27,6 +27,7 @@
 #include "lb.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
 #include "master.h"
 #include "router.h"
 #include "spool.h"
@@ -71,6 +72,7 @@ master_child_exec(int slot)
 	signal(SIGHUP, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
+	metrics_select(slot == MASTER_ROUTER ? -1 : slot);
 	g = lb_gen_new(master_cfgpath, slot == MASTER_ROUTER ? LB_ROLE_ROUTER : LB_ROLE_WORKER, &errors,
 	    &warnings);
 	free(warnings);
@@ -153,6 +155,7 @@ master_signal_cb(evutil_socket_t sig, short what, void *arg)
 				    WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 				if (c->slot != MASTER_ROUTER)
 					connlimit_reset(c->slot);
+				metrics_reset_gauges(c->slot == MASTER_ROUTER ? -1 : c->slot);
 				event_base_once(master_base, -1, EV_TIMEOUT, master_respawn_cb, c, &tv);
 			}
 		}
@@ -286,6 +289,10 @@ master_run(const char *cfgpath)
 	}
 	if (connlimit_init(cfg->workers) == -1)
 		fatal("cannot set up shared connection counters for %d workers", cfg->workers);
+	if (metrics_init(cfg->workers) == -1)
+		fatal("cannot set up shared metrics for %d workers", cfg->workers);
+	if (tls_tickets_init() == -1)	/* every worker's ticket keys derive from it (docs/tls.md) */
+		log_warn("tls: no random secret for shared session tickets: each worker issues its own");
 	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, master_notify) == -1)
 		fatal("socketpair: %s", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);
@@ -295,6 +302,12 @@ master_run(const char *cfgpath)
 	for (i = 0; i < 4; i++) {
 		sigs[i] = evsignal_new(master_base, signums[i], master_signal_cb, NULL);
 		evsignal_add(sigs[i], NULL);
+	}
+	/* The master serves the metrics: it outlives every child, and serving never competes with SMTP. */
+	if (cfg->metrics_listen != NULL && metrics_listen(master_base, cfg->metrics_listen, err, sizeof(err)) == -1) {
+		log_error("%s", err);
+		unlink(master_pidfile);
+		return 1;
 	}
 	master_nchildren = cfg->workers + 1;
 	master_children = xcalloc((size_t)master_nchildren, sizeof(*master_children));

@@ -50,6 +50,8 @@
 #include "lb.h"
 #include "lb_types.h"
 #include "log.h"
+#include "metrics.h"
+#include "trace.h"
 #include "maildir.h"
 #include "mta.h"
 #include "queueid.h"
@@ -867,6 +869,11 @@ router_record_done(void *arg, int err)
 		default:
 			continue;
 		}
+		if (r->outcome != R_HOLD)
+			metrics_delivery(strcmp(r->relay, "local") == 0 ? MT_LOCAL : MT_SMTP, r->outcome ==
+			    R_FAILED ? MD_BOUNCED : r->outcome == R_DEFERRED ? MD_DEFERRED : MD_SENT);
+		trace_message(m->id, TR_ATTEMPT, "to=%s relay=%s delay=%.2f dsn=%s status=%s reply=%s", m->env.rcpts[i],
+		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text);
 		/* Postfix's delays=a/b/c/d: a is the time before this attempt, d the attempt (connection set-up and
 		 * transmission are not told apart yet, so c is 0, as is b, the wait inside the router). */
 		log_svc(strcmp(r->relay, "local") == 0 ? LOG_SVC_LOCAL : LOG_SVC_SMTP, LOG_L_INFO,
@@ -885,8 +892,10 @@ router_record_done(void *arg, int err)
 	}
 	if (err != 0)
 		log_error("%s: cannot record delivery state: %s; trying again later", m->id, strerror(err));
-	else if (!open_left && !held)
+	else if (!open_left && !held) {
 		log_info("%s: removed", m->id);
+		trace_message(m->id, TR_REMOVED, "delivery finished");
+	}
 	if (m->deleted)
 		router_delete_files(m->id);	/* the delete may have come after the record job ran */
 	if ((open_left || err != 0) && !m->deleted) {
@@ -1479,6 +1488,14 @@ router_rescan_cb(evutil_socket_t fd, short what, void *arg)
 	router_scan(0);
 }
 
+/* router_gauges_cb - once a second, what the queue holds for luamta_queue_messages (docs/investigating.md, "Metrics"). */
+static void
+router_gauges_cb(evutil_socket_t fd, short what, void *arg)
+{
+	metrics_queue_set(MQ_ACTIVE, (long)idmap_count(router_busy));
+	metrics_queue_set(MQ_DEFERRED, (long)idmap_count(router_later));
+}
+
 /* Control socket: `luamta queue flush|delete|hold|release`. One line in, one line out. The file work (does the
  * message exist, move it, remove it) runs on the I/O thread; the answer goes out when it is done. */
 
@@ -1735,10 +1752,12 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 		if (g == NULL) {
 			log_error("router reload failed; keeping policy generation %u. %s",
 			    lb_gen_number(router_gen), errors ? errors : "");
+			metrics_reload(0);
 			free(errors);
 			return;
 		}
 		log_info("router reload: policy generation %u", lb_gen_number(g));
+		metrics_reload(1);
 		/* Messages in flight keep copies of what they need from the old configuration. */
 		lb_gen_release(router_gen);
 		router_gen = g;
@@ -1754,9 +1773,9 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 int
 router_main(struct lb_gen *gen, int notify_fd)
 {
-	struct event		*notify, *rescan, *sigs[3];
+	struct event		*notify, *rescan, *gauges, *sigs[3];
 	struct evconnlistener	*ctl;
-	struct timeval		 tv = { ROUTER_RESCAN, 0 };
+	struct timeval		 tv = { ROUTER_RESCAN, 0 }, second = { 1, 0 };
 	char			 path[4200];
 	int			 i;
 
@@ -1786,12 +1805,17 @@ router_main(struct lb_gen *gen, int notify_fd)
 	event_add(notify, NULL);
 	rescan = event_new(router_base, -1, EV_PERSIST, router_rescan_cb, NULL);
 	event_add(rescan, &tv);
+	gauges = event_new(router_base, -1, EV_PERSIST, router_gauges_cb, NULL);
+	event_add(gauges, &second);
 	sigs[0] = evsignal_new(router_base, SIGHUP, router_signal_cb, NULL);
 	sigs[1] = evsignal_new(router_base, SIGTERM, router_signal_cb, NULL);
 	sigs[2] = evsignal_new(router_base, SIGINT, router_signal_cb, NULL);
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
 	ctl = router_ctl_listen();
+	if (router_cfg->trace_enabled && trace_open(router_base, router_cfg->trace_dir, router_cfg->trace_keep_days,
+	    router_cfg->trace_max_mb, "router", 0, path, sizeof(path)) == -1)
+		log_warn("%s; deliveries are not traced", path);
 	router_self_load();
 	router_sweep_start();	/* on the I/O thread, ahead of the loads of router_scan() below */
 	log_info("ready: resuming the queue in %s/queue", router_cfg->spool);
@@ -1808,10 +1832,12 @@ router_main(struct lb_gen *gen, int notify_fd)
 	iot_free(router_rec);
 	iot_free(router_io);
 	dns_shutdown();
+	trace_close();
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_free(notify);
 	event_free(rescan);
+	event_free(gauges);
 	lb_gen_release(router_gen);
 	free(router_ifaddrs);
 	log_info("stopped");

@@ -15,6 +15,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,8 @@
 #include "iothread.h"
 #include "lb_types.h"
 #include "log.h"
+#include "metrics.h"
+#include "trace.h"
 #include "policy.h"
 #include "smtp_internal.h"
 #include "smtp_session.h"
@@ -46,6 +49,9 @@
 /* Stop reading while this much output waits (a client that never reads its replies); resume once it is out. */
 #define SMTP_OUTPUT_HIGH	(64 * 1024)
 #define SMTP_SHUTDOWN_REPLY	"421 4.3.2 Service shutting down, closing transmission channel"
+/* DATA and BDAT get timeouts.data plus one second per this many octets received, as Postfix's
+ * smtpd_min_data_rate (default 500) extends its per-request deadline: a slow link gets time in proportion. */
+#define SMTP_MIN_DATA_RATE	500
 
 struct smtp_cmd {
 	enum proto_verb	 verb;
@@ -124,6 +130,18 @@ smtp_session_set_user(uint64_t id, const char *user)
 	return 0;
 }
 
+int
+smtp_session_set_tls(uint64_t id, const char *desc)
+{
+	struct smtp_session	*s = smtp_session_find(id);
+
+	if (s == NULL)
+		return -1;
+	s->tls = 1;
+	util_strlcpy(s->tls_desc, desc, sizeof(s->tls_desc));
+	return 0;
+}
+
 uint64_t
 smtp_session_last_id(void)
 {
@@ -162,6 +180,7 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state st)
 	if (s->state == st)
 		return;
 	log_debug("%s: state=%s->%s", s->idstr, smtp_state_name(s->state), smtp_state_name(st));
+	metrics_session_state(s->state, st);
 	s->state = st;
 }
 
@@ -181,6 +200,7 @@ void
 smtp_send(struct smtp_session *s, const char *line)
 {
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
+	size_t		 len = strlen(line);
 
 	/* The final reply to a command decides its count on the disconnect line: 2xx counts as done, 3xx waits
 	 * for the next reply (DATA's 354, AUTH's 334), 4xx and 5xx end it. */
@@ -190,7 +210,11 @@ smtp_send(struct smtp_session *s, const char *line)
 			s->cmd_ok[s->cmd_cur - 1]++;
 		s->cmd_cur = 0;
 	}
-	evbuffer_add(out, line, strlen(line));
+	if (len == 3 || (len > 3 && line[3] != '-')) {	/* the last line of a reply */
+		metrics_reply(s->reply_stage, line);
+		trace_session(s->id, TR_REPLY, "%s", line);
+	}
+	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
 }
 
@@ -453,9 +477,31 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 		smtp_close(s);
 		return;
 	}
-	smtp_timer_arm(s, s->state == SMTP_S_BODY || s->state == SMTP_S_BDAT ? s->cfg->timeout_data :
-	    s->cfg->timeout_command);
+	/* No timer here: a read does not buy time. A command line has timeouts.command from its start
+	 * (smtp_process), DATA and BDAT have a deadline of their own (smtp_data_deadline), as Postfix's
+	 * smtpd_per_request_deadline, so that a client that dribbles an octet at a time cannot hold the session. */
 	smtp_process(s);
+}
+
+/* smtp_data_start - DATA's 354 is out, or a BDAT chunk begins: its deadline starts now. */
+static void
+smtp_data_start(struct smtp_session *s)
+{
+	s->data_start = util_monotonic();
+	s->data_octets = 0;
+	smtp_timer_arm(s, s->cfg->timeout_data);
+}
+
+/* smtp_data_deadline - n more octets of DATA or BDAT came: timeouts.data from the start, plus their share. */
+static void
+smtp_data_deadline(struct smtp_session *s, size_t n)
+{
+	double	left;
+
+	s->data_octets += n;
+	left = s->data_start + s->cfg->timeout_data + (double)s->data_octets / SMTP_MIN_DATA_RATE -
+	    util_monotonic();
+	smtp_timer_arm(s, left > 0 ? left : 0);
 }
 
 /* smtp_output_pending - octets not yet handed to the kernel; with TLS, the socket's buffer under the filter
@@ -533,8 +579,12 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 		smtp_free(s);
 		return;
 	}
-	log_info("%s: timeout from " SMTP_CLIENT_FMT " in state %s", smtp_logid(s), SMTP_CLIENT(s),
-	    smtp_state_name(s->state));
+	if (s->state == SMTP_S_BODY || s->state == SMTP_S_BDAT)
+		log_info("%s: timeout from " SMTP_CLIENT_FMT " in state %s after %llu octets", smtp_logid(s),
+		    SMTP_CLIENT(s), smtp_state_name(s->state), s->data_octets);
+	else
+		log_info("%s: timeout from " SMTP_CLIENT_FMT " in state %s", smtp_logid(s), SMTP_CLIENT(s),
+		    smtp_state_name(s->state));
 	snprintf(line, sizeof(line), "421 4.4.2 %s Error: Timeout", s->cfg->hostname);
 	smtp_send(s, line);
 	smtp_close(s);
@@ -578,6 +628,9 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	s->vars_ref = LUA_NOREF;
 	s->tags_tail = &s->tags;
 	s->state = SMTP_S_CONNECT;
+	s->reply_stage = MS_CONNECT;
+	metrics_connection(lsn->text);
+	metrics_session_state(-1, SMTP_S_CONNECT);
 	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
 	if (sa->sa_family == AF_INET) {
 		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, s->ip, sizeof(s->ip));
@@ -598,6 +651,7 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	s->timer = evtimer_new(base, smtp_timer_cb, s);
 	log_info("connect from " SMTP_CLIENT_FMT " session=%s", SMTP_CLIENT(s), s->idstr);
 	log_debug("%s: client port %d, listener %s", s->idstr, s->port, lsn->text);
+	trace_session(s->id, TR_CONNECT, "ip=%s port=%d listener=%s", s->ip, s->port, lsn->text);
 	if (lsn->tls == CFG_TLS_IMPLICIT) {	/* port 465 style: TLS before anything else (RFC 8314) */
 		if (worker_tls() == NULL) {
 			log_error("%s: listener %s wants TLS but no certificate is loaded", s->idstr, lsn->text);
@@ -657,6 +711,13 @@ smtp_cmd_helo_common(struct smtp_session *s, const char *arg, int esmtp)
 		    esmtp ? "EHLO" : "HELO");
 		return;
 	}
+	if (arg[strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:[]")] != '\0') {
+		/* The name goes into the Received header of messages that may not be SMTPUTF8 (RFC 6531 3.7.3
+		 * needs them to be ASCII), and into the logs: 8-bit names are refused, A-labels (xn--) pass. */
+		smtp_reply(s, "501 5.5.2 Invalid %s argument: not ASCII (use the A-label form, RFC 5890)",
+		    esmtp ? "EHLO" : "HELO");
+		return;
+	}
 	w = smtp_wait_new(SMTP_AFTER_HELO, LB_S_HELO, "");
 	util_strlcpy(w->helo, arg, sizeof(w->helo));
 	w->esmtp = esmtp;
@@ -689,6 +750,8 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 	util_strlcpy(s->helo, w->helo, sizeof(s->helo));
 	s->esmtp = w->esmtp;
 	smtp_enter_state(s, SMTP_S_READY);
+	metrics_reply(MS_HELO, "250");		/* written here, not through smtp_send */
+	trace_session(s->id, TR_REPLY, "250 %s", s->cfg->hostname);
 	if (!w->esmtp) {
 		evbuffer_add_printf(out, "250 %s\r\n", s->cfg->hostname);
 		return;
@@ -715,7 +778,28 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 	}
 }
 
-/* smtp_mail_params - check MAIL parameters into tx. Returns NULL or the failure reply. */
+/* smtp_xtext_ok - 1 when v is "<>" or xtext (RFC 3461 4: printable ASCII but "+" and "=", or "+" and two upper
+ * hex digits). */
+static int
+smtp_xtext_ok(const char *v)
+{
+	static const char	 hex[] = "0123456789ABCDEF";
+
+	if (strcmp(v, "<>") == 0)
+		return 1;
+	for (; *v != '\0'; v++) {
+		if (*v == '+') {
+			if (v[1] == '\0' || v[2] == '\0' || strchr(hex, v[1]) == NULL || strchr(hex, v[2]) == NULL)
+				return 0;
+			v += 2;
+		} else if (*v < '!' || *v > '~' || *v == '=')
+			return 0;
+	}
+	return 1;
+}
+
+/* smtp_mail_params - check MAIL parameters into tx. Returns NULL or the failure reply. Duplicates were refused
+ * by proto_parse_path(). */
 static const char *
 smtp_mail_params(struct smtp_session *s, const struct proto_path *p, struct smtp_tx *tx)
 {
@@ -727,13 +811,20 @@ smtp_mail_params(struct smtp_session *s, const struct proto_path *p, struct smtp
 		if (!s->esmtp)
 			return "555 5.5.4 Error: MAIL parameters need EHLO";
 		if (strcmp(pp->key, "SIZE") == 0) {
-			char			*end;
-			unsigned long long	 n;
+			unsigned long long	 n = 0;
+			size_t			 k;
 
-			errno = 0;
-			n = strtoull(pp->value, &end, 10);
-			if (!pp->has_value || *end != '\0' || pp->value[0] == '\0' || errno != 0)
-				return "501 5.5.4 Bad SIZE parameter";
+			/* RFC 1870: digits only ("+100", "-1" and " 1" are not sizes); a size too big to
+			 * count is too big to take. */
+			if (!pp->has_value || pp->value[strspn(pp->value, "0123456789")] != '\0')
+				return "501 5.5.4 Bad message size syntax";
+			for (k = 0; pp->value[k] != '\0' && n <= s->cfg->max_message_size; k++) {
+				if (n > (ULLONG_MAX - 9) / 10) {
+					n = ULLONG_MAX;
+					break;
+				}
+				n = n * 10 + (unsigned)(pp->value[k] - '0');
+			}
 			if (n > s->cfg->max_message_size)
 				return "552 5.3.4 Message size exceeds fixed limit";
 		} else if (strcmp(pp->key, "BODY") == 0) {
@@ -746,7 +837,12 @@ smtp_mail_params(struct smtp_session *s, const struct proto_path *p, struct smtp
 				return "501 5.5.4 SMTPUTF8 takes no value";
 			tx->smtputf8 = 1;
 		} else if (strcmp(pp->key, "AUTH") == 0) {
-			/* RFC 4954 5: accepted and ignored from an unauthenticated client. */
+			/* Only where AUTH is offered (under TLS), as Postfix does with SASL off; there RFC 4954 5
+			 * wants it taken and ignored from a client that has not authenticated. */
+			if (!s->tls)
+				return "555 5.5.4 Unsupported option: AUTH";
+			if (!pp->has_value || !smtp_xtext_ok(pp->value))
+				return "501 5.5.4 Bad AUTH parameter syntax";
 		} else
 			return "555 5.5.4 Unsupported parameter";
 	}
@@ -891,7 +987,7 @@ smtp_cmd_bdat(struct smtp_session *s, const char *arg)
 		return;
 	}
 	smtp_enter_state(s, SMTP_S_BDAT);
-	smtp_timer_arm(s, s->cfg->timeout_data);
+	smtp_data_start(s);
 }
 
 static void
@@ -958,6 +1054,7 @@ smtp_tls_ready(void *arg, int ok, const char *why)
 	util_strlcpy(s->tls_desc, tls_describe(s->tlsc), sizeof(s->tls_desc));
 	log_info("%s: TLS connection established from " SMTP_CLIENT_FMT ": %s", s->idstr, SMTP_CLIENT(s),
 	    s->tls_desc);
+	trace_session(s->id, TR_TLS, "%s", s->tls_desc);
 }
 
 /* smtp_tls_start - from now on the session reads and writes through TLS. 0, or -1 (s is closing). */
@@ -1106,7 +1203,12 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 		smtp_enter_state(s, SMTP_S_READY);
 		smtp_reply(s, "%s", spool_reply_for(err));
 	} else {
+		metrics_accepted();
+		trace_session(s->id, TR_QUEUED, "qid=%s from=%s size=%llu nrcpt=%zu", queue_id,
+		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
+		metrics_commit_seconds(util_monotonic() - s->tx->dot_time);
 		s->messages++;
+		s->junk = 0;		/* as Postfix: a message received forgives the junk before it */
 		smtp_tx_free(s);
 		smtp_enter_state(s, SMTP_S_READY);
 		smtp_reply(s, "250 2.0.0 Ok: queued as %s", queue_id);
@@ -1156,6 +1258,10 @@ smtp_commit(struct smtp_session *s)
 	struct evbuffer	*body = s->tx->data;
 
 	if (smtp_dry_run) {
+		struct smtp_header	*h;
+
+		for (h = s->tags; h != NULL; h = h->next)	/* what the rules added, for luamta test */
+			log_info("%s: tag: %s", s->tx->queue_id, h->line);
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu: would be queued (simulation)", s->tx->queue_id,
 		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
 		evbuffer_free(head);
@@ -1168,6 +1274,7 @@ smtp_commit(struct smtp_session *s)
 	s->tx->data = evbuffer_new();	/* the spool takes the message */
 	s->waiting = 1;
 	bufferevent_disable(s->bev, EV_READ);
+	evtimer_del(s->timer);		/* our disk, not the client: smtp_commit_done() arms it again */
 	spool_commit(worker_iot(), s->cfg->spool, s->tx->queue_id, head, body, smtp_commit_done, s->id);
 }
 
@@ -1175,6 +1282,8 @@ smtp_commit(struct smtp_session *s)
 static void
 smtp_end_of_data(struct smtp_session *s, int bare_lf, int bare_cr)
 {
+	s->tx->dot_time = util_monotonic();
+	s->reply_stage = MS_MESSAGE;
 	smtp_enter_state(s, SMTP_S_READY);
 	smtp_timer_arm(s, s->cfg->timeout_command);
 	if (s->tx->too_big) {
@@ -1215,6 +1324,9 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 	double			 left;
 
 	out = pol_reply(smtp_logid(s), w->stage, v, w->def, reply, sizeof(reply));
+	if (v->kind != LB_V_NONE)
+		trace_session(s->id, TR_VERDICT, "stage=%s rule=%s verdict=%s reply=%s", lb_stage_name(w->stage),
+		    v->rule[0] ? v->rule : "?", lb_verdict_name(v->kind), v->kind == LB_V_ACCEPT ? "" : reply);
 	if (out == POL_CLOSE) {
 		smtp_send(s, reply);
 		smtp_close(s);
@@ -1278,7 +1390,7 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 			return;
 		smtp_data_init(&s->tx->scan, s->cfg->bare_normalize);
 		smtp_enter_state(s, SMTP_S_BODY);
-		smtp_timer_arm(s, s->cfg->timeout_data);
+		smtp_data_start(s);
 		return;
 	case SMTP_AFTER_BDAT:
 		if (out == POL_DENY) {
@@ -1287,7 +1399,7 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 			s->tx->bdat_failed = 1;
 		}
 		smtp_enter_state(s, SMTP_S_BDAT);
-		smtp_timer_arm(s, s->cfg->timeout_data);
+		smtp_data_start(s);
 		return;
 	case SMTP_AFTER_MESSAGE:
 		if (out == POL_DENY) {
@@ -1308,6 +1420,7 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		util_strlcpy(s->user, w->helo, sizeof(s->user));
 		log_info("%s: " SMTP_CLIENT_FMT ": AUTH sasl_method=%s, sasl_username=%s", s->idstr, SMTP_CLIENT(s),
 		    s->auth_mech ? s->auth_mech : "", s->user);
+		trace_session(s->id, TR_AUTH, "user=%s", s->user);
 		smtp_reply(s, "%s", reply);
 		return;
 	}
@@ -1328,6 +1441,8 @@ smtp_body_read(struct smtp_session *s, struct evbuffer *in)
 	evbuffer_drain(in, used);
 	if (s->tx->scan.done)
 		smtp_end_of_data(s, s->tx->scan.bare_lf, s->tx->scan.bare_cr);
+	else
+		smtp_data_deadline(s, used);
 	return 1;
 }
 
@@ -1357,8 +1472,10 @@ smtp_bdat_read(struct smtp_session *s, struct evbuffer *in)
 		}
 		evbuffer_drain(in, n);
 		s->bdat_left -= n;
-		if (s->bdat_left > 0)
+		if (s->bdat_left > 0) {
+			smtp_data_deadline(s, n);
 			return 1;
+		}
 	}
 	/* The chunk is complete. */
 	if (failed) {
@@ -1382,6 +1499,67 @@ smtp_bdat_read(struct smtp_session *s, struct evbuffer *in)
 	return 1;
 }
 
+/*
+ * smtp_non_smtp - an HTTP request, a header line or a TLS handshake where a command should be: not a mail client
+ * that went wrong, so do as Postfix does (a warning, "221 2.7.0 Error: I can break rules, too. Goodbye.") and
+ * close at once. what is the line (log.c makes it printable) or a description of it.
+ */
+static void
+smtp_non_smtp(struct smtp_session *s, const char *what)
+{
+	log_warn("%s: non-SMTP command from " SMTP_CLIENT_FMT ": %.100s", s->idstr, SMTP_CLIENT(s), what);
+	smtp_send(s, "221 2.7.0 Error: I can break rules, too. Goodbye.");
+	smtp_close(s);
+}
+
+/*
+ * smtp_junk - count a command that moves no mail forward (Postfix's smtpd_junk_command_limit): past
+ * inbound.connection.max_junk_commands since the last message, each one counts as an error, so that a client
+ * that only says NOOP is closed by max_errors. Returns 0, or -1 when it closed.
+ */
+static int
+smtp_junk(struct smtp_session *s, enum proto_verb verb)
+{
+	if (verb != PROTO_V_HELO && verb != PROTO_V_EHLO && verb != PROTO_V_RSET && verb != PROTO_V_NOOP &&
+	    verb != PROTO_V_VRFY && verb != PROTO_V_HELP)
+		return 0;
+	if (++s->junk <= s->cfg->max_junk)
+		return 0;
+	if (++s->errors > s->cfg->max_errors) {
+		log_info("too many errors after %s from " SMTP_CLIENT_FMT, proto_verb_name(verb), SMTP_CLIENT(s));
+		log_info("%s: %d errors after %d junk commands (inbound.connection.max_junk_commands = %d), closing",
+		    s->idstr, s->errors - 1, s->junk, s->cfg->max_junk);
+		smtp_send(s, "421 4.7.0 SMTP service not available, closing transmission channel");
+		smtp_close(s);
+		return -1;
+	}
+	return 0;
+}
+
+/* smtp_reply_stage - the stage label of the replies to a command (luamta_replies_total, docs/admin.md). */
+static enum metrics_stage
+smtp_reply_stage(enum proto_verb verb)
+{
+	switch (verb) {
+	case PROTO_V_HELO:
+	case PROTO_V_EHLO:
+		return MS_HELO;
+	case PROTO_V_AUTH:
+		return MS_AUTH;
+	case PROTO_V_MAIL:
+		return MS_MAIL;
+	case PROTO_V_RCPT:
+		return MS_RCPT;
+	case PROTO_V_DATA:
+	case PROTO_V_BDAT:
+		return MS_DATA;
+	case PROTO_V_STARTTLS:
+		return MS_STARTTLS;
+	default:
+		return MS_OTHER;
+	}
+}
+
 static void
 smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 {
@@ -1393,13 +1571,24 @@ smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 	verb = proto_verb_of(line, len, &arg);
 	s->cmd_all[verb]++;
 	s->cmd_cur = (int)verb + 1;
+	s->reply_stage = smtp_reply_stage(verb);
+	if (verb == PROTO_V_AUTH)	/* the mechanism, never the credentials */
+		trace_session(s->id, TR_CMD, "AUTH %.*s%s", (int)strcspn(arg, " "), arg,
+		    arg[strcspn(arg, " ")] ? " ****" : "");
+	else
+		trace_session(s->id, TR_CMD, "%.*s", (int)(len > 512 ? 512 : len), line);
 	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++)
 		if (smtp_cmds[i].verb == verb)
 			c = &smtp_cmds[i];
 	if (c == NULL) {
-		smtp_reply(s, "500 5.5.2 Error: command not recognized");
+		if (proto_non_smtp(line, len))
+			smtp_non_smtp(s, line);
+		else
+			smtp_reply(s, "500 5.5.2 Error: command not recognized");
 		return;
 	}
+	if (smtp_junk(s, verb) == -1)
+		return;
 	if (!(c->states & IN(s->state))) {
 		if (s->state == SMTP_S_REFUSED)
 			smtp_reply(s, "503 5.5.1 Error: connection refused, only QUIT is served");
@@ -1418,15 +1607,35 @@ smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 }
 
 /*
+ * smtp_line_error - a line that cannot be a command (too long, bare LF or CR, NUL). Inside AUTH it was meant as
+ * a response: it ends the exchange (RFC 4954 4 leaves nothing else to do), and the session is back to READY.
+ */
+static void
+smtp_line_error(struct smtp_session *s, const char *why)
+{
+	if (s->state == SMTP_S_AUTH) {
+		smtp_enter_state(s, SMTP_S_READY);
+		smtp_reply(s, "500 5.5.6 Error: authentication exchange line is %s",
+		    strcmp(why, "line too long") == 0 ? "too long" : "malformed");
+		return;
+	}
+	smtp_reply(s, "500 5.5.2 Error: %s", why);
+}
+
+/*
  * smtp_line_read - take one command line. Returns 1 when a line was handled, 0 when more input is needed.
- * A line longer than PROTO_LINE_MAX is answered once, after its end arrives, and never parsed.
+ * A line longer than its limit (PROTO_LINE_MAX; PROTO_AUTH_LINE_MAX for AUTH and its responses) is answered
+ * once, after its end arrives, and never parsed. A TLS handshake in the clear is seen at its first two octets,
+ * since it may never hold a LF.
  */
 static int
 smtp_line_read(struct smtp_session *s, struct evbuffer *in)
 {
-	char			 line[PROTO_LINE_MAX + 1];
+	char			 line[PROTO_AUTH_LINE_MAX + 1];
+	unsigned char		 head[5];
 	struct evbuffer_ptr	 eol;
-	size_t			 eol_len = 0, len, avail = evbuffer_get_length(in);
+	size_t			 eol_len = 0, len, max, avail = evbuffer_get_length(in);
+	ev_ssize_t		 nhead;
 
 	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
 	if (s->discard_line) {
@@ -1436,32 +1645,49 @@ smtp_line_read(struct smtp_session *s, struct evbuffer *in)
 		}
 		evbuffer_drain(in, (size_t)eol.pos + eol_len);
 		s->discard_line = 0;
-		smtp_reply(s, "500 5.5.2 Error: line too long");
+		s->line_open = 0;
+		smtp_line_error(s, "line too long");
 		return 1;
 	}
+	nhead = evbuffer_copyout(in, head, sizeof(head));
+	if (nhead >= 2 && head[0] == 0x16 && head[1] == 0x03 && s->state != SMTP_S_AUTH) {
+		smtp_non_smtp(s, "a TLS handshake (the client wants implicit TLS)");
+		return 1;
+	}
+	max = s->state == SMTP_S_AUTH ? PROTO_AUTH_LINE_MAX :
+	    proto_line_max((const char *)head, nhead > 0 ? (size_t)nhead : 0);
 	len = eol.pos < 0 ? avail : (size_t)eol.pos;
-	if (len > PROTO_LINE_MAX - 1) {		/* complete or not, it is too long (512 with the CRLF) */
+	if (len > max - 1) {		/* complete or not, it is too long (max with the CRLF) */
 		if (eol.pos < 0) {
 			evbuffer_drain(in, avail);
 			s->discard_line = 1;
 			return 0;
 		}
 		evbuffer_drain(in, len + eol_len);
-		smtp_reply(s, "500 5.5.2 Error: line too long");
+		s->line_open = 0;
+		smtp_line_error(s, "line too long");
 		return 1;
 	}
 	if (eol.pos < 0)
 		return 0;			/* no full line yet */
 	evbuffer_remove(in, line, len + 1);	/* the line and its LF */
 	line[len] = '\0';
+	s->line_open = 0;			/* the next line's deadline starts when we look for it */
 	if (len == 0 || line[len - 1] != '\r') {
-		smtp_reply(s, "500 5.5.2 Error: bare LF in command line");
+		if (s->state != SMTP_S_AUTH && proto_verb_of(line, len, NULL) == PROTO_V_UNKNOWN &&
+		    strlen(line) == len && proto_non_smtp(line, len)) {
+			smtp_non_smtp(s, line);		/* an HTTP client ends its lines with LF alone */
+			return 1;
+		}
+		smtp_line_error(s, "bare LF in command line");
+		explicit_bzero(line, len);
 		return 1;
 	}
 	line[--len] = '\0';
-	if (len > PROTO_LINE_MAX - 2 || memchr(line, '\r', len) != NULL || strlen(line) != len) {
-		smtp_reply(s, "500 5.5.2 Error: %s in command line", strlen(line) != len ? "NUL" :
-		    memchr(line, '\r', len) ? "bare CR" : "line too long");
+	if (len > max - 2 || memchr(line, '\r', len) != NULL || strlen(line) != len) {
+		smtp_line_error(s, strlen(line) != len ? "NUL in command line" :
+		    memchr(line, '\r', len) ? "bare CR in command line" : "line too long");
+		explicit_bzero(line, len);
 		return 1;
 	}
 	if (s->state == SMTP_S_AUTH)
@@ -1502,6 +1728,12 @@ smtp_process(struct smtp_session *s)
 				smtp_send(s, SMTP_SHUTDOWN_REPLY);
 				smtp_close(s);
 				return;
+			}
+			if (!s->line_open) {
+				/* A new command line: timeouts.command bounds the whole of it (a deadline, not a
+				 * gap between reads). The command's reply is out or queued by now. */
+				s->line_open = 1;
+				smtp_timer_arm(s, s->cfg->timeout_command);
 			}
 			more = smtp_line_read(s, in);
 			break;
@@ -1554,6 +1786,8 @@ smtp_free(struct smtp_session *s)
 	struct lb_verdict	 v;
 	struct lb_run		*run;
 
+	metrics_session_state(s->state, -1);
+	trace_session(s->id, TR_CLOSE, "messages=%u errors=%d", s->messages, s->errors);
 	if (s->bev != NULL) {
 		char	 counts[256];
 

@@ -61,12 +61,14 @@ struct smtp_tx {
 	struct smtp_header	*headers;	/* owns: added by msg:add_header, in order */
 	char			 msgid[256];	/* the Message-ID field, for the log; "" if none */
 	struct smtp_header	**headers_tail;
+	double			 dot_time;	/* monotonic, when the final dot arrived */
 };
 
 struct smtp_session {
 	uint64_t		 id;
 	char			 idstr[17];		/* hex id for logs before a queue id exists */
 	enum smtp_state		 state;
+	int			 reply_stage;		/* enum metrics_stage of the replies being sent */
 	struct bufferevent	*bev;			/* owns */
 	const struct cfg_listen	*lsn;			/* borrowed; the listener's config lives as long as gen */
 	struct lb_gen		*gen;			/* held: the policy this session started with */
@@ -85,6 +87,10 @@ struct smtp_session {
 	int			 errors;		/* 4xx/5xx replies so far */
 	int			 waiting;		/* a policy run or spool commit is pending: reading paused */
 	int			 discard_line;		/* skipping the rest of an over-long command line */
+	int			 line_open;		/* the deadline of the command line being read runs */
+	int			 junk;			/* HELO/EHLO/RSET/NOOP/VRFY/HELP since the last message */
+	double			 data_start;		/* when DATA's 354 or the BDAT command came (monotonic) */
+	unsigned long long	 data_octets;		/* octets read since data_start, for its deadline */
 	int			 out_full;		/* reading paused: too many replies wait to be sent */
 	struct smtp_tx		*tx;			/* owned; NULL outside a transaction */
 	struct smtp_header	*tags;			/* owns: s:tag() headers, added to every message */
@@ -122,6 +128,7 @@ const char		*smtp_state_name(enum smtp_state);
 /* For luamta simulate: commit nothing; authenticate a session as if AUTH had succeeded; the newest session. */
 void			 smtp_session_dry_run(void);
 int			 smtp_session_set_user(uint64_t id, const char *user);
+int			 smtp_session_set_tls(uint64_t id, const char *desc);	/* as if STARTTLS had succeeded */
 uint64_t		 smtp_session_last_id(void);
 
 #endif

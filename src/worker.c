@@ -21,6 +21,8 @@
 #include "lb.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
+#include "trace.h"
 #include "smtp_session.h"
 #include "tls.h"
 #include "util.h"
@@ -79,12 +81,13 @@ worker_tls_load(const struct config *cfg)
 	struct tls_conf	*t;
 	char		 err[512];
 
-	if (cfg->tls_cert == NULL || cfg->tls_key == NULL) {
+	if (cfg->ntls_pairs == 0) {
 		tls_conf_release(worker_tlsconf);
 		worker_tlsconf = NULL;
 		return;
 	}
-	if ((t = tls_server_new(cfg->tls_cert, cfg->tls_key, err, sizeof(err))) == NULL) {
+	if ((t = tls_server_new((const char *const *)cfg->tls_certs, (const char *const *)cfg->tls_keys,
+	    cfg->ntls_pairs, cfg->tls_ticket_period, err, sizeof(err))) == NULL) {
 		log_error("tls: %s; %s", err, worker_tlsconf ? "keeping the certificate already loaded" :
 		    "STARTTLS and implicit TLS are off");
 		return;
@@ -131,6 +134,7 @@ worker_reload(void)
 	if (g == NULL) {
 		log_error("reload failed; keeping policy generation %u. %s", lb_gen_number(worker_current),
 		    errors ? errors : "");
+		metrics_reload(0);
 		free(errors);
 		free(warnings);
 		return;
@@ -138,6 +142,7 @@ worker_reload(void)
 	free(warnings);
 	log_info("reload: policy generation %u replaces %u; open sessions finish on the old one",
 	    lb_gen_number(g), lb_gen_number(worker_current));
+	metrics_reload(1);
 	lb_gen_release(worker_current);
 	worker_current = g;
 	worker_tls_load(lb_gen_config(g));	/* a renewed certificate takes effect for new connections */
@@ -201,9 +206,13 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	if ((worker_evbase = event_base_new()) == NULL)
 		fatal("worker: cannot create an event base");
 	worker_io = iot_new(worker_evbase);
+	iot_count_commits(worker_io);
 	worker_tls_load(cfg);
 	if (dns_init(worker_evbase, cfg->dns_servers, cfg->dns_timeout, cfg->dns_tries, err, sizeof(err)) == -1)
 		fatal("%s", err);
+	if (cfg->trace_enabled && trace_open(worker_evbase, cfg->trace_dir, cfg->trace_keep_days, cfg->trace_max_mb,
+	    role, 1, err, sizeof(err)) == -1)
+		log_warn("%s; sessions are not traced", err);
 	worker_lcfg = xcalloc((size_t)nfds, sizeof(*worker_lcfg));
 	worker_lsns = xcalloc((size_t)nfds, sizeof(*worker_lsns));
 	for (i = 0; i < nfds && (size_t)i < cfg->nlisten; i++) {
@@ -227,6 +236,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	iot_free(worker_io);
 	iot_free(worker_auth_io);
 	dns_shutdown();
+	trace_close();
 	tls_conf_release(worker_tlsconf);
 	lb_gen_release(worker_current);
 	event_base_free(worker_evbase);

@@ -41,7 +41,8 @@ local M = {}
 local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
-local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery" }
+local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
+  "metrics", "trace" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -754,14 +755,36 @@ local server = record({
   if out.workers == nil or out.workers == 0 then out.workers = at.ctx.opts.ncpu end
 end)
 
+-- tls.certs: more certificate/key pairs next to tls.cert/tls.key (an ECDSA and an RSA certificate side by side;
+-- docs/tls.md, "Several certificates"). At most 4 pairs in all.
+local tls_pair = record {
+  { "cert", path, required = "the certificate file of the pair" },
+  { "key", path, required = "the private key file of the pair" },
+}
+local TLS_PAIRS_MAX = 4
+
 local tls = record({
   { "cert", path },
   { "key", path },
+  { "certs", array(tls_pair, "pair tables { cert = …, key = … }"), default = {} },
+  { "ticket_period", whole(1, 604800), default = 43200 },
 }, function(out, at)
   if out.cert and not out.key then
     err(child(at, "key"), "missing; expected the private key file that goes with tls.cert")
   elseif out.key and not out.cert then
     err(child(at, "cert"), "missing; expected the certificate file that goes with tls.key")
+  end
+  -- pairs: every pair, tls.cert/tls.key first, for the C core
+  out.pairs = {}
+  if out.cert and out.key then out.pairs[1] = { cert = out.cert, key = out.key } end
+  for _, p in ipairs(out.certs) do
+    if p.cert and p.key then out.pairs[#out.pairs + 1] = p end
+  end
+  if #out.pairs > TLS_PAIRS_MAX then
+    err(child(at, "certs"), ("got %d certificates in all; expected at most %d"):format(#out.pairs, TLS_PAIRS_MAX))
+  end
+  if not out.cert and out.pairs[1] then      -- the first pair is the one check and the workers name first
+    out.cert, out.key = out.pairs[1].cert, out.pairs[1].key
   end
 end)
 
@@ -926,6 +949,8 @@ local connection = record {
   { "allow", strings, default = {} },
   { "deny", strings, default = {} },
   { "max_errors", whole(1), default = 20 },
+  -- Postfix's smtpd_junk_command_limit: HELO/EHLO/RSET/NOOP/VRFY/HELP beyond it count as errors.
+  { "max_junk_commands", whole(0), default = 100 },
 }
 
 local sender = record {
@@ -1014,9 +1039,32 @@ local delivery = record {
   { "maildir", maildir },
 }
 
+-- metrics.listen: where the master serves GET /metrics (docs/investigating.md, "Metrics"); off when absent.
+local function metrics_listen(v, at)
+  if type(v) ~= "string" then return type_error(at, v, LISTEN_EXPECT) end
+  local l = parse_listen(v, at)
+  if not l then return nil end
+  if not is_loopback(l.host, l.family) then
+    warn(at, "the metrics endpoint on " .. v .. " is open to anyone who can reach it; prefer a loopback "
+      .. "address, or a firewall")
+  end
+  return l.text
+end
+
+local metrics = record {
+  { "listen", metrics_listen },
+}
+
+-- trace: the records luamta explain reads (docs/investigating.md).
+local trace = record {
+  { "enabled", boolean, default = true },
+  { "keep_days", whole(1, 366), default = 7 },
+  { "max_mb", whole(1), default = 1024 },
+}
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
-  inbound = inbound, routing = routing, delivery = delivery,
+  inbound = inbound, routing = routing, delivery = delivery, metrics = metrics, trace = trace,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------
@@ -1139,11 +1187,13 @@ local function check_opts(opts, who)
     ncpu = opts.ncpu or 1,
     sysconfdir = opts.sysconfdir or "/etc",
     basedir = opts.basedir,
+    overlay = opts.overlay,
   }
   if type(out.hostname) ~= "string" then error(who .. ": opts.hostname must be a string", 3) end
   if math.type(out.ncpu) ~= "integer" or out.ncpu < 1 then error(who .. ": opts.ncpu must be an integer >= 1", 3) end
   if type(out.sysconfdir) ~= "string" then error(who .. ": opts.sysconfdir must be a string", 3) end
   if out.basedir ~= nil and type(out.basedir) ~= "string" then error(who .. ": opts.basedir must be a string", 3) end
+  if out.overlay ~= nil and type(out.overlay) ~= "table" then error(who .. ": opts.overlay must be a table", 3) end
   return out
 end
 
@@ -1158,6 +1208,18 @@ local function finish(list)
   local out = {}
   for i, e in ipairs(list) do out[i] = e.text end
   return out
+end
+
+-- lay_over(into, over): over's values replace into's, key by key; a table that is not a list (no [1]) is merged
+-- into a table of the same key, a list replaces the whole list.
+local function lay_over(into, over)
+  for k, v in pairs(over) do
+    if type(v) == "table" and v[1] == nil and type(into[k]) == "table" and into[k][1] == nil then
+      lay_over(into[k], v)
+    else
+      into[k] = copy(v)
+    end
+  end
 end
 
 local function load_source(source, chunkname, opts)
@@ -1212,6 +1274,9 @@ local function load_source(source, chunkname, opts)
     return nil, errors, finish(state.warnings)
   end
 
+  -- A scenario of `luamta test` lays its own values over the file's (docs/rules.md, "Policy tests").
+  if opts.overlay then lay_over(assigned, opts.overlay) end
+
   -- Check the sections, those the file assigned in its order, then the rest (for their defaults).
   local order = {}
   for _, name in ipairs(SECTIONS) do order[#order + 1] = name end
@@ -1222,7 +1287,8 @@ local function load_source(source, chunkname, opts)
     return a < b
   end)
   local raw_tls = assigned.tls
-  ctx.has_tls = type(raw_tls) == "table" and raw_tls.cert ~= nil and raw_tls.key ~= nil
+  ctx.has_tls = type(raw_tls) == "table" and ((raw_tls.cert ~= nil and raw_tls.key ~= nil) or
+    (type(raw_tls.certs) == "table" and raw_tls.certs[1] ~= nil))
   local cfg = {}
   for _, name in ipairs(order) do
     local v = assigned[name]

@@ -124,7 +124,8 @@ describe("TLS on the SMTP listener", function()
       assert.equal(220, code)
       assert.equal("220 2.0.0 Ready to start TLS", lines[1])
       assert.equal(250, (c:cmd("NOOP")))
-      assert.truthy(srv:wait_log("TLS connection established from unknown%[127%.0%.0%.1%]: TLSv1%.2 TLS%-ECDHE%-", 3, mark),
+      assert.truthy(srv:wait_log("TLS connection established from unknown%[127%.0%.0%.1%]: TLSv1%.2 TLS%-ECDHE%-", 3,
+        mark),
         srv:log():sub(mark + 1))
       assert.truthy(px:log():find("tls TLSv1.2 ECDHE-", 1, true), px:log())
     end)
@@ -153,7 +154,8 @@ describe("TLS on the SMTP listener", function()
       assert.equal(220, (c:cmd("STARTTLS")))
       c:send("EHLO not-tls.test\r\n")
       local closed = c:expect_closed(3)
-      assert.truthy(srv:wait_log("SSL_accept error from unknown[127.0.0.1]: TLS handshake failed: ", 2, mark, true), srv:log():sub(mark + 1))
+      assert.truthy(srv:wait_log("SSL_accept error from unknown[127.0.0.1]: TLS handshake failed: ", 2, mark, true),
+        srv:log():sub(mark + 1))
       assert.is_true(closed, "the connection is still open 3 s after the handshake failed")
     end)
 
