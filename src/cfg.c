@@ -163,6 +163,9 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 			c->log_level = LOG_L_INFO;
 		free(s);
 		c->log_syslog = cfg_bool(&x, "syslog");
+		c->log_file = cfg_str(&x, "file", "log.file", 1);
+		c->log_facility = cfg_str(&x, "facility", "log.facility", 0);
+		c->log_ident = cfg_str(&x, "ident", "log.ident", 0);
 		lua_pop(L, 1);
 	}
 	if (cfg_table(&x, "trace", "trace")) {
@@ -284,6 +287,9 @@ cfg_free(struct config *c)
 	free(c->trace_dir);
 	free(c->user);
 	free(c->maildir);
+	free(c->log_file);
+	free(c->log_facility);
+	free(c->log_ident);
 	free(c->dns_servers);
 	free(c->retry);
 	free(c->tls_cert);

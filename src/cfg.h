@@ -52,6 +52,9 @@ struct config {
 	int			 max_junk;		/* inbound.connection.max_junk_commands */
 	int			 log_level;		/* enum log_level */
 	int			 log_syslog;
+	char			*log_file;		/* owns: log.file, or NULL */
+	char			*log_facility;		/* owns: log.facility */
+	char			*log_ident;		/* owns: log.ident */
 	char			*maildir;		/* owns: delivery.maildir template */
 	char			*tls_cert;		/* owns: tls.cert, or NULL */
 	char			*tls_key;		/* owns: tls.key, or NULL */

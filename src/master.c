@@ -123,6 +123,7 @@ master_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	switch (sig) {
 	case SIGHUP:
+		log_reopen();
 		log_info("reload: passing SIGHUP to the workers and the router");
 		for (i = 0; i < master_nchildren; i++)
 			if (master_children[i].pid > 0)
@@ -246,7 +247,11 @@ master_run(const char *cfgpath)
 		return 1;
 	}
 	cfg = lb_gen_config(g);
-	log_init("luamta", cfg->log_level, cfg->log_syslog);
+	if (log_setup(cfg->log_ident, cfg->log_level, cfg->log_file, cfg->log_syslog, cfg->log_facility, err,
+	    sizeof(err)) == -1) {
+		fprintf(stderr, "luamta: %s\n", err);
+		return 1;
+	}
 	log_set_role("master");
 	if (warnings != NULL) {
 		char	*line, *save = NULL;

@@ -268,7 +268,7 @@ mta_conn_fail(struct mta_conn *c, const char *why)
 		util_strlcpy(tx->last_error, text, sizeof(tx->last_error));
 		if (c->state == MTA_S_HANDSHAKE && tx->req.tls == MTA_TLS_OPPORTUNISTIC && tx->plain_at == 0) {
 			/* Opportunistic TLS that fails is no reason not to deliver: the same address, in the clear. */
-			log_info("%s: %s; trying again without TLS", tx->queue_id, text);
+			log_svc(LOG_SVC_SMTP, LOG_L_INFO, "%s: %s; trying again without TLS", tx->queue_id, text);
 			tx->plain_at = tx->addr_i + 1;
 			mta_try_next(tx);
 			return;

@@ -843,6 +843,7 @@ router_record_done(void *arg, int err)
 {
 	struct router_msg	*m = arg;
 	double			 delay = util_now() - m->env.time;
+	double			 attempt = util_monotonic() - m->started;
 	size_t			 i;
 	int			 open_left = 0, held = 0;
 
@@ -873,16 +874,20 @@ router_record_done(void *arg, int err)
 			    R_FAILED ? MD_BOUNCED : r->outcome == R_DEFERRED ? MD_DEFERRED : MD_SENT);
 		trace_message(m->id, TR_ATTEMPT, "to=%s relay=%s delay=%.2f dsn=%s status=%s reply=%s", m->env.rcpts[i],
 		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text);
-		log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)%s%s", m->id, m->env.rcpts[i],
-		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text,
+		/* Postfix's delays=a/b/c/d: a is the time before this attempt, d the attempt (connection set-up and
+		 * transmission are not told apart yet, so c is 0, as is b, the wait inside the router). */
+		log_svc(strcmp(r->relay, "local") == 0 ? LOG_SVC_LOCAL : LOG_SVC_SMTP, LOG_L_INFO,
+		    "%s: to=<%s>, relay=%s, delay=%.2f, delays=%.2f/0/0/%.2f, dsn=%s, status=%s (%s)%s%s", m->id,
+		    m->env.rcpts[i], r->relay[0] ? r->relay : "none", delay, delay > attempt ? delay - attempt : 0,
+		    attempt < delay ? attempt : delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text,
 		    r->tls[0] ? ", tls=" : "", r->tls);
 	}
 	if (m->bounce_id[0] != '\0') {
-		log_info("%s: sender non-delivery notification: %s", m->id, m->bounce_id);
+		log_svc(LOG_SVC_BOUNCE, LOG_L_INFO, "%s: sender non-delivery notification: %s", m->id, m->bounce_id);
 		router_take(m->bounce_id);
 	}
 	if (m->warning_id[0] != '\0') {
-		log_info("%s: sender delay notification: %s", m->id, m->warning_id);
+		log_svc(LOG_SVC_BOUNCE, LOG_L_INFO, "%s: sender delay notification: %s", m->id, m->warning_id);
 		router_take(m->warning_id);
 	}
 	if (err != 0)
@@ -1403,6 +1408,8 @@ router_load_done(void *arg, int err)
 		router_msg_free(m);
 		return;
 	}
+	log_info("%s: from=<%s>, size=%zu, nrcpt=%zu (queue active)", m->id, m->env.sender,
+	    m->len - m->env.body_offset, m->env.nrcpts);
 	router_route(m);
 }
 
@@ -1739,6 +1746,7 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 	char		*errors = NULL, *warnings = NULL;
 
 	if (sig == SIGHUP) {
+		log_reopen();
 		g = lb_gen_new(router_cfg->path, LB_ROLE_ROUTER, &errors, &warnings);
 		free(warnings);
 		if (g == NULL) {

@@ -120,8 +120,10 @@ smtp_auth_failed(struct smtp_session *s, const char *name)
 	f->last = util_now();
 	/* Each failure from an address doubles the wait for the answer: 0.25 s, 0.5 s, ... up to 8 s. */
 	delay = 0.25 * (double)(1u << (f->count - 1 < 5 ? f->count - 1 : 5));
-	log_notice("%s: client=[%s] AUTH failed for user=%s (failure %d from this address; answer in %.2f s)",
-	    s->idstr, s->ip, name, f->count, delay);
+	/* Postfix's wording: fail2ban's postfix[mode=auth] and contrib/fail2ban/filter.d/luamta.conf read it. */
+	log_warn(SMTP_CLIENT_FMT ": SASL %s authentication failed: authentication failure, sasl_username=%s, "
+	    "session=%s (failure %d from this address; answer in %.2f s)", SMTP_CLIENT(s),
+	    s->auth_mech ? s->auth_mech : "PLAIN", name, s->idstr, f->count, delay);
 	trace_session(s->id, TR_AUTH, "failed user=%s", name);
 	if (s->auth_delay == NULL)
 		s->auth_delay = evtimer_new(worker_base(), smtp_auth_fail_reply, s);
@@ -305,6 +307,7 @@ smtp_cmd_auth(struct smtp_session *s, const char *arg)
 	mech[n] = '\0';
 	ir = arg[n] == ' ' ? arg + n + 1 : NULL;
 	if (strcasecmp(mech, "PLAIN") == 0) {
+		s->auth_mech = "PLAIN";
 		s->auth_step = SMTP_AUTH_PLAIN;
 		if (ir != NULL && strcmp(ir, "=") != 0) {
 			smtp_auth_plain(s, ir);
@@ -313,6 +316,7 @@ smtp_cmd_auth(struct smtp_session *s, const char *arg)
 		smtp_enter_state(s, SMTP_S_AUTH);
 		smtp_send(s, "334 ");
 	} else if (strcasecmp(mech, "LOGIN") == 0) {
+		s->auth_mech = "LOGIN";
 		smtp_enter_state(s, SMTP_S_AUTH);
 		s->auth_step = SMTP_AUTH_LOGIN_USER;
 		if (ir != NULL) {

@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -212,12 +213,71 @@ smtp_send(struct smtp_session *s, const char *line)
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
 	size_t		 len = strlen(line);
 
+	/* The final reply to a command decides its count on the disconnect line: 2xx counts as done, 3xx waits
+	 * for the next reply (DATA's 354, AUTH's 334), 4xx and 5xx end it. */
+	if (s->cmd_cur != 0 && line[0] != '\0' && line[1] != '\0' && line[2] != '\0' && line[3] != '-' &&
+	    line[0] != '3') {
+		if (line[0] == '2')
+			s->cmd_ok[s->cmd_cur - 1]++;
+		s->cmd_cur = 0;
+	}
 	if (len == 3 || (len > 3 && line[3] != '-')) {	/* the last line of a reply */
 		metrics_reply(s->reply_stage, line);
 		trace_session(s->id, TR_REPLY, "%s", line);
 	}
 	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
+}
+
+void
+smtp_log_reject(struct smtp_session *s, const char *stage, const char *reply, const char *rcpt)
+{
+	const char	*from = s->tx != NULL ? s->tx->sender.address : NULL;
+
+	if (rcpt == NULL && s->tx != NULL && s->tx->nrcpts == 1)
+		rcpt = s->tx->rcpts[0].address;
+	log_info("NOQUEUE: reject: %s from " SMTP_CLIENT_FMT ": %s;%s%s%s%s%s%s proto=%s%s%s%s", stage,
+	    SMTP_CLIENT(s), reply, from ? " from=<" : "", from ? from : "", from ? ">" : "", rcpt ? " to=<" : "",
+	    rcpt ? rcpt : "", rcpt ? ">" : "", s->esmtp ? "ESMTP" : "SMTP", s->helo[0] ? " helo=<" : "", s->helo,
+	    s->helo[0] ? ">" : "");
+}
+
+/* smtp_log_commands - Postfix's counters: "ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4" (done/seen). */
+static void
+smtp_log_commands(struct smtp_session *s, char *buf, size_t size)
+{
+	static const enum proto_verb order[] = { PROTO_V_HELO, PROTO_V_EHLO, PROTO_V_STARTTLS, PROTO_V_AUTH,
+	    PROTO_V_MAIL, PROTO_V_RCPT, PROTO_V_DATA, PROTO_V_BDAT, PROTO_V_RSET, PROTO_V_NOOP, PROTO_V_VRFY,
+	    PROTO_V_EXPN, PROTO_V_HELP, PROTO_V_QUIT, PROTO_V_UNKNOWN };
+	unsigned	 all = 0, ok = 0;
+	size_t		 i, n = 0;
+	char		 name[16];
+	int		 m;
+
+	buf[0] = '\0';
+	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		enum proto_verb	 v = order[i];
+		size_t		 j;
+
+		if (s->cmd_all[v] == 0)
+			continue;
+		all += s->cmd_all[v];
+		ok += s->cmd_ok[v];
+		util_strlcpy(name, proto_verb_name(v), sizeof(name));
+		for (j = 0; name[j] != '\0'; j++)
+			name[j] = (char)tolower((unsigned char)name[j]);
+		if (s->cmd_ok[v] == s->cmd_all[v])
+			m = snprintf(buf + n, size - n, " %s=%u", name, s->cmd_all[v]);
+		else
+			m = snprintf(buf + n, size - n, " %s=%u/%u", name, s->cmd_ok[v], s->cmd_all[v]);
+		if (m < 0 || (size_t)m >= size - n)
+			break;
+		n += (size_t)m;
+	}
+	if (ok == all)
+		snprintf(buf + n, size - n, " commands=%u", all);
+	else
+		snprintf(buf + n, size - n, " commands=%u/%u", ok, all);
 }
 
 /*
@@ -235,7 +295,8 @@ smtp_reply(struct smtp_session *s, const char *fmt, ...)
 	va_end(ap);
 	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0) {
 		if (++s->errors > s->cfg->max_errors) {
-			log_info("%s: client=[%s] too many errors (%d), closing", s->idstr, s->ip, s->errors - 1);
+			log_info("too many errors after %s from " SMTP_CLIENT_FMT,
+			    s->cmd_cur ? proto_verb_name((enum proto_verb)(s->cmd_cur - 1)) : "CONNECT", SMTP_CLIENT(s));
 			smtp_send(s, "421 4.7.0 SMTP service not available, closing transmission channel");
 			smtp_close(s);
 			return -1;
@@ -424,7 +485,8 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 
 	if (s->state == SMTP_S_CONNECT) {
 		/* RFC 5321 4.3.1: the client waits for the greeting. One that talks first is a bot. */
-		log_info("%s: client=[%s] early talker: input before the greeting", s->idstr, s->ip);
+		log_info("%s: PREGREET after CONNECT from " SMTP_CLIENT_FMT ": input before the greeting", s->idstr,
+		    SMTP_CLIENT(s));
 		if (s->run != NULL) {
 			lb_run_cancel(s->run);
 			s->run = NULL;
@@ -507,11 +569,12 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		/* An alert and the end of the socket often come in one read: the end is reported before the
 		 * handshake's failure is announced, so say here why TLS did not come up. */
 		if (s->tlsc != NULL && !s->tls && s->state != SMTP_S_CLOSING)
-			log_info("%s: client=[%s] TLS handshake failed: %s", s->idstr, s->ip,
-			    tls_handshake_error(s->tlsc) ? tls_handshake_error(s->tlsc) : "lost connection");
+			log_info("%s: SSL_accept error from " SMTP_CLIENT_FMT ": TLS handshake failed: %s", s->idstr,
+			    SMTP_CLIENT(s), tls_handshake_error(s->tlsc) ? tls_handshake_error(s->tlsc) :
+			    "lost connection");
 		else if (s->state != SMTP_S_CLOSING)
-			log_info("%s: client=[%s] lost connection in state %s%s%s", s->idstr, s->ip,
-			    smtp_state_name(s->state), (what & BEV_EVENT_ERROR) ? ": " : "",
+			log_info("%s: lost connection from " SMTP_CLIENT_FMT " in state %s%s%s", s->idstr,
+			    SMTP_CLIENT(s), smtp_state_name(s->state), (what & BEV_EVENT_ERROR) ? ": " : "",
 			    (what & BEV_EVENT_ERROR) ? strerror(EVUTIL_SOCKET_ERROR()) : "");
 		smtp_free(s);
 	}
@@ -538,10 +601,11 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (s->state == SMTP_S_BODY || s->state == SMTP_S_BDAT)
-		log_info("%s: client=[%s] timeout in state %s after %llu octets", smtp_logid(s), s->ip,
-		    smtp_state_name(s->state), s->data_octets);
+		log_info("%s: timeout from " SMTP_CLIENT_FMT " in state %s after %llu octets", smtp_logid(s),
+		    SMTP_CLIENT(s), smtp_state_name(s->state), s->data_octets);
 	else
-		log_info("%s: client=[%s] timeout in state %s", smtp_logid(s), s->ip, smtp_state_name(s->state));
+		log_info("%s: timeout from " SMTP_CLIENT_FMT " in state %s", smtp_logid(s), SMTP_CLIENT(s),
+		    smtp_state_name(s->state));
 	snprintf(line, sizeof(line), "421 4.4.2 %s Error: Timeout", s->cfg->hostname);
 	smtp_send(s, line);
 	smtp_close(s);
@@ -570,7 +634,8 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 			inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
 		else if (sa->sa_family == AF_INET6)
 			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
-		log_info("connect from [%s] refused: too many connections", ip);
+		log_info("NOQUEUE: reject: CONNECT from " SMTP_CLIENT_FMT ": 421 4.7.0 Too many connections; "
+		    "proto=SMTP", ip);
 		return;
 	}
 	s = xcalloc(1, sizeof(*s));
@@ -605,7 +670,8 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
 	bufferevent_enable(s->bev, EV_READ);	/* to catch early talkers */
 	s->timer = evtimer_new(base, smtp_timer_cb, s);
-	log_info("%s: connect from [%s]:%d to %s", s->idstr, s->ip, s->port, lsn->text);
+	log_info("connect from " SMTP_CLIENT_FMT " session=%s", SMTP_CLIENT(s), s->idstr);
+	log_debug("%s: client port %d, listener %s", s->idstr, s->port, lsn->text);
 	trace_session(s->id, TR_CONNECT, "ip=%s port=%d listener=%s", s->ip, s->port, lsn->text);
 	if (lsn->tls == CFG_TLS_IMPLICIT) {	/* port 465 style: TLS before anything else (RFC 8314) */
 		if (worker_tls() == NULL) {
@@ -696,6 +762,10 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 {
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
 
+	if (s->cmd_cur != 0) {		/* the 250 below is written here, not by smtp_send(): count it */
+		s->cmd_ok[s->cmd_cur - 1]++;
+		s->cmd_cur = 0;
+	}
 	/* RFC 5321 4.1.4: EHLO in a transaction resets it. */
 	smtp_tx_free(s);
 	util_strlcpy(s->helo, w->helo, sizeof(s->helo));
@@ -996,13 +1066,15 @@ smtp_tls_ready(void *arg, int ok, const char *why)
 
 	if (!ok) {
 		/* Nothing more can be said to this client; the filter does not report the error itself. */
-		log_info("%s: client=[%s] TLS handshake failed: %s", s->idstr, s->ip, why);
+		log_info("%s: SSL_accept error from " SMTP_CLIENT_FMT ": TLS handshake failed: %s", s->idstr,
+		    SMTP_CLIENT(s), why);
 		smtp_close(s);		/* TLS never came up, so nothing can be sent: it frees s on the next turn */
 		return;
 	}
 	s->tls = 1;
 	util_strlcpy(s->tls_desc, tls_describe(s->tlsc), sizeof(s->tls_desc));
-	log_info("%s: client=[%s] TLS established: %s", s->idstr, s->ip, s->tls_desc);
+	log_info("%s: TLS connection established from " SMTP_CLIENT_FMT ": %s", s->idstr, SMTP_CLIENT(s),
+	    s->tls_desc);
 	trace_session(s->id, TR_TLS, "%s", s->tls_desc);
 }
 
@@ -1050,8 +1122,8 @@ smtp_cmd_starttls(struct smtp_session *s, const char *arg)
 	smtp_send(s, "220 2.0.0 Ready to start TLS");
 	/* RFC 3207 4.2 and CVE-2011-0411: what came after STARTTLS in the clear is never a command. */
 	if ((injected = evbuffer_get_length(in)) > 0) {
-		log_notice("%s: client=[%s] discarded %zu octets sent after STARTTLS before TLS", s->idstr, s->ip,
-		    injected);
+		log_notice("%s: " SMTP_CLIENT_FMT ": discarded %zu octets sent after STARTTLS before TLS", s->idstr,
+		    SMTP_CLIENT(s), injected);
 		evbuffer_drain(in, injected);
 	}
 	/* And the session starts over: the client must say EHLO again, and nothing from before TLS counts. */
@@ -1124,12 +1196,21 @@ smtp_build_head(struct smtp_session *s)
 static void
 smtp_commit_done(uint64_t id, const char *queue_id, int err)
 {
-	struct smtp_session	*s;
+	struct smtp_session	*s = smtp_session_find(id);
 
+	if (err == 0 && s != NULL) {
+		/* Before the router hears of it, so that client= comes before the router's from= line.
+		 * pflogsumm counts a message received on this line; the router logs from=, size=, nrcpt=. */
+		log_info("%s: client=" SMTP_CLIENT_FMT "%s%s%s%s, session=%s", queue_id, SMTP_CLIENT(s),
+		    s->user[0] ? ", sasl_method=" : "", s->user[0] && s->auth_mech ? s->auth_mech : "",
+		    s->user[0] ? ", sasl_username=" : "", s->user, s->idstr);
+		if (s->tx->msgid[0] != '\0')
+			log_info("%s: message-id=%s", queue_id, s->tx->msgid);
+	}
 	if (err == 0) {
 		worker_message_queued(queue_id);
 	}
-	if ((s = smtp_session_find(id)) == NULL) {
+	if (s == NULL) {
 		if (err == 0)	/* queued, but the client left before the 250: it may send it again */
 			log_notice("%s: queued, but the client left before the reply", queue_id);
 		worker_session_gone();	/* when stopping, this may have been the last thing to wait for */
@@ -1137,13 +1218,12 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 	}
 	s->waiting = 0;
 	if (err != 0) {
-		log_error("%s: client=[%s] queue file write failed: %s", queue_id, s->ip, strerror(err));
+		log_error("%s: queue file write failed: %s, from " SMTP_CLIENT_FMT, queue_id, strerror(err),
+		    SMTP_CLIENT(s));
 		smtp_tx_free(s);
 		smtp_enter_state(s, SMTP_S_READY);
 		smtp_reply(s, "%s", spool_reply_for(err));
 	} else {
-		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=[%s], queued", queue_id,
-		    s->tx->sender.address, s->tx->size, s->tx->nrcpts, s->ip);
 		metrics_accepted();
 		trace_session(s->id, TR_QUEUED, "qid=%s from=%s size=%llu nrcpt=%zu", queue_id,
 		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
@@ -1159,6 +1239,37 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 	smtp_timer_arm(s, s->cfg->timeout_command);
 	bufferevent_enable(s->bev, EV_READ);
 	smtp_process(s);
+}
+
+/* smtp_find_msgid - the Message-ID field of the message's header (its first 8 KiB), for the log; "" if none. */
+static void
+smtp_find_msgid(struct evbuffer *data, char *out, size_t size)
+{
+	char		 head[8192];
+	ev_ssize_t	 n = evbuffer_copyout(data, head, sizeof(head) - 1);
+	char		*p, *end, *v;
+
+	out[0] = '\0';
+	if (n <= 0)
+		return;
+	head[n] = '\0';
+	for (p = head; *p != '\0' && *p != '\r' && *p != '\n'; p = end + 1) {
+		if ((end = strchr(p, '\n')) == NULL)
+			return;
+		if (strncasecmp(p, "Message-ID:", 11) != 0)
+			continue;
+		for (v = p + 11; v < end && (*v == ' ' || *v == '\t'); v++)
+			;
+		if (v == end || *v == '\r')		/* folded: the value is on the next line */
+			for (v = end + 1; *v == ' ' || *v == '\t'; v++)
+				;
+		if ((end = strpbrk(v, "\r\n")) == NULL)
+			return;
+		while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		snprintf(out, size, "%.*s", (int)(end - v), v);
+		return;
+	}
 }
 
 static void
@@ -1180,6 +1291,7 @@ smtp_commit(struct smtp_session *s)
 		smtp_reply(s, "250 2.0.0 Ok: would be queued (simulation, nothing was queued)");
 		return;
 	}
+	smtp_find_msgid(body, s->tx->msgid, sizeof(s->tx->msgid));
 	s->tx->data = evbuffer_new();	/* the spool takes the message */
 	s->waiting = 1;
 	bufferevent_disable(s->bev, EV_READ);
@@ -1196,23 +1308,26 @@ smtp_end_of_data(struct smtp_session *s, int bare_lf, int bare_cr)
 	smtp_enter_state(s, SMTP_S_READY);
 	smtp_timer_arm(s, s->cfg->timeout_command);
 	if (s->tx->too_big) {
-		log_info("%s: client=[%s] reject: message of %llu octets exceeds the limit of %llu",
-		    s->tx->queue_id, s->ip, s->tx->size, s->cfg->max_message_size);
+		log_info("%s: message of %llu octets exceeds the limit of %llu", s->tx->queue_id, s->tx->size,
+		    s->cfg->max_message_size);
+		smtp_log_reject(s, "END-OF-MESSAGE", "552 5.3.4 Message size exceeds fixed limit", NULL);
 		smtp_tx_free(s);
 		smtp_reply(s, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
 	if (s->tx->hops.hops >= (unsigned)s->cfg->max_hops) {
 		/* A mail loop: with ours, the message would carry more than max_hops Received fields. */
-		log_info("%s: client=[%s] reject: %u Received headers (server.max_hops = %d), mail loop?",
-		    s->tx->queue_id, s->ip, s->tx->hops.hops, s->cfg->max_hops);
+		log_info("%s: %u Received headers (server.max_hops = %d), mail loop?", s->tx->queue_id,
+		    s->tx->hops.hops, s->cfg->max_hops);
+		smtp_log_reject(s, "END-OF-MESSAGE", "554 5.4.6 Too many hops", NULL);
 		smtp_tx_free(s);
 		smtp_reply(s, "554 5.4.6 Too many hops");
 		return;
 	}
 	if ((bare_lf || bare_cr) && !s->cfg->bare_normalize) {
-		log_info("%s: client=[%s] reject: bare %s in message", s->tx->queue_id, s->ip,
-		    bare_lf ? "LF" : "CR");
+		log_info("%s: bare %s in message", s->tx->queue_id, bare_lf ? "LF" : "CR");
+		smtp_log_reject(s, "END-OF-MESSAGE", "550 5.5.2 Message contains bare CR or LF characters "
+		    "(RFC 5321 2.3.8)", NULL);
 		smtp_tx_free(s);
 		smtp_reply(s, "550 5.5.2 Message contains bare CR or LF characters (RFC 5321 2.3.8)");
 		return;
@@ -1243,11 +1358,13 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		s->connect_done = 1;
 		if (out == POL_DENY) {
 			if (reply[0] == '4') {		/* a temporary refusal: 421 and close (RFC 5321 3.1) */
+				smtp_log_reject(s, "CONNECT", reply, NULL);
 				smtp_send(s, reply);
 				smtp_close(s);
 				return;
 			}
 			smtp_enter_state(s, SMTP_S_REFUSED);
+			smtp_log_reject(s, "CONNECT", reply, NULL);
 			smtp_reply(s, "%s", reply);	/* a refusal counts towards max_errors (SPEC section 5) */
 			return;
 		}
@@ -1260,13 +1377,16 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		smtp_greet(s);
 		return;
 	case SMTP_AFTER_HELO:
-		if (out == POL_DENY)
+		if (out == POL_DENY) {
+			smtp_log_reject(s, w->esmtp ? "EHLO" : "HELO", reply, NULL);
 			smtp_reply(s, "%s", reply);
+		}
 		else
 			smtp_helo_accepted(s, w);
 		return;
 	case SMTP_AFTER_MAIL:
 		if (out == POL_DENY) {
+			smtp_log_reject(s, "MAIL", reply, NULL);
 			smtp_tx_free(s);
 			smtp_reply(s, "%s", reply);
 			return;
@@ -1278,12 +1398,12 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		if (out == POL_PASS)
 			smtp_rcpt_accepted(s, &w->addr);
 		else
-			log_info("%s: client=[%s] reject RCPT from=<%s> to=<%s>: %s", s->tx->queue_id, s->ip,
-			    s->tx->sender.address, w->addr.address, reply);
+			smtp_log_reject(s, "RCPT", reply, w->addr.address);
 		smtp_reply(s, "%s", reply);
 		return;
 	case SMTP_AFTER_DATA:
 		if (out == POL_DENY) {
+			smtp_log_reject(s, "DATA", reply, NULL);
 			smtp_reply(s, "%s", reply);
 			return;
 		}
@@ -1295,6 +1415,7 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		return;
 	case SMTP_AFTER_BDAT:
 		if (out == POL_DENY) {
+			smtp_log_reject(s, "BDAT", reply, NULL);
 			util_strlcpy(s->bdat_error, reply, sizeof(s->bdat_error));
 			s->tx->bdat_failed = 1;
 		}
@@ -1303,6 +1424,7 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		return;
 	case SMTP_AFTER_MESSAGE:
 		if (out == POL_DENY) {
+			smtp_log_reject(s, "END-OF-MESSAGE", reply, NULL);
 			smtp_tx_free(s);
 			smtp_reply(s, "%s", reply);
 			return;
@@ -1311,12 +1433,14 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		return;
 	case SMTP_AFTER_AUTH:
 		if (out == POL_DENY) {
-			log_info("%s: client=[%s] AUTH for user=%s refused by the rules", s->idstr, s->ip, w->helo);
+			log_info("%s: " SMTP_CLIENT_FMT ": AUTH for sasl_username=%s refused by the rules", s->idstr,
+			    SMTP_CLIENT(s), w->helo);
 			smtp_reply(s, "%s", reply);
 			return;
 		}
 		util_strlcpy(s->user, w->helo, sizeof(s->user));
-		log_info("%s: client=[%s] AUTH user=%s", s->idstr, s->ip, s->user);
+		log_info("%s: " SMTP_CLIENT_FMT ": AUTH sasl_method=%s, sasl_username=%s", s->idstr, SMTP_CLIENT(s),
+		    s->auth_mech ? s->auth_mech : "", s->user);
 		trace_session(s->id, TR_AUTH, "user=%s", s->user);
 		smtp_reply(s, "%s", reply);
 		return;
@@ -1404,7 +1528,7 @@ smtp_bdat_read(struct smtp_session *s, struct evbuffer *in)
 static void
 smtp_non_smtp(struct smtp_session *s, const char *what)
 {
-	log_warn("%s: non-SMTP command from [%s]: %.100s", s->idstr, s->ip, what);
+	log_warn("%s: non-SMTP command from " SMTP_CLIENT_FMT ": %.100s", s->idstr, SMTP_CLIENT(s), what);
 	smtp_send(s, "221 2.7.0 Error: I can break rules, too. Goodbye.");
 	smtp_close(s);
 }
@@ -1423,8 +1547,9 @@ smtp_junk(struct smtp_session *s, enum proto_verb verb)
 	if (++s->junk <= s->cfg->max_junk)
 		return 0;
 	if (++s->errors > s->cfg->max_errors) {
-		log_info("%s: client=[%s] too many errors (%d) after %d junk commands (inbound.connection."
-		    "max_junk_commands = %d), closing", s->idstr, s->ip, s->errors - 1, s->junk, s->cfg->max_junk);
+		log_info("too many errors after %s from " SMTP_CLIENT_FMT, proto_verb_name(verb), SMTP_CLIENT(s));
+		log_info("%s: %d errors after %d junk commands (inbound.connection.max_junk_commands = %d), closing",
+		    s->idstr, s->errors - 1, s->junk, s->cfg->max_junk);
 		smtp_send(s, "421 4.7.0 SMTP service not available, closing transmission channel");
 		smtp_close(s);
 		return -1;
@@ -1465,6 +1590,8 @@ smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 	size_t			 i;
 
 	verb = proto_verb_of(line, len, &arg);
+	s->cmd_all[verb]++;
+	s->cmd_cur = (int)verb + 1;
 	s->reply_stage = smtp_reply_stage(verb);
 	if (verb == PROTO_V_AUTH)	/* the mechanism, never the credentials */
 		trace_session(s->id, TR_CMD, "AUTH %.*s%s", (int)strcspn(arg, " "), arg,
@@ -1683,7 +1810,10 @@ smtp_free(struct smtp_session *s)
 	metrics_session_state(s->state, -1);
 	trace_session(s->id, TR_CLOSE, "messages=%u errors=%d", s->messages, s->errors);
 	if (s->bev != NULL) {
-		log_info("%s: disconnect from [%s] messages=%u errors=%d", s->idstr, s->ip, s->messages, s->errors);
+		char	 counts[256];
+
+		smtp_log_commands(s, counts, sizeof(counts));
+		log_info("disconnect from " SMTP_CLIENT_FMT "%s", SMTP_CLIENT(s), counts);
 		tls_detach(s->tlsc);		/* its handshake timer must not find s after this */
 		bufferevent_free(s->bev);	/* with TLS, this frees the TLS connection and the socket */
 		s->bev = NULL;

@@ -59,6 +59,7 @@ struct smtp_tx {
 	int			 bdat_started;	/* the data stage ran for the first chunk */
 	int			 bdat_failed;	/* a chunk failed: later chunks are swallowed and refused */
 	struct smtp_header	*headers;	/* owns: added by msg:add_header, in order */
+	char			 msgid[256];	/* the Message-ID field, for the log; "" if none */
 	struct smtp_header	**headers_tail;
 	double			 dot_time;	/* monotonic, when the final dot arrived */
 };
@@ -80,6 +81,10 @@ struct smtp_session {
 	int			 tls;			/* 1 once the TLS handshake is over */
 	char			 user[PROTO_ADDR_MAX + 1];	/* authenticated user, "" if none */
 	char			 local_user[64];	/* the local user of a sendmail submission (pickup), or "" */
+	const char		*auth_mech;		/* static: "PLAIN" or "LOGIN", the mechanism of the last AUTH */
+	unsigned		 cmd_all[PROTO_V_COUNT];	/* commands seen, per verb, for the disconnect line */
+	unsigned		 cmd_ok[PROTO_V_COUNT];	/* ... of which succeeded (2xx) */
+	int			 cmd_cur;		/* verb + 1 whose final reply is still to come; 0: none */
 	int			 errors;		/* 4xx/5xx replies so far */
 	int			 waiting;		/* a policy run or spool commit is pending: reading paused */
 	int			 discard_line;		/* skipping the rest of an over-long command line */

@@ -165,6 +165,7 @@ worker_signal_cb(evutil_socket_t sig, short what, void *arg)
 	int		 i;
 
 	if (sig == SIGHUP) {
+		log_reopen();
 		worker_reload();
 		return;
 	}

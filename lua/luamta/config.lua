@@ -807,10 +807,28 @@ local dns = record {
   { "verify_ptr", enum("forward_confirmed", "ptr_only"), default = "forward_confirmed" },
 }
 
-local log = record {
+-- The syslog facilities log.c knows (log_facility_from_name), and the tag: it becomes "<ident>/<service>[pid]:".
+local FACILITIES = { "mail", "daemon", "user", "auth", "authpriv", "local0", "local1", "local2", "local3", "local4",
+  "local5", "local6", "local7" }
+
+local function log_ident(v, at)
+  if type(v) ~= "string" or not v:match("^[%w][%w_.%-]*$") or #v > 31 then
+    return type_error(at, v, 'a syslog tag such as "luamta" or "postfix" (letters, digits, "-", "_", ".")')
+  end
+  return v
+end
+
+local log = record({
   { "level", enum("debug", "info", "notice", "warning", "error"), default = "info" },
   { "syslog", boolean, default = false },
-}
+  { "file", path },
+  { "facility", enum(table.unpack(FACILITIES)), default = "mail" },
+  { "ident", log_ident, default = "luamta" },
+}, function(out, at)
+  if out.file and out.syslog then
+    err(child(at, "file", out.file), "log.file and log.syslog = true both name a destination; expected one of them")
+  end
+end)
 
 local strings = list()
 

@@ -55,7 +55,7 @@ describe("luamta.config", function()
       }, cfg.server)
       assert.same({ certs = {}, pairs = {}, ticket_period = 43200 }, cfg.tls)
       assert.same({ timeout = 5, tries = 2, verify_ptr = "forward_confirmed" }, cfg.dns)
-      assert.same({ level = "info", syslog = false }, cfg.log)
+      assert.same({ level = "info", syslog = false, facility = "mail", ident = "luamta" }, cfg.log)
       assert.same({}, cfg.local_domains)
       assert.same({ users = {}, groups = {}, lookup = "full_then_localpart" }, cfg.directory)
       assert.same({
@@ -365,10 +365,24 @@ server.timeouts = { command = 0 }
                   errors)
     end)
 
+    it("refuses log.file together with log.syslog, an unknown facility and a bad ident", function()
+      local errors = errors_of('server = { spool = "/s", listen = "127.0.0.1:25" }\n'
+        .. 'log = { file = "/var/log/luamta.log", syslog = true, facility = "mial", ident = "a b" }\n')
+      assert.same({
+        '/etc/luamta/luamta.lua:2: log.facility: got string "mial"; expected one of "mail", "daemon", "user", '
+          .. '"auth", "authpriv", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7" '
+          .. '(did you mean "mail"?)',
+        '/etc/luamta/luamta.lua:2: log.ident: got string "a b"; expected a syslog tag such as "luamta" or '
+          .. '"postfix" (letters, digits, "-", "_", ".")',
+        '/etc/luamta/luamta.lua:2: log.file: log.file and log.syslog = true both name a destination; expected '
+          .. 'one of them',
+      }, errors)
+    end)
+
     it("refuses a section that is not a table", function()
       local errors = errors_of('server = { spool = "/s", listen = "127.0.0.1:25" }\nlog = "debug"\n')
       assert.same({ '/etc/luamta/luamta.lua:2: log: got string "debug"; expected a table with the keys level, '
-                    .. "syslog" }, errors)
+                    .. "syslog, file, facility, ident" }, errors)
     end)
 
     it("refuses a directory user without an address and an address without @", function()
