@@ -261,6 +261,7 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 	}
 	if (cfg_table(&x, "delivery", "delivery")) {
 		c->maildir = cfg_str(&x, "maildir", "delivery.maildir", 0);
+		c->lmtp = cfg_str(&x, "lmtp", "delivery.lmtp", 1);
 		lua_pop(L, 1);
 	}
 	lua_pop(L, 1);					/* [..] */
@@ -287,6 +288,7 @@ cfg_free(struct config *c)
 	free(c->trace_dir);
 	free(c->user);
 	free(c->maildir);
+	free(c->lmtp);
 	free(c->log_file);
 	free(c->log_facility);
 	free(c->log_ident);

@@ -56,6 +56,7 @@ struct config {
 	char			*log_facility;		/* owns: log.facility */
 	char			*log_ident;		/* owns: log.ident */
 	char			*maildir;		/* owns: delivery.maildir template */
+	char			*lmtp;			/* owns: delivery.lmtp ("unix:/path" or "ip:port"), or NULL */
 	char			*tls_cert;		/* owns: tls.cert, or NULL */
 	char			*tls_key;		/* owns: tls.key, or NULL */
 	char			*tls_certs[CFG_TLS_PAIRS_MAX];	/* owns: every pair, tls.cert/tls.key first */

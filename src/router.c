@@ -112,6 +112,7 @@ struct router_group {
 	int			 dns_nxdomain;	/* every address lookup said the name does not exist */
 	struct router_group	*next_wait;	/* waiting for a connection slot */
 	int			 ready;		/* DNS is done; the transaction ran or runs */
+	int			 lmtp;		/* local recipients to delivery.lmtp: their mailboxes, over LMTP */
 };
 
 struct router_msg {
@@ -870,7 +871,8 @@ router_record_done(void *arg, int err)
 			continue;
 		}
 		if (r->outcome != R_HOLD)
-			metrics_delivery(strcmp(r->relay, "local") == 0 ? MT_LOCAL : MT_SMTP, r->outcome ==
+			metrics_delivery(strcmp(r->relay, "local") == 0 ? MT_LOCAL : strncmp(r->relay, "lmtp[", 5) == 0 ?
+			    MT_LMTP : MT_SMTP, r->outcome ==
 			    R_FAILED ? MD_BOUNCED : r->outcome == R_DEFERRED ? MD_DEFERRED : MD_SENT);
 		trace_message(m->id, TR_ATTEMPT, "to=%s relay=%s delay=%.2f dsn=%s status=%s reply=%s", m->env.rcpts[i],
 		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text);
@@ -1030,8 +1032,8 @@ router_group_send(struct router_group *g)
 		for (k = 0; k < g->nfound[i] && req.naddrs < MTA_ADDRS_MAX; k++)
 			req.addrs[req.naddrs++] = g->found[i][k];
 	rcpts = xcalloc(g->n, sizeof(*rcpts));
-	for (i = 0; i < g->n; i++)
-		rcpts[i] = m->env.rcpts[g->idx[i]];
+	for (i = 0; i < g->n; i++)	/* LMTP: the mailbox the route rule chose (an alias resolved) */
+		rcpts[i] = g->lmtp ? m->rcpts[g->idx[i]].mailbox : m->env.rcpts[g->idx[i]];
 	req.queue_id = m->id;
 	req.helo = m->hostname;
 	req.sender = m->env.sender;
@@ -1043,7 +1045,8 @@ router_group_send(struct router_group *g)
 	req.smtputf8 = m->smtputf8;
 	req.connect_timeout = router_cfg->connect_timeout;
 	req.reply_timeout = router_cfg->reply_timeout;
-	req.tls = router_cfg->routing_tls;
+	req.tls = g->lmtp ? MTA_TLS_NONE : router_cfg->routing_tls;
+	req.lmtp = g->lmtp;
 	router_dest_count(g->key, +1);
 	mta_deliver(&req, router_mta_done, g->id);
 	free(rcpts);
@@ -1101,7 +1104,7 @@ router_group_ready(struct router_group *g)
 		fatal_bug("router: group %llu of %s is ready twice", (unsigned long long)g->id, g->m->id);
 	g->ready = 1;
 
-	if (router_group_drop_self(g) == -1)
+	if (!g->lmtp && router_group_drop_self(g) == -1)	/* an LMTP server is ours to name, not an MX */
 		return;
 	for (i = 0; i < g->nmx; i++)
 		naddrs += g->nfound[i];
@@ -1244,6 +1247,30 @@ router_dns_done(uint64_t cookie, const struct dns_result *res)
 static void
 router_group_start(struct router_group *g)
 {
+	if (g->lmtp) {		/* "unix:/path" or "ip:port" / "[ip6]:port", checked by the loader */
+		const char	*a = router_cfg->lmtp;
+		struct mta_addr	*f = &g->found[0][0];
+		const char	*colon = strrchr(a, ':');
+
+		util_strlcpy(g->mx[0], "lmtp", sizeof(g->mx[0]));
+		g->nmx = 1;
+		util_strlcpy(f->host, "lmtp", sizeof(f->host));
+		if (strncmp(a, "unix:", 5) == 0)
+			util_strlcpy(f->path, a + 5, sizeof(f->path));
+		else if (colon != NULL) {
+			size_t	 hl = (size_t)(colon - a);
+
+			if (a[0] == '[' && hl >= 2) {
+				a++;
+				hl -= 2;
+			}
+			snprintf(f->ip, sizeof(f->ip), "%.*s", (int)hl, a);
+			f->port = atoi(colon + 1);
+		}
+		g->nfound[0] = 1;
+		router_group_ready(g);
+		return;
+	}
 	if (g->mode == LB_RELAY_IP) {
 		util_strlcpy(g->mx[0], g->host, sizeof(g->mx[0]));
 		g->nmx = 1;
@@ -1334,6 +1361,21 @@ router_group_for(struct router_msg *m, const struct lb_verdict *v)
 	return g;
 }
 
+/* router_lmtp_group - the message's group for delivery.lmtp. */
+static struct router_group *
+router_lmtp_group(struct router_msg *m)
+{
+	struct lb_verdict	 v;
+	struct router_group	*g;
+
+	memset(&v, 0, sizeof(v));
+	v.mode = LB_RELAY_IP;
+	snprintf(v.arg, sizeof(v.arg), "lmtp %s", router_cfg->lmtp);	/* its key: no next hop is called that */
+	g = router_group_for(m, &v);
+	g->lmtp = 1;
+	return g;
+}
+
 /* router_route - ask the rules about every open recipient, then start the deliveries. */
 static void
 router_route(struct router_msg *m)
@@ -1357,8 +1399,15 @@ router_route(struct router_msg *m)
 		r->text[0] = '\0';
 		switch (v.kind) {
 		case LB_V_LOCAL:
-			r->outcome = R_LOCAL;
 			util_strlcpy(r->mailbox, v.arg, sizeof(r->mailbox));
+			if (router_cfg->lmtp != NULL) {	/* delivery.lmtp: one LMTP transaction for them all */
+				struct router_group	*g = router_lmtp_group(m);
+
+				r->outcome = R_RELAY;
+				g->idx[g->n++] = i;
+				break;
+			}
+			r->outcome = R_LOCAL;
 			util_strlcpy(r->relay, "local", sizeof(r->relay));
 			break;
 		case LB_V_RELAY: {

@@ -1035,8 +1035,26 @@ local function maildir(v, at)
   return v
 end
 
+-- delivery.lmtp: local recipients go to this LMTP server instead of the Maildir (docs/admin.md, "LMTP").
+local LMTP_EXPECT = '"unix:/path/to/socket", "ipv4:port" or "[ipv6]:port", such as "unix:/run/dovecot/lmtp"'
+local function lmtp(v, at)
+  if type(v) ~= "string" then return type_error(at, v, LMTP_EXPECT) end
+  local sock = v:match("^unix:(.+)$")
+  if sock then
+    if sock:sub(1, 1) ~= "/" then sock = resolve_path(at.ctx.basedir, sock) end
+    if #sock > 107 then
+      err(at, "got a socket path of " .. #sock .. " octets; expected at most 107 (the limit of a Unix socket)")
+      return nil
+    end
+    return "unix:" .. sock
+  end
+  local l = parse_listen(v, at)
+  return l and l.text or nil
+end
+
 local delivery = record {
   { "maildir", maildir },
+  { "lmtp", lmtp },
 }
 
 -- metrics.listen: where the master serves GET /metrics (docs/investigating.md, "Metrics"); off when absent.

@@ -13,7 +13,8 @@ M.PROGRAMS = {
   swaks = "swaks", openssl = "openssl", dnsmasq = "dnsmasq-base", ["smtp-sink"] = "postfix",
   ["smtp-source"] = "postfix", python3 = "python3", ss = "iproute2", ps = "procps", pgrep = "procps",
   timeout = "coreutils", setsid = "util-linux", unshare = "util-linux", promtool = "prometheus",
-  ["fail2ban-regex"] = "fail2ban", pflogsumm = "pflogsumm",
+  ["fail2ban-regex"] = "fail2ban", pflogsumm = "pflogsumm", dovecot = "dovecot-core",
+  ["dovecot-lmtp"] = "dovecot-lmtpd",
 }
 M.PROGRAMS["lua5.4"] = "lua5.4"
 M.PERL = { ["Net::SSLeay"] = "libnet-ssleay-perl" }
