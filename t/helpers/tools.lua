@@ -12,7 +12,8 @@ local M = {}
 M.PROGRAMS = {
   swaks = "swaks", openssl = "openssl", dnsmasq = "dnsmasq-base", ["smtp-sink"] = "postfix",
   ["smtp-source"] = "postfix", python3 = "python3", ss = "iproute2", ps = "procps", pgrep = "procps",
-  timeout = "coreutils", setsid = "util-linux",
+  timeout = "coreutils", setsid = "util-linux", setpriv = "util-linux", make = "make",
+  ["systemd-analyze"] = "systemd", man = "man-db",
 }
 M.PROGRAMS["lua5.4"] = "lua5.4"
 M.PERL = { ["Net::SSLeay"] = "libnet-ssleay-perl" }
