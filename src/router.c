@@ -52,6 +52,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "trace.h"
+#include "master.h"
 #include "maildir.h"
 #include "mta.h"
 #include "queueid.h"
@@ -1802,6 +1803,7 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 			log_error("router reload failed; keeping policy generation %u. %s",
 			    lb_gen_number(router_gen), errors ? errors : "");
 			metrics_reload(0);
+			master_report_reload(0, errors);
 			free(errors);
 			return;
 		}
@@ -1813,6 +1815,7 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 		router_cfg = lb_gen_config(g);
 		router_self_load();	/* interfaces may have changed */
 		router_scan(1);		/* held recipients may have a route now */
+		master_report_reload(1, NULL);
 		return;
 	}
 	router_stop = 1;
@@ -1868,6 +1871,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	router_self_load();
 	router_sweep_start();	/* on the I/O thread, ahead of the loads of router_scan() below */
 	log_info("ready: resuming the queue in %s/queue", router_cfg->spool);
+	master_report_ready();
 	router_scan(0);
 
 	event_base_dispatch(router_base);

@@ -15,6 +15,8 @@ M.PROGRAMS = {
   timeout = "coreutils", setsid = "util-linux", unshare = "util-linux", promtool = "prometheus",
   ["fail2ban-regex"] = "fail2ban", pflogsumm = "pflogsumm", dovecot = "dovecot-core",
   ["dovecot-lmtp"] = "dovecot-lmtpd",
+  setpriv = "util-linux", make = "make",
+  ["systemd-analyze"] = "systemd", man = "man-db",
 }
 M.PROGRAMS["lua5.4"] = "lua5.4"
 M.PERL = { ["Net::SSLeay"] = "libnet-ssleay-perl" }
