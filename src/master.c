@@ -354,7 +354,6 @@ master_child_exec(int slot)
 		_exit(1);
 	master_slot = slot;
 	notify_forget();
-	close(master_status[0]);
 	if (slot == MASTER_ROUTER)
 		snprintf(title, sizeof(title), "luamta: router");
 	else
@@ -363,6 +362,10 @@ master_child_exec(int slot)
 	event_reinit(master_base);
 	event_base_free(master_base);	/* the child builds its own loop */
 	master_base = NULL;
+	/* Only now: closed before event_reinit(), the fd number would go to the new epoll fd, and the reinit
+	 * would add the report event on it (EINVAL, and libevent's warnings on stderr). */
+	close(master_status[0]);
+	metrics_forget();
 	signal(SIGHUP, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);

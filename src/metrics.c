@@ -80,6 +80,7 @@ struct metrics_region {
 };
 
 static struct metrics_region	*metrics_r;
+static evutil_socket_t		 metrics_fd = -1;	/* the master's listening socket */
 static struct metrics_slot	*metrics_self;
 
 static const char *const metrics_stage_names[MS_COUNT] = { "connect", "helo", "auth", "mail", "rcpt", "data",
@@ -110,6 +111,14 @@ metrics_init(int nworkers)
 	}
 	metrics_r->nslots = nworkers + 1;
 	return 0;
+}
+
+void
+metrics_forget(void)
+{
+	if (metrics_fd != -1)
+		close(metrics_fd);	/* a child: the master alone answers on the metrics port */
+	metrics_fd = -1;
 }
 
 void
@@ -525,6 +534,7 @@ int
 metrics_listen(struct event_base *base, const char *hostport, char *err, size_t errsize)
 {
 	struct evhttp	*http;
+	struct evhttp_bound_socket *bound;
 	char		 host[256];
 	const char	*colon = strrchr(hostport, ':');
 	size_t		 hl;
@@ -554,10 +564,11 @@ metrics_listen(struct event_base *base, const char *hostport, char *err, size_t 
 	evhttp_set_max_body_size(http, 1024);
 	evhttp_set_timeout(http, 10);
 	evhttp_set_gencb(http, metrics_http_cb, NULL);
-	if (evhttp_bind_socket(http, host, (unsigned short)port) != 0) {
+	if ((bound = evhttp_bind_socket_with_handle(http, host, (unsigned short)port)) == NULL) {
 		snprintf(err, errsize, "metrics.listen: cannot listen on %s", hostport);
 		evhttp_free(http);
 		return -1;
 	}
+	metrics_fd = evhttp_bound_socket_get_fd(bound);
 	return 0;
 }

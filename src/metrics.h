@@ -25,6 +25,8 @@ enum metrics_queue { MQ_ACTIVE, MQ_DEFERRED, MQ_HELD, MQ_COUNT };
 
 /* metrics_init - map the shared counters for nworkers workers (before the first fork). 0 or -1. */
 int		 metrics_init(int nworkers);
+/* metrics_forget - in a child after fork: close the master's metrics listener. */
+void		 metrics_forget(void);
 /* metrics_select - this process counts in the router's slot (worker < 0) or worker's (0-based). */
 void		 metrics_select(int worker);
 /* metrics_reset_gauges - a child died: its gauges (sessions, queue sizes) no longer hold; counters stay. */
