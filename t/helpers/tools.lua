@@ -12,7 +12,7 @@ local M = {}
 M.PROGRAMS = {
   swaks = "swaks", openssl = "openssl", dnsmasq = "dnsmasq-base", ["smtp-sink"] = "postfix",
   ["smtp-source"] = "postfix", python3 = "python3", ss = "iproute2", ps = "procps", pgrep = "procps",
-  timeout = "coreutils", setsid = "util-linux",
+  timeout = "coreutils", setsid = "util-linux", ["redis-server"] = "redis-server", ["redis-cli"] = "redis-tools",
 }
 M.PROGRAMS["lua5.4"] = "lua5.4"
 M.PERL = { ["Net::SSLeay"] = "libnet-ssleay-perl" }
