@@ -13,7 +13,7 @@
 -- The sandbox: the file sees string, table, math, utf8, pairs, ipairs, next, select, type, tostring, tonumber,
 -- error, assert and pcall (copies, so the file cannot change the server's own libraries), nothing else: no
 -- print, io, os, require or load. It may assign only the globals server, tls, dns, log, local_domains, directory,
--- inbound, routing, delivery, http and redis; assigning any other name is an error (with the nearest valid name suggested),
+-- inbound, routing, delivery, http, redis and greylist; assigning any other name is an error (with the nearest valid name suggested),
 -- reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
 -- directory.file is loaded the same way and must return { users = …, groups = … }.
 --
@@ -42,7 +42,7 @@ local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
 local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
-  "http", "redis" }
+  "http", "redis", "greylist" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -1036,9 +1036,20 @@ local function redis_name(k, at)
 end
 local redis = map(redis_name, redis_server, 'a table of Redis servers: { NAME = { address = "127.0.0.1:6379" } }')
 
+-- Bundled rules that call out (docs/callouts.md): settings of rules/greylist.lua.
+local on_error = enum("accept", "tempfail", "reject")
+local greylist = record {
+  { "delay", whole(0), default = 300 },
+  { "window", whole(1), default = 14400 },
+  { "pass", whole(1), default = 3110400 },
+  { "redis", text },                          -- a name in redis = { … }; none: in memory
+  { "on_error", on_error, default = "accept" },
+}
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
   inbound = inbound, routing = routing, delivery = delivery, http = http, redis = redis,
+  greylist = greylist,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------
