@@ -13,7 +13,7 @@
 -- The sandbox: the file sees string, table, math, utf8, pairs, ipairs, next, select, type, tostring, tonumber,
 -- error, assert and pcall (copies, so the file cannot change the server's own libraries), nothing else: no
 -- print, io, os, require or load. It may assign only the globals server, tls, dns, log, local_domains, directory,
--- inbound, routing, delivery, http, redis and greylist; assigning any other name is an error (with the nearest valid name suggested),
+-- inbound, routing, delivery, http, redis, greylist and ratelimit; assigning any other name is an error (with the nearest valid name suggested),
 -- reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
 -- directory.file is loaded the same way and must return { users = …, groups = … }.
 --
@@ -42,7 +42,7 @@ local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
 local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
-  "http", "redis", "greylist" }
+  "http", "redis", "greylist", "ratelimit" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -1046,10 +1046,27 @@ local greylist = record {
   { "on_error", on_error, default = "accept" },
 }
 
+-- Settings of rules/ratelimit.lua.
+local rate_limit = record({
+  { "key", enum("ip", "sender", "user"), required = '"ip", "sender" or "user"' },
+  { "messages", whole(1) },
+  { "recipients", whole(1) },
+  { "window", whole(1), default = 3600 },
+}, function(out, at)
+  if out.messages == nil and out.recipients == nil then
+    err(at, "expected messages = N, recipients = N or both")
+  end
+end)
+local ratelimit = record {
+  { "redis", text },
+  { "on_error", on_error, default = "accept" },
+  { "limits", array(rate_limit, "limits { key = …, messages = N, recipients = N, window = SECONDS }"), default = {} },
+}
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
   inbound = inbound, routing = routing, delivery = delivery, http = http, redis = redis,
-  greylist = greylist,
+  greylist = greylist, ratelimit = ratelimit,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------

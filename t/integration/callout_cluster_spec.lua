@@ -89,3 +89,67 @@ describe("greylist on two nodes with one Redis", function()
     q:cleanup()
   end)
 end)
+
+describe("ratelimit on two nodes with one Redis", function()
+  local a, b, rpid, rport
+
+  setup(function()
+    rport = server.free_port()
+    local out = server.run(("setsid %s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s "
+      .. ">/dev/null 2>&1 & echo $!"):format(tools.need("redis-server"), rport, server.sh_quote(server.tempdir())))
+    rpid = tonumber(out:match("(%d+)"))
+    assert(wait_port(rport, true), "redis-server did not start")
+    local config = {
+      server = { extra_rules = { "ratelimit" } },
+      redis = { default = { address = "127.0.0.1:" .. rport } },
+      ratelimit = { redis = "default", limits = { { key = "ip", messages = 3, window = 60 },
+        { key = "sender", recipients = 2, window = 60 } } },
+    }
+    a = server.start({ config = config })
+    b = server.start({ config = config })
+  end)
+
+  teardown(function()
+    for _, s in ipairs { a, b } do s:cleanup() end
+    if rpid then os.execute("kill " .. rpid .. " 2>/dev/null") end
+  end)
+
+  local function mail(c, from)
+    c:send("MAIL FROM:<" .. from .. ">\r\n")
+    local _, lines = c:read_reply(10)
+    return lines[1]
+  end
+
+  it("counts messages per client IP across both nodes", function()
+    local ca, cb = assert(smtp.connect(a.host, a.port)), assert(smtp.connect(b.host, b.port))
+    for _, c in ipairs { ca, cb } do
+      assert.equal(220, (c:read_reply()))
+      c:send("EHLO client.test\r\n")
+      assert.equal(250, (c:read_reply(10)))
+    end
+    assert.matches("^250 ", mail(ca, "one@sender.test"))
+    ca:send("RSET\r\n") ca:read_reply(10)
+    assert.matches("^250 ", mail(cb, "two@sender.test"))
+    cb:send("RSET\r\n") cb:read_reply(10)
+    assert.matches("^250 ", mail(ca, "three@sender.test"))
+    ca:send("RSET\r\n") ca:read_reply(10)
+    assert.equal("450 4.7.1 Rate limit exceeded, please try again later", mail(cb, "four@sender.test"))
+    assert.truthy(b:wait_log("ratelimit key=ip subject=127.0.0.1 messages=4 limit=3", 5, nil, true))
+    ca:close()
+    cb:close()
+  end)
+
+  it("lets mail through when Redis is down and on_error is accept", function()
+    os.execute("kill " .. rpid)
+    assert(wait_port(rport, false))
+    rpid = nil
+    local c = assert(smtp.connect(a.host, a.port))
+    assert.equal(220, (c:read_reply()))
+    c:send("EHLO client.test\r\n")
+    assert.equal(250, (c:read_reply(10)))
+    assert.matches("^250 ", mail(c, "five@sender.test"))
+    c:close()
+    assert.truthy(a:wait_log('callout service="ratelimit redis default"', 5, nil, true))
+    assert.truthy(a:log():find("on_error=accept", 1, true))
+  end)
+end)
