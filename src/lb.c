@@ -26,6 +26,7 @@
 
 #include "cfg.h"
 #include "lb.h"
+#include "lb_callout.h"
 #include "lb_types.h"
 #include "log.h"
 #include "util.h"
@@ -66,6 +67,7 @@ struct lb_run {
 	uint64_t	 owner;
 	lb_done_fn	*done;
 	struct event	*timer;		/* owned; armed while the rule sleeps */
+	struct event_base *base;	/* borrowed: the loop the run waits on (lb_run_base()) */
 	struct lb_budget budget;
 	int		 collect;	/* ended over budget or out of memory: collect garbage when freed */
 };
@@ -369,6 +371,8 @@ lb_core_open(lua_State *L)
 	luaL_newlib(L, fns);					/* [core] */
 	lb_dns_register(L);
 	lb_session_core(L);
+	lb_http_register(L);		/* call outs: lb_http.c, lb_redis.c */
+	lb_redis_register(L);
 	return 1;
 }
 
@@ -762,6 +766,14 @@ lb_run_yield(lua_State *L)
 	return lua_yield(L, 0);
 }
 
+struct event_base *
+lb_run_base(lua_State *L)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	return run != NULL && run->co == L ? run->base : NULL;
+}
+
 lua_State *
 lb_run_waiting(uint64_t id, int *tag)
 {
@@ -881,6 +893,7 @@ lb_run_start(struct lb_gen *g, struct event_base *base, enum lb_stage st, lb_pus
 	run->done = done;
 	run->co = lua_newthread(L);				/* [co] */
 	run->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);		/* [] */
+	run->base = base;
 	if (base != NULL)
 		run->timer = evtimer_new(base, lb_timer_cb, run);
 	*lb_run_slot(run->co) = run;

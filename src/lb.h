@@ -103,6 +103,9 @@ void		 lb_run_cancel_wait(struct lua_State *L);
 int		 lb_run_yield(struct lua_State *L);
 struct lua_State *lb_run_waiting(uint64_t id, int *tag);
 void		 lb_run_wake(uint64_t id, int nargs);
+/* lb_run_base - the event loop the run of coroutine L waits on (call outs start their I/O there); NULL when L is
+ * not a stage coroutine or the run has no loop. */
+struct event_base *lb_run_base(struct lua_State *L);
 
 /*
  * lb_budget_charge - count n instructions' worth of work done in C (pattern matching) against the budget of the

@@ -13,7 +13,7 @@
 -- The sandbox: the file sees string, table, math, utf8, pairs, ipairs, next, select, type, tostring, tonumber,
 -- error, assert and pcall (copies, so the file cannot change the server's own libraries), nothing else: no
 -- print, io, os, require or load. It may assign only the globals server, tls, dns, log, local_domains, directory,
--- inbound, routing and delivery; assigning any other name is an error (with the nearest valid name suggested),
+-- inbound, routing, delivery, http, redis, greylist and ratelimit; assigning any other name is an error (with the nearest valid name suggested),
 -- reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
 -- directory.file is loaded the same way and must return { users = …, groups = … }.
 --
@@ -42,7 +42,7 @@ local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
 local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
-  "metrics", "trace" }
+  "metrics", "trace", "http", "redis", "greylist", "ratelimit" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -1080,9 +1080,76 @@ local trace = record {
   { "max_mb", whole(1), default = 1024 },
 }
 
+-- Call outs (docs/callouts.md): mta.http.request and mta.redis(NAME). ------------------------------------------
+local http = record {
+  { "timeout", number(0, true), default = 10 },
+  { "max_response", whole(1), default = 1048576 },
+  { "failures", whole(0), default = 5 },      -- circuit breaker: failures in a row that open it (0: never)
+  { "cooldown", number(0, true), default = 30 },
+}
+
+-- A Redis address: "ip:port", "[ipv6]:port" or "unix:/path". No host names: hiredis would resolve them with
+-- getaddrinfo() on the event loop.
+local function redis_address(v, at)
+  if type(v) == "string" then
+    local sock = v:match("^unix:(/.+)$")
+    if sock then return v end
+    local h, port = v:match("^([%d%.]+):(%d+)$")
+    if not h then h, port = v:match("^%[([^%]]*)%]:(%d+)$") end
+    if h and is_ip(h) and parse_port(port) then return v end
+  end
+  return type_error(at, v, '"ip:port", "[ipv6]:port" or "unix:/path" (an address, not a host name)')
+end
+
+local redis_server = record {
+  { "address", redis_address, required = '"ip:port" or "unix:/path"' },
+  { "password", text },
+  { "db", whole(0, 1000), default = 0 },
+  { "timeout", number(0, true), default = 1 },
+  { "pool", whole(1, 8), default = 2 },
+  { "failures", whole(0), default = 5 },
+  { "cooldown", number(0, true), default = 30 },
+}
+
+local function redis_name(k, at)
+  if type(k) ~= "string" or not k:match("^[%w_%-]+$") or #k > 63 then
+    return type_error(at, k, "a name of letters, digits, _ and - (redis = { default = { address = … } })")
+  end
+  return k
+end
+local redis = map(redis_name, redis_server, 'a table of Redis servers: { NAME = { address = "127.0.0.1:6379" } }')
+
+-- Bundled rules that call out (docs/callouts.md): settings of rules/greylist.lua.
+local on_error = enum("accept", "tempfail", "reject")
+local greylist = record {
+  { "delay", whole(0), default = 300 },
+  { "window", whole(1), default = 14400 },
+  { "pass", whole(1), default = 3110400 },
+  { "redis", text },                          -- a name in redis = { … }; none: in memory
+  { "on_error", on_error, default = "accept" },
+}
+
+-- Settings of rules/ratelimit.lua.
+local rate_limit = record({
+  { "key", enum("ip", "sender", "user"), required = '"ip", "sender" or "user"' },
+  { "messages", whole(1) },
+  { "recipients", whole(1) },
+  { "window", whole(1), default = 3600 },
+}, function(out, at)
+  if out.messages == nil and out.recipients == nil then
+    err(at, "expected messages = N, recipients = N or both")
+  end
+end)
+local ratelimit = record {
+  { "redis", text },
+  { "on_error", on_error, default = "accept" },
+  { "limits", array(rate_limit, "limits { key = …, messages = N, recipients = N, window = SECONDS }"), default = {} },
+}
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
-  inbound = inbound, routing = routing, delivery = delivery, metrics = metrics, trace = trace,
+  inbound = inbound, routing = routing, delivery = delivery, metrics = metrics, trace = trace, http = http,
+  redis = redis, greylist = greylist, ratelimit = ratelimit,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------
