@@ -13,8 +13,8 @@
 -- The sandbox: the file sees string, table, math, utf8, pairs, ipairs, next, select, type, tostring, tonumber,
 -- error, assert and pcall (copies, so the file cannot change the server's own libraries), nothing else: no
 -- print, io, os, require or load. It may assign only the globals server, tls, dns, log, local_domains, directory,
--- inbound, routing, delivery, http, redis, greylist and ratelimit; assigning any other name is an error (with the nearest valid name suggested),
--- reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
+-- inbound, routing, delivery, metrics, trace, http, redis, greylist and ratelimit; assigning any other name is an
+-- error (with the nearest valid name suggested), reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
 -- directory.file is loaded the same way and must return { users = …, groups = … }.
 --
 -- Paths: a relative server.spool, server.rules_dir, tls.cert, tls.key, directory.file or delivery.maildir is
