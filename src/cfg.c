@@ -134,6 +134,7 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 	if (cfg_table(&x, "server", "server")) {	/* [.. cfg server] */
 		c->hostname = cfg_str(&x, "hostname", "server.hostname", 0);
 		c->spool = cfg_str(&x, "spool", "server.spool", 0);
+		c->rules_dir = cfg_str(&x, "rules_dir", "server.rules_dir", 1);
 		c->user = cfg_str(&x, "user", "server.user", 1);
 		c->workers = (int)cfg_num(&x, "workers", "server.workers");
 		c->max_message_size = (unsigned long long)cfg_num(&x, "max_message_size",
@@ -162,11 +163,32 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 			c->log_level = LOG_L_INFO;
 		free(s);
 		c->log_syslog = cfg_bool(&x, "syslog");
+		c->log_file = cfg_str(&x, "file", "log.file", 1);
+		c->log_facility = cfg_str(&x, "facility", "log.facility", 0);
+		c->log_ident = cfg_str(&x, "ident", "log.ident", 0);
+		lua_pop(L, 1);
+	}
+	if (cfg_table(&x, "trace", "trace")) {
+		c->trace_enabled = cfg_bool(&x, "enabled");
+		c->trace_keep_days = (int)cfg_num(&x, "keep_days", "trace.keep_days");
+		c->trace_max_mb = (long)cfg_num(&x, "max_mb", "trace.max_mb");
+		lua_pop(L, 1);
+	}
+	if (c->spool != NULL) {
+		size_t	 n = strlen(c->spool) + sizeof("/trace");
+
+		c->trace_dir = xmalloc(n);
+		snprintf(c->trace_dir, n, "%s/trace", c->spool);
+	}
+	if (cfg_table(&x, "metrics", "metrics")) {
+		c->metrics_listen = cfg_str(&x, "listen", "metrics.listen", 1);
 		lua_pop(L, 1);
 	}
 	if (cfg_table(&x, "inbound", "inbound")) {
 		if (cfg_table(&x, "connection", "inbound.connection")) {
 			c->max_errors = (int)cfg_num(&x, "max_errors", "inbound.connection.max_errors");
+			c->max_junk = (int)cfg_num(&x, "max_junk_commands",
+			    "inbound.connection.max_junk_commands");
 			lua_pop(L, 1);
 		}
 		lua_pop(L, 1);
@@ -196,6 +218,19 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 	if (cfg_table(&x, "tls", "tls")) {
 		c->tls_cert = cfg_str(&x, "cert", "tls.cert", 1);
 		c->tls_key = cfg_str(&x, "key", "tls.key", 1);
+		c->tls_ticket_period = (unsigned)cfg_num(&x, "ticket_period", "tls.ticket_period");
+		if (cfg_table(&x, "pairs", "tls.pairs")) {
+			size_t	 i, n = lua_rawlen(L, -1);
+
+			for (i = 0; i < n && i < CFG_TLS_PAIRS_MAX; i++) {
+				lua_rawgeti(L, -1, (lua_Integer)i + 1);	/* [.. pairs pair] */
+				c->tls_certs[c->ntls_pairs] = cfg_str(&x, "cert", "tls.certs[].cert", 0);
+				c->tls_keys[c->ntls_pairs] = cfg_str(&x, "key", "tls.certs[].key", 0);
+				c->ntls_pairs++;
+				lua_pop(L, 1);
+			}
+			lua_pop(L, 1);
+		}
 		lua_pop(L, 1);
 	}
 	if (cfg_table(&x, "routing", "routing")) {
@@ -226,6 +261,7 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 	}
 	if (cfg_table(&x, "delivery", "delivery")) {
 		c->maildir = cfg_str(&x, "maildir", "delivery.maildir", 0);
+		c->lmtp = cfg_str(&x, "lmtp", "delivery.lmtp", 1);
 		lua_pop(L, 1);
 	}
 	lua_pop(L, 1);					/* [..] */
@@ -239,17 +275,30 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 void
 cfg_free(struct config *c)
 {
+	size_t	 i;
+
 	if (c == NULL)
 		return;
 	free(c->path);
 	free(c->hostname);
 	free(c->listen);
 	free(c->spool);
+	free(c->rules_dir);
+	free(c->metrics_listen);
+	free(c->trace_dir);
 	free(c->user);
 	free(c->maildir);
+	free(c->lmtp);
+	free(c->log_file);
+	free(c->log_facility);
+	free(c->log_ident);
 	free(c->dns_servers);
 	free(c->retry);
 	free(c->tls_cert);
 	free(c->tls_key);
+	for (i = 0; i < c->ntls_pairs; i++) {
+		free(c->tls_certs[i]);
+		free(c->tls_keys[i]);
+	}
 	memset(c, 0, sizeof(*c));
 }

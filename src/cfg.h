@@ -20,7 +20,10 @@ struct cfg_listen {
 	int		 family;		/* AF_INET or AF_INET6 */
 	enum cfg_tls	 tls;
 	int		 submission;
+	int		 local;			/* pickup's local submissions: only the message stage asks the rules */
 };
+
+#define CFG_TLS_PAIRS_MAX	4	/* as TLS_PAIRS_MAX in tls.h */
 
 struct config {
 	char			*path;			/* owns: the configuration file */
@@ -28,6 +31,12 @@ struct config {
 	struct cfg_listen	*listen;		/* owns nlisten entries */
 	size_t			 nlisten;
 	char			*spool;			/* owns: absolute */
+	char			*rules_dir;		/* owns: absolute, or NULL */
+	char			*metrics_listen;	/* owns: "host:port" of GET /metrics, or NULL */
+	int			 trace_enabled;
+	int			 trace_keep_days;
+	long			 trace_max_mb;
+	char			*trace_dir;		/* owns: <spool>/trace */
 	char			*user;			/* owns; NULL = stay as started */
 	int			 workers;
 	unsigned long long	 max_message_size;
@@ -40,11 +49,20 @@ struct config {
 	double			 greeting_delay;
 	int			 bare_normalize;	/* bare_newline = "normalize" */
 	int			 max_errors;		/* inbound.connection.max_errors */
+	int			 max_junk;		/* inbound.connection.max_junk_commands */
 	int			 log_level;		/* enum log_level */
 	int			 log_syslog;
+	char			*log_file;		/* owns: log.file, or NULL */
+	char			*log_facility;		/* owns: log.facility */
+	char			*log_ident;		/* owns: log.ident */
 	char			*maildir;		/* owns: delivery.maildir template */
+	char			*lmtp;			/* owns: delivery.lmtp ("unix:/path" or "ip:port"), or NULL */
 	char			*tls_cert;		/* owns: tls.cert, or NULL */
 	char			*tls_key;		/* owns: tls.key, or NULL */
+	char			*tls_certs[CFG_TLS_PAIRS_MAX];	/* owns: every pair, tls.cert/tls.key first */
+	char			*tls_keys[CFG_TLS_PAIRS_MAX];
+	size_t			 ntls_pairs;
+	unsigned		 tls_ticket_period;	/* seconds a shared session-ticket key is issued */
 	int			 routing_tls;		/* 0 none, 1 opportunistic, 2 required */
 	char			*dns_servers;		/* owns: "ip:port,..." for c-ares, or NULL (resolv.conf) */
 	double			 dns_timeout;

@@ -16,6 +16,7 @@
 
 #include "iothread.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #define IOT_DIRS_MAX	8	/* distinct directories synced per batch; more fall back to one sync each */
@@ -39,19 +40,22 @@ struct iothread {
 	int		 pending;		/* loop only */
 	int		 pipe[2];
 	struct event	*ev;
+	int		 commit_metrics;	/* set before the first job: batches count as group commits */
 };
 
-static void
+/* iot_sync_batch - fsync each distinct sync_dir of the batch once; returns how many jobs waited for a sync. */
+static size_t
 iot_sync_batch(struct iot_job *batch)
 {
 	const char	*dirs[IOT_DIRS_MAX];
 	int		 errs[IOT_DIRS_MAX];
-	size_t		 ndirs = 0, i;
+	size_t		 ndirs = 0, i, synced = 0;
 	struct iot_job	*j;
 
 	for (j = batch; j != NULL; j = j->next) {
 		if (j->sync_dir == NULL || j->err != 0)
 			continue;
+		synced++;
 		for (i = 0; i < ndirs; i++)
 			if (strcmp(dirs[i], j->sync_dir) == 0)
 				break;
@@ -67,6 +71,7 @@ iot_sync_batch(struct iot_job *batch)
 		if (errs[i] != 0)
 			j->err = errs[i];
 	}
+	return synced;
 }
 
 static void *
@@ -74,6 +79,7 @@ iot_main(void *arg)
 {
 	struct iothread	*t = arg;
 	struct iot_job	*batch, *j, *last;
+	size_t		 synced;
 	char		 one = 1;
 
 	for (;;) {
@@ -91,7 +97,9 @@ iot_main(void *arg)
 
 		for (j = batch; j != NULL; j = j->next)
 			j->err = j->work(j->arg);
-		iot_sync_batch(batch);
+		synced = iot_sync_batch(batch);
+		if (t->commit_metrics && synced > 0)
+			metrics_commit_batch(synced);
 
 		for (last = batch; last->next != NULL; last = last->next)
 			;
@@ -102,6 +110,12 @@ iot_main(void *arg)
 		while (write(t->pipe[1], &one, 1) == -1 && errno == EINTR)
 			;
 	}
+}
+
+void
+iot_count_commits(struct iothread *t)
+{
+	t->commit_metrics = 1;
 }
 
 static void

@@ -26,6 +26,7 @@
 
 #include "cfg.h"
 #include "lb.h"
+#include "lb_callout.h"
 #include "lb_types.h"
 #include "log.h"
 #include "util.h"
@@ -66,6 +67,7 @@ struct lb_run {
 	uint64_t	 owner;
 	lb_done_fn	*done;
 	struct event	*timer;		/* owned; armed while the rule sleeps */
+	struct event_base *base;	/* borrowed: the loop the run waits on (lb_run_base()) */
 	struct lb_budget budget;
 	int		 collect;	/* ended over budget or out of memory: collect garbage when freed */
 };
@@ -120,12 +122,30 @@ lb_stage_name(enum lb_stage st)
 	return st < LB_S_COUNT ? lb_stage_names[st] : "?";
 }
 
+const char *
+lb_verdict_name(enum lb_verdict_kind k)
+{
+	static const char *const names[] = { "none", "accept", "reject", "tempfail", "disconnect", "error", "local",
+		"bounce", "defer", "relay", "hold" };
+
+	return (size_t)k < sizeof(names) / sizeof(names[0]) ? names[k] : "?";
+}
+
 static int
 lb_is_file(const char *path)
 {
 	struct stat	 st;
 
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* A scenario file whose `config` table is laid over the configuration file (luamta test). */
+static const char	*lb_overlay;
+
+void
+lb_set_scenario(const char *path)
+{
+	lb_overlay = path;
 }
 
 const char *
@@ -185,6 +205,14 @@ static struct lb_run **
 lb_run_slot(lua_State *L)
 {
 	return (struct lb_run **)lua_getextraspace(L);
+}
+
+uint64_t
+lb_run_owner_of(lua_State *L)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	return run != NULL ? run->owner : 0;
 }
 
 /*
@@ -343,6 +371,8 @@ lb_core_open(lua_State *L)
 	luaL_newlib(L, fns);					/* [core] */
 	lb_dns_register(L);
 	lb_session_core(L);
+	lb_http_register(L);		/* call outs: lb_http.c, lb_redis.c */
+	lb_redis_register(L);
 	return 1;
 }
 
@@ -440,6 +470,10 @@ lb_gen_new(const char *cfgpath, enum lb_role role, char **errors, char **warning
 	lua_setfield(L, -2, "datadir");
 	lua_pushstring(L, role_names[role]);
 	lua_setfield(L, -2, "role");
+	if (lb_overlay != NULL) {
+		lua_pushstring(L, lb_overlay);
+		lua_setfield(L, -2, "scenario");
+	}
 	/* Relative paths in the file are taken from its directory, made absolute here so that they do not depend
 	 * on the directory the server was started from. */
 	if (realpath(cfgpath, abspath) != NULL) {
@@ -732,6 +766,14 @@ lb_run_yield(lua_State *L)
 	return lua_yield(L, 0);
 }
 
+struct event_base *
+lb_run_base(lua_State *L)
+{
+	struct lb_run	*run = *lb_run_slot(L);
+
+	return run != NULL && run->co == L ? run->base : NULL;
+}
+
 lua_State *
 lb_run_waiting(uint64_t id, int *tag)
 {
@@ -851,6 +893,7 @@ lb_run_start(struct lb_gen *g, struct event_base *base, enum lb_stage st, lb_pus
 	run->done = done;
 	run->co = lua_newthread(L);				/* [co] */
 	run->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);		/* [] */
+	run->base = base;
 	if (base != NULL)
 		run->timer = evtimer_new(base, lb_timer_cb, run);
 	*lb_run_slot(run->co) = run;

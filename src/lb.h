@@ -69,6 +69,9 @@ typedef void	 lb_done_fn(uint64_t owner, const struct lb_verdict *);
  */
 enum lb_role { LB_ROLE_CHECK, LB_ROLE_WORKER, LB_ROLE_ROUTER };
 struct lb_gen	*lb_gen_new(const char *cfgpath, enum lb_role, char **errors, char **warnings);
+/* lb_set_scenario - later generations lay this scenario file's `config` table over the configuration file
+ * (luamta test; docs/rules.md, "Policy tests"). path is borrowed and must outlive them. */
+void		 lb_set_scenario(const char *path);
 void		 lb_gen_hold(struct lb_gen *);
 void		 lb_gen_release(struct lb_gen *);	/* frees the state with the last reference */
 const struct config *lb_gen_config(const struct lb_gen *);
@@ -100,6 +103,9 @@ void		 lb_run_cancel_wait(struct lua_State *L);
 int		 lb_run_yield(struct lua_State *L);
 struct lua_State *lb_run_waiting(uint64_t id, int *tag);
 void		 lb_run_wake(uint64_t id, int nargs);
+/* lb_run_base - the event loop the run of coroutine L waits on (call outs start their I/O there); NULL when L is
+ * not a stage coroutine or the run has no loop. */
+struct event_base *lb_run_base(struct lua_State *L);
 
 /*
  * lb_budget_charge - count n instructions' worth of work done in C (pattern matching) against the budget of the
@@ -120,5 +126,8 @@ int		 lb_directory_password(struct lb_gen *, const char *name, char *addr, size_
 
 /* lb_stage_name - "connect", "helo", ... */
 const char	*lb_stage_name(enum lb_stage);
+const char	*lb_verdict_name(enum lb_verdict_kind);	/* "accept", "reject", ... */
+/* lb_run_owner_of - the owner id given to lb_run_start() for the run coroutine L belongs to, or 0. */
+uint64_t	 lb_run_owner_of(struct lua_State *L);
 
 #endif

@@ -15,6 +15,8 @@
 #include "dns.h"
 #include "lb.h"
 #include "lb_types.h"
+#include "trace.h"
+#include "util.h"
 
 /* lb_dns_push - push the Lua form of res on L; returns the number of values (1, or 2 for nil, err). */
 static int
@@ -42,6 +44,39 @@ lb_dns_push(lua_State *L, enum dns_type type, const struct dns_result *res)
 	return 1;
 }
 
+/* The names of the questions out, by wait id, for the trace of their answers (a miss only loses the name). */
+#define LB_DNS_NAMES	256
+static struct {
+	uint64_t	 id;
+	char		 name[DNS_NAME_MAX + 1];
+} lb_dns_names[LB_DNS_NAMES];
+
+/* lb_dns_trace - the answer a rule used, in its session's trace (docs/investigating.md). */
+static void
+lb_dns_trace(lua_State *L, enum dns_type type, const char *name, const struct dns_result *res, int cached)
+{
+	char	 recs[512];
+	size_t	 i, o = 0;
+	uint64_t owner = lb_run_owner_of(L);
+
+	if (owner == 0)
+		return;
+	recs[0] = '\0';
+	for (i = 0; i < res->n && o + 2 < sizeof(recs); i++) {
+		int	 w;
+
+		if (type == DNS_T_MX)
+			w = snprintf(recs + o, sizeof(recs) - o, "%s%d %s", i ? "," : "", res->pref[i], res->rec[i]);
+		else
+			w = snprintf(recs + o, sizeof(recs) - o, "%s%s", i ? "," : "", res->rec[i]);
+		if (w < 0 || (size_t)w >= sizeof(recs) - o)
+			break;
+		o += (size_t)w;
+	}
+	trace_session(owner, TR_DNS, "type=%s name=%s result=%s ttl=%u cached=%d records=%s", dns_type_name(type),
+	    name, dns_status_name(res->status), res->ttl, cached, recs);
+}
+
 static void
 lb_dns_done(uint64_t cookie, const struct dns_result *res)
 {
@@ -50,6 +85,8 @@ lb_dns_done(uint64_t cookie, const struct dns_result *res)
 
 	if ((co = lb_run_waiting(cookie, (int *)&type)) == NULL)
 		return;		/* the run was cancelled while we waited */
+	lb_dns_trace(co, type, lb_dns_names[cookie % LB_DNS_NAMES].id == cookie ?
+	    lb_dns_names[cookie % LB_DNS_NAMES].name : "?", res, 0);
 	lb_run_wake(cookie, lb_dns_push(co, type, res));
 }
 
@@ -66,10 +103,14 @@ lb_dns_lookup(lua_State *L, enum dns_type type)
 		if (dns_reverse_name(name, rev, sizeof(rev)) == 0)
 			name = rev;
 	}
-	if ((cached = dns_cached(type, name)) != NULL)
+	if ((cached = dns_cached(type, name)) != NULL) {
+		lb_dns_trace(L, type, name, cached, 1);
 		return lb_dns_push(L, type, cached);
+	}
 	if ((id = lb_run_prepare_wait(L, (int)type)) == 0)
 		return luaL_error(L, "mta.dns: only a stage handler can look up DNS");
+	lb_dns_names[id % LB_DNS_NAMES].id = id;
+	util_strlcpy(lb_dns_names[id % LB_DNS_NAMES].name, name, sizeof(lb_dns_names[0].name));
 	if (dns_query(type, name, lb_dns_done, id) == -1) {
 		lb_run_cancel_wait(L);
 		lua_pushnil(L);

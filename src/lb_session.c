@@ -13,6 +13,7 @@
 #include <lua.h>
 
 #include "lb_types.h"
+#include "trace.h"
 #include "log.h"
 #include "smtp_session.h"
 #include "util.h"
@@ -105,6 +106,7 @@ lb_session_tag(lua_State *L)
 	}
 	h = xcalloc(1, sizeof(*h));
 	h->line = line;
+	trace_session(s->id, TR_TAG, "%s", line);
 	*s->tags_tail = h;
 	s->tags_tail = &h->next;
 	lua_pushboolean(L, 1);
@@ -127,6 +129,8 @@ lb_session_log(lua_State *L)
 	}
 	luaL_pushresult(&b);
 	log_info("%s: rule: %s", s == NULL ? "-" : (s->tx ? s->tx->queue_id : s->idstr), lua_tostring(L, -1));
+	if (s != NULL)
+		trace_session(s->id, TR_RULE, "%s", lua_tostring(L, -1));
 	return 0;
 }
 
@@ -212,6 +216,8 @@ lb_session_index(lua_State *L)
 		lua_pushboolean(L, s->tls);
 	else if (strcmp(key, "user") == 0)
 		s->user[0] ? lua_pushstring(L, s->user) : lua_pushnil(L);
+	else if (strcmp(key, "local_user") == 0)
+		s->local_user[0] ? lua_pushstring(L, s->local_user) : lua_pushnil(L);
 	else if (strcmp(key, "id") == 0)
 		lua_pushstring(L, s->idstr);
 	else if (strcmp(key, "queue_id") == 0)

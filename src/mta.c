@@ -5,6 +5,9 @@
  * attempt: every recipient ends sent, deferred or bounced, and the router decides about retries. Replies are
  * read in order; with PIPELINING, MAIL, every RCPT and DATA go out in one write (RFC 2920). Connections that
  * end a transaction cleanly wait MTA_IDLE seconds for another transaction to the same address (RSET first).
+ * With req.lmtp the same client speaks LMTP (RFC 2033), to a Unix socket or host:port: LHLO instead of EHLO (no
+ * HELO fallback, no STARTTLS), and after the final dot one reply for each recipient the server accepted, in
+ * order, which decides that recipient alone.
  * Nothing here blocks: connect, reads, writes and timers are libevent's.
  *	mta_deliver()	run one transaction; the results arrive by callback
  */
@@ -20,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -50,9 +54,9 @@ struct mta_conn {
 	struct bufferevent	*bev;		/* owns */
 	struct event		*timer;		/* owns */
 	struct mta_addr		 addr;
-	char			 key[96];	/* "ip:port": what a transaction may reuse */
+	char			 key[128];	/* "ip:port" or the socket path: what a transaction may reuse */
 	enum mta_state		 state;
-	int			 pipelining, eightbit, smtputf8, starttls;
+	int			 pipelining, eightbit, smtputf8, starttls, size;
 	unsigned long long	 size_max;	/* 0: no SIZE limit announced */
 	struct mta_tx		*tx;		/* borrowed; NULL while idle */
 	char			 reply[MTA_TEXT_MAX + 1];	/* the reply being read, lines joined by spaces */
@@ -268,7 +272,7 @@ mta_conn_fail(struct mta_conn *c, const char *why)
 		util_strlcpy(tx->last_error, text, sizeof(tx->last_error));
 		if (c->state == MTA_S_HANDSHAKE && tx->req.tls == MTA_TLS_OPPORTUNISTIC && tx->plain_at == 0) {
 			/* Opportunistic TLS that fails is no reason not to deliver: the same address, in the clear. */
-			log_info("%s: %s; trying again without TLS", tx->queue_id, text);
+			log_svc(LOG_SVC_SMTP, LOG_L_INFO, "%s: %s; trying again without TLS", tx->queue_id, text);
 			tx->plain_at = tx->addr_i + 1;
 			mta_try_next(tx);
 			return;
@@ -321,7 +325,7 @@ mta_tx_start(struct mta_conn *c)
 	}
 	tx->mail_sent = 1;
 	evbuffer_add_printf(out, "MAIL FROM:<%s>", tx->sender);
-	if (c->size_max > 0 || c->pipelining)	/* SIZE= is harmless where SIZE was offered */
+	if (c->size)		/* only where SIZE was offered (RFC 1870): Dovecot's LMTP refuses it otherwise */
 		evbuffer_add_printf(out, " SIZE=%zu", tx->req.len);
 	if (tx->req.body_8bit && c->eightbit)
 		evbuffer_add_printf(out, " BODY=8BITMIME");
@@ -354,8 +358,10 @@ mta_ehlo_line(struct mta_conn *c, const char *line)
 		c->smtputf8 = 1;
 	else if (strcasecmp(kw, "STARTTLS") == 0)
 		c->starttls = 1;
-	else if (strncasecmp(kw, "SIZE", 4) == 0 && (kw[4] == ' ' || kw[4] == '\0'))
+	else if (strncasecmp(kw, "SIZE", 4) == 0 && (kw[4] == ' ' || kw[4] == '\0')) {
+		c->size = 1;
 		c->size_max = strtoull(kw + 4, NULL, 10);
+	}
 }
 
 static void	mta_read_cb(struct bufferevent *, void *);
@@ -457,19 +463,19 @@ mta_reply(struct mta_conn *c, int code, const char *reply)
 			return;
 		}
 		c->state = MTA_S_EHLO;
-		mta_send(c, "EHLO %s", tx->helo);
+		mta_send(c, "%s %s", tx->req.lmtp ? "LHLO" : "EHLO", tx->helo);
 		return;
 	case MTA_S_EHLO:
 		if (code / 100 == 2) {
 			mta_after_ehlo(c);
 			return;
 		}
-		if (code / 100 == 5) {		/* an old server: try HELO */
+		if (code / 100 == 5 && !tx->req.lmtp) {		/* an old server: try HELO */
 			c->state = MTA_S_HELO;
 			mta_send(c, "HELO %s", tx->helo);
 			return;
 		}
-		snprintf(why, sizeof(why), "refused EHLO: %s", reply);
+		snprintf(why, sizeof(why), "refused %s: %s", tx->req.lmtp ? "LHLO" : "EHLO", reply);
 		mta_conn_fail(c, why);
 		return;
 	case MTA_S_HELO:
@@ -550,6 +556,18 @@ mta_reply(struct mta_conn *c, int code, const char *reply)
 		return;
 	case MTA_S_BODY:
 		mta_dsn_of(code, strlen(reply) > 4 ? reply + 4 : "", dsn, sizeof(dsn));
+		if (tx->req.lmtp && tx->rcpt_ok > 0 && tx->mail_ok) {
+			/* LMTP: this reply is the next accepted recipient's (the undecided ones, in order). */
+			for (i = 0; i < tx->req.nrcpts && tx->decided[i]; i++)
+				;
+			if (i < tx->req.nrcpts)
+				mta_rcpt_reply(tx, i, code, reply);
+			for (; i < tx->req.nrcpts && tx->decided[i]; i++)
+				;
+			if (i == tx->req.nrcpts)	/* the last one: the transaction is over */
+				mta_tx_end(c, MTA_SENT, dsn, reply);
+			return;
+		}
 		if (tx->rcpt_ok == 0 || !tx->mail_ok)
 			mta_tx_end(c, MTA_DEFERRED, "4.0.0", "no recipient accepted");
 		else
@@ -682,7 +700,7 @@ mta_try_next(struct mta_tx *tx)
 	struct mta_addr		*a;
 	struct sockaddr_storage	 ss;
 	socklen_t		 sslen;
-	char			 key[96], dsn[16];
+	char			 key[128], dsn[16];
 
 	if (tx->addr_i >= tx->req.naddrs) {
 		util_strlcpy(dsn, tx->req.naddrs == 0 ? "4.4.4" : "4.4.1", sizeof(dsn));
@@ -693,10 +711,15 @@ mta_try_next(struct mta_tx *tx)
 		return;
 	}
 	a = &tx->req.addrs[tx->addr_i];
-	snprintf(tx->res.relay, sizeof(tx->res.relay), "%s[%s]:%d", a->host, a->ip, a->port);
+	if (a->path[0] != '\0') {
+		snprintf(tx->res.relay, sizeof(tx->res.relay), "%s[%s]", a->host, a->path);
+		snprintf(key, sizeof(key), "%s", a->path);
+	} else {
+		snprintf(tx->res.relay, sizeof(tx->res.relay), "%s[%s]:%d", a->host, a->ip, a->port);
+		snprintf(key, sizeof(key), "%s:%d", a->ip, a->port);
+	}
 	util_strlcpy(tx->res.tls, "none", sizeof(tx->res.tls));
 	util_strlcpy(tx->res.remote_host, a->host, sizeof(tx->res.remote_host));
-	snprintf(key, sizeof(key), "%s:%d", a->ip, a->port);
 	for (pp = &mta_idle; *pp != NULL; pp = &(*pp)->next) {
 		if (strcmp((*pp)->key, key) == 0) {
 			c = *pp;
@@ -713,7 +736,13 @@ mta_try_next(struct mta_tx *tx)
 		}
 	}
 	memset(&ss, 0, sizeof(ss));
-	if (inet_pton(AF_INET, a->ip, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+	if (a->path[0] != '\0') {
+		struct sockaddr_un	*sun = (struct sockaddr_un *)&ss;
+
+		sun->sun_family = AF_UNIX;
+		util_strlcpy(sun->sun_path, a->path, sizeof(sun->sun_path));
+		sslen = sizeof(*sun);
+	} else if (inet_pton(AF_INET, a->ip, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
 		ss.ss_family = AF_INET;
 		((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)a->port);
 		sslen = sizeof(struct sockaddr_in);
@@ -744,8 +773,8 @@ mta_try_next(struct mta_tx *tx)
 		c->tx = NULL;
 		tx->conn = NULL;
 		mta_conn_free(c);
-		snprintf(tx->last_error, sizeof(tx->last_error), "%s[%s]:%d connect failed: %s", a->host, a->ip,
-		    a->port, strerror(errno));
+		snprintf(tx->last_error, sizeof(tx->last_error), "%s connect failed: %s", tx->res.relay,
+		    strerror(errno));
 		tx->addr_i++;
 		mta_try_next(tx);
 	}

@@ -1,5 +1,5 @@
 /*
- * mta.h - outbound SMTP delivery: one transaction carries one message to one next hop with all its recipients.
+ * mta.h - outbound SMTP and LMTP delivery: one transaction carries one message to one next hop with all its recipients.
  * The caller gives the addresses to try in order (already resolved: MX and A lookups happen in the router);
  * mta tries them until one takes a transaction, and answers with a result per recipient. Connections that end a
  * transaction cleanly are kept for a few seconds and reused for the same address (RSET first).
@@ -16,6 +16,7 @@ struct event_base;
 #define MTA_TEXT_MAX	900	/* a remote reply kept for logs and bounces */
 
 struct mta_addr {
+	char	 path[108];		/* a Unix socket (LMTP), or "" for ip and port */
 	char	 ip[64];		/* numeric */
 	int	 port;
 	char	 host[256];		/* the name it came from (MX host or relay host), for logs and Remote-MTA */
@@ -36,6 +37,7 @@ struct mta_request {
 	double			 connect_timeout;
 	double			 reply_timeout;	/* each reply, and each block of data written */
 	int			 tls;		/* MTA_TLS_*: routing.tls */
+	int			 lmtp;		/* LMTP (RFC 2033): LHLO, and one reply per recipient after the data */
 };
 
 #define MTA_TLS_NONE		0	/* never STARTTLS */

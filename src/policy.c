@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
 #include "util.h"
 
@@ -24,6 +25,7 @@ pol_reply(const char *logid, enum lb_stage st, const struct lb_verdict *v, const
 	case LB_V_ACCEPT:
 		util_strlcpy(buf, def, size);
 		log_info("%s: stage=%s rule=%s verdict=accept", logid, lb_stage_name(st), v->rule);
+		metrics_verdict(st, v->rule, MV_ACCEPT);
 		return POL_PASS;
 	case LB_V_REJECT:
 	case LB_V_TEMPFAIL:
@@ -43,6 +45,8 @@ pol_reply(const char *logid, enum lb_stage st, const struct lb_verdict *v, const
 		log_error("%s: stage=%s rule=%s returned a router verdict", logid, lb_stage_name(st), v->rule);
 		return POL_DENY;
 	}
+	metrics_verdict(st, v->rule, v->kind == LB_V_REJECT ? MV_REJECT : v->kind == LB_V_TEMPFAIL ? MV_TEMPFAIL :
+	    v->kind == LB_V_DISCONNECT ? MV_DISCONNECT : MV_ERROR);
 	log_info("%s: stage=%s rule=%s verdict=%s reply=\"%s\"", logid, lb_stage_name(st),
 	    v->rule[0] ? v->rule : "?", v->kind == LB_V_REJECT ? "reject" : v->kind == LB_V_TEMPFAIL ?
 	    "tempfail" : v->kind == LB_V_DISCONNECT ? "disconnect" : "error", buf);

@@ -11,7 +11,7 @@
  *	helo <name>
  *	proto <ESMTP|SMTP|...>
  *	auth <user, xtext (RFC 3461)>	(only after AUTH)
- *	size <octets>			(the message as the client sent it; older files have none)
+ *	size <octets>			(the message as queued, our headers included; older files have none)
  *	sender <address>		(empty after the space for the null sender)
  *	param <KEY[=VALUE]>		(zero or more: BODY=8BITMIME, SMTPUTF8)
  *	rcpt <address>			(one or more)
@@ -48,7 +48,7 @@ struct qf_env {
 	char		 helo[256];
 	char		 proto[16];
 	char		 auth[512];	/* the authenticated (SASL) user, "" if none */
-	unsigned long long size;	/* message octets as received; from the file length for old files */
+	unsigned long long size;	/* message octets as queued; from the file length for old files */
 	int		 has_size;	/* the envelope had a size line */
 	char		 sender[512];
 	int		 body_8bit;	/* param BODY=8BITMIME */

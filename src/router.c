@@ -50,6 +50,9 @@
 #include "lb.h"
 #include "lb_types.h"
 #include "log.h"
+#include "metrics.h"
+#include "trace.h"
+#include "master.h"
 #include "maildir.h"
 #include "mta.h"
 #include "queueid.h"
@@ -109,6 +112,7 @@ struct router_group {
 	int			 dns_nxdomain;	/* every address lookup said the name does not exist */
 	struct router_group	*next_wait;	/* waiting for a connection slot */
 	int			 ready;		/* DNS is done; the transaction ran or runs */
+	int			 lmtp;		/* local recipients to delivery.lmtp: their mailboxes, over LMTP */
 };
 
 struct router_msg {
@@ -749,6 +753,7 @@ router_record_done(void *arg, int err)
 {
 	struct router_msg	*m = arg;
 	double			 delay = util_now() - m->q.env.time;
+	double			 attempt = util_monotonic() - m->started;
 	size_t			 i;
 	int			 open_left = 0, held = 0;
 
@@ -774,22 +779,34 @@ router_record_done(void *arg, int err)
 		default:
 			continue;
 		}
-		log_info("%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)%s%s", m->id, m->q.env.rcpts[i],
-		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text,
+		if (r->outcome != R_HOLD)
+			metrics_delivery(strcmp(r->relay, "local") == 0 ? MT_LOCAL : strncmp(r->relay, "lmtp[", 5) == 0 ?
+			    MT_LMTP : MT_SMTP, r->outcome ==
+			    R_FAILED ? MD_BOUNCED : r->outcome == R_DEFERRED ? MD_DEFERRED : MD_SENT);
+		trace_message(m->id, TR_ATTEMPT, "to=%s relay=%s delay=%.2f dsn=%s status=%s reply=%s", m->q.env.rcpts[i],
+		    r->relay[0] ? r->relay : "none", delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text);
+		/* Postfix's delays=a/b/c/d: a is the time before this attempt, d the attempt (connection set-up and
+		 * transmission are not told apart yet, so c is 0, as is b, the wait inside the router). */
+		log_svc(strcmp(r->relay, "local") == 0 ? LOG_SVC_LOCAL : LOG_SVC_SMTP, LOG_L_INFO,
+		    "%s: to=<%s>, relay=%s, delay=%.2f, delays=%.2f/0/0/%.2f, dsn=%s, status=%s (%s)%s%s", m->id,
+		    m->q.env.rcpts[i], r->relay[0] ? r->relay : "none", delay, delay > attempt ? delay - attempt : 0,
+		    attempt < delay ? attempt : delay, r->dsn[0] ? r->dsn : "4.0.0", status, r->text,
 		    r->tls[0] ? ", tls=" : "", r->tls);
 	}
 	if (m->bounce_id[0] != '\0') {
-		log_info("%s: sender non-delivery notification: %s", m->id, m->bounce_id);
+		log_svc(LOG_SVC_BOUNCE, LOG_L_INFO, "%s: sender non-delivery notification: %s", m->id, m->bounce_id);
 		router_take(m->bounce_id);
 	}
 	if (m->warning_id[0] != '\0') {
-		log_info("%s: sender delay notification: %s", m->id, m->warning_id);
+		log_svc(LOG_SVC_BOUNCE, LOG_L_INFO, "%s: sender delay notification: %s", m->id, m->warning_id);
 		router_take(m->warning_id);
 	}
 	if (err != 0)
 		log_error("%s: cannot record delivery state: %s; trying again later", m->id, strerror(err));
-	else if (!open_left && !held)
+	else if (!open_left && !held) {
 		log_info("%s: removed", m->id);
+		trace_message(m->id, TR_REMOVED, "delivery finished");
+	}
 	if (m->deleted)
 		router_delete_files(m->id);	/* the delete may have come after the record job ran */
 	if ((open_left || err != 0) && !m->deleted) {
@@ -924,8 +941,8 @@ router_group_send(struct router_group *g)
 		for (k = 0; k < g->nfound[i] && req.naddrs < MTA_ADDRS_MAX; k++)
 			req.addrs[req.naddrs++] = g->found[i][k];
 	rcpts = xcalloc(g->n, sizeof(*rcpts));
-	for (i = 0; i < g->n; i++)
-		rcpts[i] = m->q.env.rcpts[g->idx[i]];
+	for (i = 0; i < g->n; i++)	/* LMTP: the mailbox the route rule chose (an alias resolved) */
+		rcpts[i] = g->lmtp ? m->rcpts[g->idx[i]].mailbox : m->q.env.rcpts[g->idx[i]];
 	req.queue_id = m->id;
 	req.helo = m->hostname;
 	req.sender = m->q.env.sender;
@@ -937,7 +954,8 @@ router_group_send(struct router_group *g)
 	req.smtputf8 = m->q.env.smtputf8;
 	req.connect_timeout = router_cfg->connect_timeout;
 	req.reply_timeout = router_cfg->reply_timeout;
-	req.tls = router_cfg->routing_tls;
+	req.tls = g->lmtp ? MTA_TLS_NONE : router_cfg->routing_tls;
+	req.lmtp = g->lmtp;
 	router_dest_count(g->key, +1);
 	mta_deliver(&req, router_mta_done, g->id);
 	free(rcpts);
@@ -995,7 +1013,7 @@ router_group_ready(struct router_group *g)
 		fatal_bug("router: group %llu of %s is ready twice", (unsigned long long)g->id, g->m->id);
 	g->ready = 1;
 
-	if (router_group_drop_self(g) == -1)
+	if (!g->lmtp && router_group_drop_self(g) == -1)	/* an LMTP server is ours to name, not an MX */
 		return;
 	for (i = 0; i < g->nmx; i++)
 		naddrs += g->nfound[i];
@@ -1138,6 +1156,30 @@ router_dns_done(uint64_t cookie, const struct dns_result *res)
 static void
 router_group_start(struct router_group *g)
 {
+	if (g->lmtp) {		/* "unix:/path" or "ip:port" / "[ip6]:port", checked by the loader */
+		const char	*a = router_cfg->lmtp;
+		struct mta_addr	*f = &g->found[0][0];
+		const char	*colon = strrchr(a, ':');
+
+		util_strlcpy(g->mx[0], "lmtp", sizeof(g->mx[0]));
+		g->nmx = 1;
+		util_strlcpy(f->host, "lmtp", sizeof(f->host));
+		if (strncmp(a, "unix:", 5) == 0)
+			util_strlcpy(f->path, a + 5, sizeof(f->path));
+		else if (colon != NULL) {
+			size_t	 hl = (size_t)(colon - a);
+
+			if (a[0] == '[' && hl >= 2) {
+				a++;
+				hl -= 2;
+			}
+			snprintf(f->ip, sizeof(f->ip), "%.*s", (int)hl, a);
+			f->port = atoi(colon + 1);
+		}
+		g->nfound[0] = 1;
+		router_group_ready(g);
+		return;
+	}
 	if (g->mode == LB_RELAY_IP) {
 		util_strlcpy(g->mx[0], g->host, sizeof(g->mx[0]));
 		g->nmx = 1;
@@ -1228,6 +1270,21 @@ router_group_for(struct router_msg *m, const struct lb_verdict *v)
 	return g;
 }
 
+/* router_lmtp_group - the message's group for delivery.lmtp. */
+static struct router_group *
+router_lmtp_group(struct router_msg *m)
+{
+	struct lb_verdict	 v;
+	struct router_group	*g;
+
+	memset(&v, 0, sizeof(v));
+	v.mode = LB_RELAY_IP;
+	snprintf(v.arg, sizeof(v.arg), "lmtp %s", router_cfg->lmtp);	/* its key: no next hop is called that */
+	g = router_group_for(m, &v);
+	g->lmtp = 1;
+	return g;
+}
+
 /* router_route - ask the rules about every open recipient, then start the deliveries. */
 static void
 router_route(struct router_msg *m)
@@ -1251,8 +1308,15 @@ router_route(struct router_msg *m)
 		r->text[0] = '\0';
 		switch (v.kind) {
 		case LB_V_LOCAL:
-			r->outcome = R_LOCAL;
 			util_strlcpy(r->mailbox, v.arg, sizeof(r->mailbox));
+			if (router_cfg->lmtp != NULL) {	/* delivery.lmtp: one LMTP transaction for them all */
+				struct router_group	*g = router_lmtp_group(m);
+
+				r->outcome = R_RELAY;
+				g->idx[g->n++] = i;
+				break;
+			}
+			r->outcome = R_LOCAL;
 			util_strlcpy(r->relay, "local", sizeof(r->relay));
 			break;
 		case LB_V_RELAY: {
@@ -1302,6 +1366,8 @@ router_load_done(void *arg, int err)
 		router_msg_free(m);
 		return;
 	}
+	log_info("%s: from=<%s>, size=%llu, nrcpt=%zu (queue active)", m->id, m->q.env.sender, m->q.env.size,
+	    m->q.env.nrcpts);
 	router_route(m);
 }
 
@@ -1376,6 +1442,14 @@ static void
 router_rescan_cb(evutil_socket_t fd, short what, void *arg)
 {
 	router_scan(0);
+}
+
+/* router_gauges_cb - once a second, what the queue holds for luamta_queue_messages (docs/investigating.md, "Metrics"). */
+static void
+router_gauges_cb(evutil_socket_t fd, short what, void *arg)
+{
+	metrics_queue_set(MQ_ACTIVE, (long)idmap_count(router_busy));
+	metrics_queue_set(MQ_DEFERRED, (long)idmap_count(router_later));
 }
 
 /* Control socket: `luamta queue flush|delete|hold|release`. One line in, one line out. The file work (does the
@@ -1625,21 +1699,26 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 	char		*errors = NULL, *warnings = NULL;
 
 	if (sig == SIGHUP) {
+		log_reopen();
 		g = lb_gen_new(router_cfg->path, LB_ROLE_ROUTER, &errors, &warnings);
 		free(warnings);
 		if (g == NULL) {
 			log_error("router reload failed; keeping policy generation %u. %s",
 			    lb_gen_number(router_gen), errors ? errors : "");
+			metrics_reload(0);
+			master_report_reload(0, errors);
 			free(errors);
 			return;
 		}
 		log_info("router reload: policy generation %u", lb_gen_number(g));
+		metrics_reload(1);
 		/* Messages in flight keep copies of what they need from the old configuration. */
 		lb_gen_release(router_gen);
 		router_gen = g;
 		router_cfg = lb_gen_config(g);
 		router_self_load();	/* interfaces may have changed */
 		router_scan(1);		/* held recipients may have a route now */
+		master_report_reload(1, NULL);
 		return;
 	}
 	router_stop = 1;
@@ -1649,9 +1728,9 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 int
 router_main(struct lb_gen *gen, int notify_fd)
 {
-	struct event		*notify, *rescan, *sigs[3];
+	struct event		*notify, *rescan, *gauges, *sigs[3];
 	struct evconnlistener	*ctl;
-	struct timeval		 tv = { ROUTER_RESCAN, 0 };
+	struct timeval		 tv = { ROUTER_RESCAN, 0 }, second = { 1, 0 };
 	char			 path[4200];
 	int			 i;
 
@@ -1677,15 +1756,21 @@ router_main(struct lb_gen *gen, int notify_fd)
 	event_add(notify, NULL);
 	rescan = event_new(router_base, -1, EV_PERSIST, router_rescan_cb, NULL);
 	event_add(rescan, &tv);
+	gauges = event_new(router_base, -1, EV_PERSIST, router_gauges_cb, NULL);
+	event_add(gauges, &second);
 	sigs[0] = evsignal_new(router_base, SIGHUP, router_signal_cb, NULL);
 	sigs[1] = evsignal_new(router_base, SIGTERM, router_signal_cb, NULL);
 	sigs[2] = evsignal_new(router_base, SIGINT, router_signal_cb, NULL);
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
 	ctl = router_ctl_listen();
+	if (router_cfg->trace_enabled && trace_open(router_base, router_cfg->trace_dir, router_cfg->trace_keep_days,
+	    router_cfg->trace_max_mb, "router", 0, path, sizeof(path)) == -1)
+		log_warn("%s; deliveries are not traced", path);
 	router_self_load();
 	router_sweep_start();	/* on the I/O thread, ahead of the loads of router_scan() below */
 	log_info("ready: resuming the queue in %s/queue", router_cfg->spool);
+	master_report_ready();
 	router_scan(0);
 
 	event_base_dispatch(router_base);
@@ -1699,10 +1784,12 @@ router_main(struct lb_gen *gen, int notify_fd)
 	iot_free(router_rec);
 	iot_free(router_io);
 	dns_shutdown();
+	trace_close();
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_free(notify);
 	event_free(rescan);
+	event_free(gauges);
 	lb_gen_release(router_gen);
 	free(router_ifaddrs);
 	log_info("stopped");

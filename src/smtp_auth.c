@@ -3,6 +3,8 @@
  * TLS. The password is checked against the directory user's crypt(3) hash on a thread of its own (never on the
  * loop, and never in front of the spool's commits); the auth rules have the last word; failures from one address
  * get answers that wait longer each time.
+ * A credential is never cut short: one that holds a NUL, a PLAIN response with other than three fields, or a
+ * name or password longer than we keep is malformed (501), as a truncated one could match a shorter password.
  *	smtp_cmd_auth()		the AUTH command
  *	smtp_auth_line()	the client's answers to 334 challenges
  */
@@ -21,6 +23,7 @@
 #include "iothread.h"
 #include "lb.h"
 #include "log.h"
+#include "trace.h"
 #include "smtp_internal.h"
 #include "smtp_session.h"
 #include "util.h"
@@ -29,13 +32,17 @@
 enum smtp_auth_step { SMTP_AUTH_PLAIN = 1, SMTP_AUTH_LOGIN_USER, SMTP_AUTH_LOGIN_PASS };
 
 #define SMTP_AUTH_FAIL_FORGET	900	/* seconds after which an address's failed AUTH attempts are forgotten */
+#define SMTP_AUTH_PASSWORD_MAX	1024	/* octets of a password; longer is malformed */
+/* A decoded response: an AUTH line of PROTO_AUTH_LINE_MAX holds at most this much base64's worth. */
+#define SMTP_AUTH_DECODED_MAX	(PROTO_AUTH_LINE_MAX / 4 * 3 + 1)
+#define SMTP_AUTH_MALFORMED	"501 5.5.2 Error: malformed AUTH response"
 
 struct smtp_auth_job {
 	uint64_t	 session;
 	char		 name[PROTO_ADDR_MAX + 1];	/* what the client gave */
 	char		 user[PROTO_ADDR_MAX + 1];	/* the directory user's primary address, "" if none */
 	char		 hash[256];
-	char		 password[PROTO_LINE_MAX];
+	char		 password[SMTP_AUTH_PASSWORD_MAX + 1];
 	int		 ok;
 };
 
@@ -113,8 +120,11 @@ smtp_auth_failed(struct smtp_session *s, const char *name)
 	f->last = util_now();
 	/* Each failure from an address doubles the wait for the answer: 0.25 s, 0.5 s, ... up to 8 s. */
 	delay = 0.25 * (double)(1u << (f->count - 1 < 5 ? f->count - 1 : 5));
-	log_notice("%s: client=[%s] AUTH failed for user=%s (failure %d from this address; answer in %.2f s)",
-	    s->idstr, s->ip, name, f->count, delay);
+	/* Postfix's wording: fail2ban's postfix[mode=auth] and contrib/fail2ban/filter.d/luamta.conf read it. */
+	log_warn(SMTP_CLIENT_FMT ": SASL %s authentication failed: authentication failure, sasl_username=%s, "
+	    "session=%s (failure %d from this address; answer in %.2f s)", SMTP_CLIENT(s),
+	    s->auth_mech ? s->auth_mech : "PLAIN", name, s->idstr, f->count, delay);
+	trace_session(s->id, TR_AUTH, "failed user=%s", name);
 	if (s->auth_delay == NULL)
 		s->auth_delay = evtimer_new(worker_base(), smtp_auth_fail_reply, s);
 	tv.tv_sec = (time_t)delay;
@@ -167,7 +177,16 @@ smtp_auth_check(struct smtp_session *s, const char *name, const char *password)
 	util_strlcpy(j->password, password, sizeof(j->password));
 	s->waiting = 1;
 	bufferevent_disable(s->bev, EV_READ);
+	/* The client's deadline stops while we check and hold back a failure; the next line gets a new one. */
+	evtimer_del(s->timer);
 	iot_submit(worker_auth_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
+}
+
+/* smtp_auth_field_ok - 1 when n octets at p can be used whole as a name (max PROTO_ADDR_MAX) or password. */
+static int
+smtp_auth_field_ok(const char *p, size_t n, size_t max)
+{
+	return n <= max && memchr(p, '\0', n) == NULL;
 }
 
 /* smtp_b64 - decode a client response; -1 when it is not base64 (or too long). */
@@ -183,21 +202,29 @@ smtp_b64(const char *in, char *out, size_t size, size_t *len)
 static void
 smtp_auth_plain(struct smtp_session *s, const char *b64)
 {
-	char		 buf[PROTO_LINE_MAX];
-	size_t		 len;
-	const char	*authz, *authc, *pass;
+	char		 buf[SMTP_AUTH_DECODED_MAX];
+	size_t		 len, nz, nc, np;
+	const char	*authz, *authc, *pass, *end;
 
 	smtp_enter_state(s, SMTP_S_READY);
 	if (smtp_b64(b64, buf, sizeof(buf), &len) == -1) {
 		smtp_reply(s, "501 5.5.2 Error: cannot decode the AUTH response");
 		return;
 	}
-	/* authzid NUL authcid NUL password (RFC 4616 2) */
+	/* authzid NUL authcid NUL password (RFC 4616 2): exactly two NULs, so three fields, none of them cut. */
+	end = buf + len;
 	authz = buf;
-	authc = memchr(buf, '\0', len) ? buf + strlen(buf) + 1 : NULL;
-	pass = authc != NULL && (size_t)(authc - buf) < len && memchr(authc, '\0', len - (size_t)(authc - buf)) ?
-	    authc + strlen(authc) + 1 : NULL;
-	if (authc == NULL || pass == NULL || (size_t)(pass - buf) > len || (*authz && strcmp(authz, authc) != 0)) {
+	authc = memchr(authz, '\0', len);
+	pass = authc != NULL ? memchr(authc + 1, '\0', (size_t)(end - authc - 1)) : NULL;
+	if (authc != NULL)
+		authc++;
+	if (pass != NULL)
+		pass++;
+	nz = authc != NULL ? (size_t)(authc - 1 - authz) : 0;
+	nc = pass != NULL ? (size_t)(pass - 1 - authc) : 0;
+	np = pass != NULL ? (size_t)(end - pass) : 0;
+	if (authc == NULL || pass == NULL || nc == 0 || !smtp_auth_field_ok(pass, np, SMTP_AUTH_PASSWORD_MAX) ||
+	    nz > PROTO_ADDR_MAX || nc > PROTO_ADDR_MAX || (nz > 0 && (nz != nc || memcmp(authz, authc, nz) != 0))) {
 		explicit_bzero(buf, sizeof(buf));
 		smtp_reply(s, "501 5.5.2 Error: malformed AUTH PLAIN response");
 		return;
@@ -210,7 +237,7 @@ smtp_auth_plain(struct smtp_session *s, const char *b64)
 void
 smtp_auth_line(struct smtp_session *s, const char *line)
 {
-	char	 buf[PROTO_LINE_MAX];
+	char	 buf[SMTP_AUTH_DECODED_MAX];
 	size_t	 len;
 
 	if (strcmp(line, "*") == 0) {
@@ -228,6 +255,12 @@ smtp_auth_line(struct smtp_session *s, const char *line)
 			smtp_reply(s, "501 5.5.2 Error: cannot decode the AUTH response");
 			return;
 		}
+		if (!smtp_auth_field_ok(buf, len, PROTO_ADDR_MAX)) {
+			explicit_bzero(buf, sizeof(buf));
+			smtp_enter_state(s, SMTP_S_READY);
+			smtp_reply(s, SMTP_AUTH_MALFORMED);
+			return;
+		}
 		util_strlcpy(s->auth_name, buf, sizeof(s->auth_name));
 		s->auth_step = SMTP_AUTH_LOGIN_PASS;
 		smtp_send(s, "334 UGFzc3dvcmQ6");	/* "Password:" */
@@ -236,6 +269,11 @@ smtp_auth_line(struct smtp_session *s, const char *line)
 		smtp_enter_state(s, SMTP_S_READY);
 		if (smtp_b64(line, buf, sizeof(buf), &len) == -1) {
 			smtp_reply(s, "501 5.5.2 Error: cannot decode the AUTH response");
+			return;
+		}
+		if (!smtp_auth_field_ok(buf, len, SMTP_AUTH_PASSWORD_MAX)) {
+			explicit_bzero(buf, sizeof(buf));
+			smtp_reply(s, SMTP_AUTH_MALFORMED);
 			return;
 		}
 		smtp_auth_check(s, s->auth_name, buf);
@@ -269,6 +307,7 @@ smtp_cmd_auth(struct smtp_session *s, const char *arg)
 	mech[n] = '\0';
 	ir = arg[n] == ' ' ? arg + n + 1 : NULL;
 	if (strcasecmp(mech, "PLAIN") == 0) {
+		s->auth_mech = "PLAIN";
 		s->auth_step = SMTP_AUTH_PLAIN;
 		if (ir != NULL && strcmp(ir, "=") != 0) {
 			smtp_auth_plain(s, ir);
@@ -277,6 +316,7 @@ smtp_cmd_auth(struct smtp_session *s, const char *arg)
 		smtp_enter_state(s, SMTP_S_AUTH);
 		smtp_send(s, "334 ");
 	} else if (strcasecmp(mech, "LOGIN") == 0) {
+		s->auth_mech = "LOGIN";
 		smtp_enter_state(s, SMTP_S_AUTH);
 		s->auth_step = SMTP_AUTH_LOGIN_USER;
 		if (ir != NULL) {

@@ -24,7 +24,13 @@ struct smtp_wait {
 	char			 def[POL_REPLY_MAX];	/* the reply when the rules pass */
 };
 
+/* How log lines name the client: Postfix's NAME[IP], with NAME "unknown" until a host name is verified. */
+#define SMTP_CLIENT_FMT		"unknown[%s]"
+#define SMTP_CLIENT(s)		(s)->ip
+
 void		 smtp_enter_state(struct smtp_session *, enum smtp_state);	/* the only writer of s->state */
+/* smtp_log_reject - Postfix's "NOQUEUE: reject: STAGE from NAME[IP]: reply; from=<> to=<> proto= helo=<>". */
+void		 smtp_log_reject(struct smtp_session *, const char *stage, const char *reply, const char *rcpt);
 void		 smtp_timer_arm(struct smtp_session *, double seconds);
 void		 smtp_send(struct smtp_session *, const char *line);		/* a reply line, not counted */
 /* smtp_reply - send a reply, counting 4xx/5xx towards max_errors; 0, or -1 when the session closed. */

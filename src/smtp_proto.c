@@ -8,6 +8,9 @@
  *	proto_parse_path()	MAIL FROM:<...> / RCPT TO:<...> with parameters, or a static SMTP reply
  *	proto_helo_ok()		is this a usable HELO/EHLO argument
  *	proto_bdat_args()	BDAT SIZE [LAST]
+ *	proto_line_max()	the length limit of the command line that starts with these octets
+ *	proto_non_smtp()	is this an HTTP request or a header line, not an SMTP command
+ *	proto_utf8_ok()		is this well-formed UTF-8
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -28,6 +31,7 @@ static const char	proto_e_sender[] = "501 5.1.7 Bad sender address syntax";
 static const char	proto_e_rcptaddr[] = "501 5.1.3 Bad recipient address syntax";
 static const char	proto_e_param[] = "555 5.5.4 Unsupported parameter syntax";
 static const char	proto_e_nparams[] = "555 5.5.4 Too many parameters";
+static const char	proto_e_dup[] = "501 5.5.4 Duplicate parameter";
 
 static const struct proto_verb_entry {
 	const char	*name;
@@ -264,6 +268,47 @@ proto_route_skip(const char *s)
 	}
 }
 
+int
+proto_utf8_ok(const char *s, size_t n)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	size_t			 i = 0, k, len;
+	unsigned		 c, min;
+
+	while (i < n) {
+		c = p[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			len = 2;
+			c &= 0x1f;
+			min = 0x80;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			len = 3;
+			c &= 0x0f;
+			min = 0x800;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			len = 4;
+			c &= 0x07;
+			min = 0x10000;
+		} else
+			return 0;		/* a continuation octet first, C0/C1 (overlong), or > U+10FFFF */
+		if (n - i < len)
+			return 0;
+		for (k = 1; k < len; k++) {
+			if ((p[i + k] & 0xc0) != 0x80)
+				return 0;
+			c = (c << 6) | (p[i + k] & 0x3f);
+		}
+		if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+			return 0;		/* overlong, too large, or a surrogate */
+		i += len;
+	}
+	return 1;
+}
+
 /* proto_is_postmaster - the n octets at s are "postmaster" in any case (RFC 5321 4.5.1). */
 static int
 proto_is_postmaster(const char *s, size_t n)
@@ -316,6 +361,8 @@ proto_mailbox(enum proto_verb verb, const char **sp, int bracketed, struct proto
 	w = snprintf(a->address, sizeof(a->address), "%s@%s", a->local, a->domain);
 	if (w < 0 || (size_t)w >= sizeof(a->address))
 		return -1;
+	if (utf8 && !proto_utf8_ok(a->address, (size_t)w))
+		return -1;		/* RFC 6531 3.3: octets >= 0x80 must be UTF-8 */
 	a->is_utf8 = utf8;
 	*sp = s;
 	return 0;
@@ -363,7 +410,7 @@ int
 proto_parse_path(enum proto_verb verb, const char *arg, struct proto_path *out, const char **why)
 {
 	const char	*s, *bad, *e_syntax;
-	size_t		 n;
+	size_t		 n, i;
 	int		 bracketed;
 
 	*why = proto_e_syntax;
@@ -435,6 +482,11 @@ proto_parse_path(enum proto_verb verb, const char *arg, struct proto_path *out, 
 			*why = proto_e_param;
 			return -1;
 		}
+		for (i = 0; i < out->nparams; i++)
+			if (strcmp(out->params[i].key, out->params[out->nparams].key) == 0) {
+				*why = proto_e_dup;	/* "SIZE=1 SIZE=2": which one would count? */
+				return -1;
+			}
 		out->nparams++;
 		s += n;
 	}
@@ -524,5 +576,32 @@ proto_bdat_args(const char *arg, unsigned long long *size, int *last)
 	if (arg[i] != '\0')
 		return -1;
 	*size = v;
+	return 0;
+}
+
+size_t
+proto_line_max(const char *head, size_t n)
+{
+	/* "AUTH" and a space, or the whole line so far when it is shorter ("AUT" may still become "AUTH ..."). */
+	if (n >= 5 && proto_ieq(head, "AUTH ", 5))
+		return PROTO_AUTH_LINE_MAX;
+	return PROTO_LINE_MAX;
+}
+
+int
+proto_non_smtp(const char *line, size_t len)
+{
+	static const char *const	http[] = { "GET ", "POST ", "CONNECT " };
+	size_t				i, n;
+
+	for (i = 0; i < sizeof(http) / sizeof(http[0]); i++) {
+		n = strlen(http[i]);
+		if (len >= n && proto_ieq(line, http[i], n))
+			return 1;
+	}
+	/* A header field ("Host: x", "User-Agent: y"): a first word of printable octets that ends with ":". */
+	for (n = 0; n < len && line[n] > 0x20 && line[n] < 0x7f; n++)
+		if (line[n] == ':')
+			return n > 0;
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #define PROTO_LINE_MAX		512	/* RFC 5321 4.5.3.1.4: a command line, CRLF included */
+#define PROTO_AUTH_LINE_MAX	12288	/* RFC 4954 4: an AUTH command line or a response to 334, CRLF included */
 #define PROTO_LOCAL_MAX		255	/* RFC says 64; real senders (VERP, SRS) go past it */
 #define PROTO_DOMAIN_MAX	255	/* RFC 5321 4.5.3.1.2 */
 #define PROTO_ADDR_MAX		(PROTO_LOCAL_MAX + 1 + PROTO_DOMAIN_MAX)
@@ -71,7 +72,8 @@ const char	*proto_verb_name(enum proto_verb);
  * Returns 0 (with *why set to NULL), or -1 with *why set to a static, complete SMTP reply without CRLF, for example
  * "501 5.1.7 Bad sender address syntax" or "501 5.1.3 Bad recipient address syntax" or
  * "501 5.5.4 Syntax: MAIL FROM:<address>" or "555 5.5.4 Unsupported parameter syntax" (or "... Too many
- * parameters"). Every reply starts with 501 or 555 and an enhanced status code. On failure *out is unspecified.
+ * parameters"), or "501 5.5.4 Duplicate parameter" when a key comes twice ("SIZE=1 SIZE=2"). An address with
+ * octets >= 0x80 that are not well-formed UTF-8 is a bad address (501 5.1.7 / 5.1.3). Every reply starts with 501 or 555 and an enhanced status code. On failure *out is unspecified.
  */
 int		 proto_parse_path(enum proto_verb verb, const char *arg, struct proto_path *out, const char **why);
 
@@ -87,5 +89,26 @@ int		 proto_helo_ok(const char *arg);
  * size must be digits only and at most 999999999999; LAST is matched in any case; trailing spaces are allowed.
  */
 int		 proto_bdat_args(const char *arg, unsigned long long *size, int *last);
+
+/*
+ * proto_line_max - the longest command line allowed (CRLF included) for a line whose first n octets are at head:
+ * PROTO_AUTH_LINE_MAX for "AUTH " in any case (RFC 4954 4: an initial response makes it long), else
+ * PROTO_LINE_MAX. Responses to 334 have PROTO_AUTH_LINE_MAX too; the session knows when it reads one.
+ */
+size_t		 proto_line_max(const char *head, size_t n);
+
+/*
+ * proto_non_smtp - 1 when the line (len octets, no CRLF) is not SMTP but an HTTP request ("GET ", "POST ",
+ * "CONNECT ", any case) or a header line ("Host: x", "User-Agent: y": a first word of printable ASCII that
+ * ends with ":"), as Postfix's smtpd_forbidden_commands and is_header() find them; 0 otherwise. Only meant for
+ * lines whose verb is PROTO_V_UNKNOWN ("MAIL FROM:<a>" starts with a verb and is never asked about).
+ */
+int		 proto_non_smtp(const char *line, size_t len);
+
+/*
+ * proto_utf8_ok - 1 when the n octets at s are well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates,
+ * nothing past U+10FFFF); ASCII is. proto_parse_path() refuses an address that is not.
+ */
+int		 proto_utf8_ok(const char *s, size_t n);
 
 #endif

@@ -12,8 +12,10 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,8 @@
 #include "iothread.h"
 #include "lb_types.h"
 #include "log.h"
+#include "metrics.h"
+#include "trace.h"
 #include "policy.h"
 #include "smtp_internal.h"
 #include "smtp_session.h"
@@ -45,6 +49,9 @@
 /* Stop reading while this much output waits (a client that never reads its replies); resume once it is out. */
 #define SMTP_OUTPUT_HIGH	(64 * 1024)
 #define SMTP_SHUTDOWN_REPLY	"421 4.3.2 Service shutting down, closing transmission channel"
+/* DATA and BDAT get timeouts.data plus one second per this many octets received, as Postfix's
+ * smtpd_min_data_rate (default 500) extends its per-request deadline: a slow link gets time in proportion. */
+#define SMTP_MIN_DATA_RATE	500
 
 struct smtp_cmd {
 	enum proto_verb	 verb;
@@ -123,6 +130,29 @@ smtp_session_set_user(uint64_t id, const char *user)
 	return 0;
 }
 
+int
+smtp_session_set_local_user(uint64_t id, const char *user)
+{
+	struct smtp_session	*s = smtp_session_find(id);
+
+	if (s == NULL)
+		return -1;
+	util_strlcpy(s->local_user, user, sizeof(s->local_user));
+	return 0;
+}
+
+int
+smtp_session_set_tls(uint64_t id, const char *desc)
+{
+	struct smtp_session	*s = smtp_session_find(id);
+
+	if (s == NULL)
+		return -1;
+	s->tls = 1;
+	util_strlcpy(s->tls_desc, desc, sizeof(s->tls_desc));
+	return 0;
+}
+
 uint64_t
 smtp_session_last_id(void)
 {
@@ -161,6 +191,7 @@ smtp_enter_state(struct smtp_session *s, enum smtp_state st)
 	if (s->state == st)
 		return;
 	log_debug("%s: state=%s->%s", s->idstr, smtp_state_name(s->state), smtp_state_name(st));
+	metrics_session_state(s->state, st);
 	s->state = st;
 }
 
@@ -180,9 +211,73 @@ void
 smtp_send(struct smtp_session *s, const char *line)
 {
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
+	size_t		 len = strlen(line);
 
-	evbuffer_add(out, line, strlen(line));
+	/* The final reply to a command decides its count on the disconnect line: 2xx counts as done, 3xx waits
+	 * for the next reply (DATA's 354, AUTH's 334), 4xx and 5xx end it. */
+	if (s->cmd_cur != 0 && line[0] != '\0' && line[1] != '\0' && line[2] != '\0' && line[3] != '-' &&
+	    line[0] != '3') {
+		if (line[0] == '2')
+			s->cmd_ok[s->cmd_cur - 1]++;
+		s->cmd_cur = 0;
+	}
+	if (len == 3 || (len > 3 && line[3] != '-')) {	/* the last line of a reply */
+		metrics_reply(s->reply_stage, line);
+		trace_session(s->id, TR_REPLY, "%s", line);
+	}
+	evbuffer_add(out, line, len);
 	evbuffer_add(out, "\r\n", 2);
+}
+
+void
+smtp_log_reject(struct smtp_session *s, const char *stage, const char *reply, const char *rcpt)
+{
+	const char	*from = s->tx != NULL ? s->tx->sender.address : NULL;
+
+	if (rcpt == NULL && s->tx != NULL && s->tx->nrcpts == 1)
+		rcpt = s->tx->rcpts[0].address;
+	log_info("NOQUEUE: reject: %s from " SMTP_CLIENT_FMT ": %s;%s%s%s%s%s%s proto=%s%s%s%s", stage,
+	    SMTP_CLIENT(s), reply, from ? " from=<" : "", from ? from : "", from ? ">" : "", rcpt ? " to=<" : "",
+	    rcpt ? rcpt : "", rcpt ? ">" : "", s->esmtp ? "ESMTP" : "SMTP", s->helo[0] ? " helo=<" : "", s->helo,
+	    s->helo[0] ? ">" : "");
+}
+
+/* smtp_log_commands - Postfix's counters: "ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4" (done/seen). */
+static void
+smtp_log_commands(struct smtp_session *s, char *buf, size_t size)
+{
+	static const enum proto_verb order[] = { PROTO_V_HELO, PROTO_V_EHLO, PROTO_V_STARTTLS, PROTO_V_AUTH,
+	    PROTO_V_MAIL, PROTO_V_RCPT, PROTO_V_DATA, PROTO_V_BDAT, PROTO_V_RSET, PROTO_V_NOOP, PROTO_V_VRFY,
+	    PROTO_V_EXPN, PROTO_V_HELP, PROTO_V_QUIT, PROTO_V_UNKNOWN };
+	unsigned	 all = 0, ok = 0;
+	size_t		 i, n = 0;
+	char		 name[16];
+	int		 m;
+
+	buf[0] = '\0';
+	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		enum proto_verb	 v = order[i];
+		size_t		 j;
+
+		if (s->cmd_all[v] == 0)
+			continue;
+		all += s->cmd_all[v];
+		ok += s->cmd_ok[v];
+		util_strlcpy(name, proto_verb_name(v), sizeof(name));
+		for (j = 0; name[j] != '\0'; j++)
+			name[j] = (char)tolower((unsigned char)name[j]);
+		if (s->cmd_ok[v] == s->cmd_all[v])
+			m = snprintf(buf + n, size - n, " %s=%u", name, s->cmd_all[v]);
+		else
+			m = snprintf(buf + n, size - n, " %s=%u/%u", name, s->cmd_ok[v], s->cmd_all[v]);
+		if (m < 0 || (size_t)m >= size - n)
+			break;
+		n += (size_t)m;
+	}
+	if (ok == all)
+		snprintf(buf + n, size - n, " commands=%u", all);
+	else
+		snprintf(buf + n, size - n, " commands=%u/%u", ok, all);
 }
 
 /*
@@ -200,7 +295,8 @@ smtp_reply(struct smtp_session *s, const char *fmt, ...)
 	va_end(ap);
 	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0) {
 		if (++s->errors > s->cfg->max_errors) {
-			log_info("%s: client=[%s] too many errors (%d), closing", s->idstr, s->ip, s->errors - 1);
+			log_info("too many errors after %s from " SMTP_CLIENT_FMT,
+			    s->cmd_cur ? proto_verb_name((enum proto_verb)(s->cmd_cur - 1)) : "CONNECT", SMTP_CLIENT(s));
 			smtp_send(s, "421 4.7.0 SMTP service not available, closing transmission channel");
 			smtp_close(s);
 			return -1;
@@ -316,6 +412,16 @@ smtp_ask(struct smtp_session *s, struct smtp_wait *w)
 	struct lb_verdict	 v;
 	struct lb_run		*run;
 
+	/* A local submission (sendmail, through pickup) meets the message stage only, as Postfix's pickup never
+	 * meets smtpd's restrictions: the connect, HELO, MAIL and RCPT rules are for clients (docs/admin.md,
+	 * "sendmail and mailq"). */
+	if (s->lsn->local && w->stage != LB_S_MESSAGE) {
+		memset(&v, 0, sizeof(v));
+		v.kind = LB_V_NONE;
+		smtp_after(s, w, &v);
+		free(w);
+		return;
+	}
 	idmap_put(smtp_waits, s->id, w);
 	if (lb_run_start(s->gen, worker_base(), w->stage, pushers[w->after], s, s->id, smtp_policy_done, &v,
 	    &run) == 1) {
@@ -379,7 +485,8 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 
 	if (s->state == SMTP_S_CONNECT) {
 		/* RFC 5321 4.3.1: the client waits for the greeting. One that talks first is a bot. */
-		log_info("%s: client=[%s] early talker: input before the greeting", s->idstr, s->ip);
+		log_info("%s: PREGREET after CONNECT from " SMTP_CLIENT_FMT ": input before the greeting", s->idstr,
+		    SMTP_CLIENT(s));
 		if (s->run != NULL) {
 			lb_run_cancel(s->run);
 			s->run = NULL;
@@ -391,9 +498,31 @@ smtp_read_cb(struct bufferevent *bev, void *arg)
 		smtp_close(s);
 		return;
 	}
-	smtp_timer_arm(s, s->state == SMTP_S_BODY || s->state == SMTP_S_BDAT ? s->cfg->timeout_data :
-	    s->cfg->timeout_command);
+	/* No timer here: a read does not buy time. A command line has timeouts.command from its start
+	 * (smtp_process), DATA and BDAT have a deadline of their own (smtp_data_deadline), as Postfix's
+	 * smtpd_per_request_deadline, so that a client that dribbles an octet at a time cannot hold the session. */
 	smtp_process(s);
+}
+
+/* smtp_data_start - DATA's 354 is out, or a BDAT chunk begins: its deadline starts now. */
+static void
+smtp_data_start(struct smtp_session *s)
+{
+	s->data_start = util_monotonic();
+	s->data_octets = 0;
+	smtp_timer_arm(s, s->cfg->timeout_data);
+}
+
+/* smtp_data_deadline - n more octets of DATA or BDAT came: timeouts.data from the start, plus their share. */
+static void
+smtp_data_deadline(struct smtp_session *s, size_t n)
+{
+	double	left;
+
+	s->data_octets += n;
+	left = s->data_start + s->cfg->timeout_data + (double)s->data_octets / SMTP_MIN_DATA_RATE -
+	    util_monotonic();
+	smtp_timer_arm(s, left > 0 ? left : 0);
 }
 
 /* smtp_output_pending - octets not yet handed to the kernel; with TLS, the socket's buffer under the filter
@@ -440,11 +569,12 @@ smtp_event_cb(struct bufferevent *bev, short what, void *arg)
 		/* An alert and the end of the socket often come in one read: the end is reported before the
 		 * handshake's failure is announced, so say here why TLS did not come up. */
 		if (s->tlsc != NULL && !s->tls && s->state != SMTP_S_CLOSING)
-			log_info("%s: client=[%s] TLS handshake failed: %s", s->idstr, s->ip,
-			    tls_handshake_error(s->tlsc) ? tls_handshake_error(s->tlsc) : "lost connection");
+			log_info("%s: SSL_accept error from " SMTP_CLIENT_FMT ": TLS handshake failed: %s", s->idstr,
+			    SMTP_CLIENT(s), tls_handshake_error(s->tlsc) ? tls_handshake_error(s->tlsc) :
+			    "lost connection");
 		else if (s->state != SMTP_S_CLOSING)
-			log_info("%s: client=[%s] lost connection in state %s%s%s", s->idstr, s->ip,
-			    smtp_state_name(s->state), (what & BEV_EVENT_ERROR) ? ": " : "",
+			log_info("%s: lost connection from " SMTP_CLIENT_FMT " in state %s%s%s", s->idstr,
+			    SMTP_CLIENT(s), smtp_state_name(s->state), (what & BEV_EVENT_ERROR) ? ": " : "",
 			    (what & BEV_EVENT_ERROR) ? strerror(EVUTIL_SOCKET_ERROR()) : "");
 		smtp_free(s);
 	}
@@ -470,7 +600,12 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 		smtp_free(s);
 		return;
 	}
-	log_info("%s: client=[%s] timeout in state %s", smtp_logid(s), s->ip, smtp_state_name(s->state));
+	if (s->state == SMTP_S_BODY || s->state == SMTP_S_BDAT)
+		log_info("%s: timeout from " SMTP_CLIENT_FMT " in state %s after %llu octets", smtp_logid(s),
+		    SMTP_CLIENT(s), smtp_state_name(s->state), s->data_octets);
+	else
+		log_info("%s: timeout from " SMTP_CLIENT_FMT " in state %s", smtp_logid(s), SMTP_CLIENT(s),
+		    smtp_state_name(s->state));
 	snprintf(line, sizeof(line), "421 4.4.2 %s Error: Timeout", s->cfg->hostname);
 	smtp_send(s, line);
 	smtp_close(s);
@@ -499,7 +634,8 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 			inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, ip, sizeof(ip));
 		else if (sa->sa_family == AF_INET6)
 			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, ip, sizeof(ip));
-		log_info("connect from [%s] refused: too many connections", ip);
+		log_info("NOQUEUE: reject: CONNECT from " SMTP_CLIENT_FMT ": 421 4.7.0 Too many connections; "
+		    "proto=SMTP", ip);
 		return;
 	}
 	s = xcalloc(1, sizeof(*s));
@@ -513,6 +649,9 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	s->vars_ref = LUA_NOREF;
 	s->tags_tail = &s->tags;
 	s->state = SMTP_S_CONNECT;
+	s->reply_stage = MS_CONNECT;
+	metrics_connection(lsn->text);
+	metrics_session_state(-1, SMTP_S_CONNECT);
 	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
 	if (sa->sa_family == AF_INET) {
 		inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, s->ip, sizeof(s->ip));
@@ -531,7 +670,9 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
 	bufferevent_enable(s->bev, EV_READ);	/* to catch early talkers */
 	s->timer = evtimer_new(base, smtp_timer_cb, s);
-	log_info("%s: connect from [%s]:%d to %s", s->idstr, s->ip, s->port, lsn->text);
+	log_info("connect from " SMTP_CLIENT_FMT " session=%s", SMTP_CLIENT(s), s->idstr);
+	log_debug("%s: client port %d, listener %s", s->idstr, s->port, lsn->text);
+	trace_session(s->id, TR_CONNECT, "ip=%s port=%d listener=%s", s->ip, s->port, lsn->text);
 	if (lsn->tls == CFG_TLS_IMPLICIT) {	/* port 465 style: TLS before anything else (RFC 8314) */
 		if (worker_tls() == NULL) {
 			log_error("%s: listener %s wants TLS but no certificate is loaded", s->idstr, lsn->text);
@@ -591,6 +732,13 @@ smtp_cmd_helo_common(struct smtp_session *s, const char *arg, int esmtp)
 		    esmtp ? "EHLO" : "HELO");
 		return;
 	}
+	if (arg[strspn(arg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:[]")] != '\0') {
+		/* The name goes into the Received header of messages that may not be SMTPUTF8 (RFC 6531 3.7.3
+		 * needs them to be ASCII), and into the logs: 8-bit names are refused, A-labels (xn--) pass. */
+		smtp_reply(s, "501 5.5.2 Invalid %s argument: not ASCII (use the A-label form, RFC 5890)",
+		    esmtp ? "EHLO" : "HELO");
+		return;
+	}
 	w = smtp_wait_new(SMTP_AFTER_HELO, LB_S_HELO, "");
 	util_strlcpy(w->helo, arg, sizeof(w->helo));
 	w->esmtp = esmtp;
@@ -614,11 +762,17 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 {
 	struct evbuffer	*out = bufferevent_get_output(s->bev);
 
+	if (s->cmd_cur != 0) {		/* the 250 below is written here, not by smtp_send(): count it */
+		s->cmd_ok[s->cmd_cur - 1]++;
+		s->cmd_cur = 0;
+	}
 	/* RFC 5321 4.1.4: EHLO in a transaction resets it. */
 	smtp_tx_free(s);
 	util_strlcpy(s->helo, w->helo, sizeof(s->helo));
 	s->esmtp = w->esmtp;
 	smtp_enter_state(s, SMTP_S_READY);
+	metrics_reply(MS_HELO, "250");		/* written here, not through smtp_send */
+	trace_session(s->id, TR_REPLY, "250 %s", s->cfg->hostname);
 	if (!w->esmtp) {
 		evbuffer_add_printf(out, "250 %s\r\n", s->cfg->hostname);
 		return;
@@ -645,7 +799,28 @@ smtp_helo_accepted(struct smtp_session *s, struct smtp_wait *w)
 	}
 }
 
-/* smtp_mail_params - check MAIL parameters into tx. Returns NULL or the failure reply. */
+/* smtp_xtext_ok - 1 when v is "<>" or xtext (RFC 3461 4: printable ASCII but "+" and "=", or "+" and two upper
+ * hex digits). */
+static int
+smtp_xtext_ok(const char *v)
+{
+	static const char	 hex[] = "0123456789ABCDEF";
+
+	if (strcmp(v, "<>") == 0)
+		return 1;
+	for (; *v != '\0'; v++) {
+		if (*v == '+') {
+			if (v[1] == '\0' || v[2] == '\0' || strchr(hex, v[1]) == NULL || strchr(hex, v[2]) == NULL)
+				return 0;
+			v += 2;
+		} else if (*v < '!' || *v > '~' || *v == '=')
+			return 0;
+	}
+	return 1;
+}
+
+/* smtp_mail_params - check MAIL parameters into tx. Returns NULL or the failure reply. Duplicates were refused
+ * by proto_parse_path(). */
 static const char *
 smtp_mail_params(struct smtp_session *s, const struct proto_path *p, struct smtp_tx *tx)
 {
@@ -657,13 +832,20 @@ smtp_mail_params(struct smtp_session *s, const struct proto_path *p, struct smtp
 		if (!s->esmtp)
 			return "555 5.5.4 Error: MAIL parameters need EHLO";
 		if (strcmp(pp->key, "SIZE") == 0) {
-			char			*end;
-			unsigned long long	 n;
+			unsigned long long	 n = 0;
+			size_t			 k;
 
-			errno = 0;
-			n = strtoull(pp->value, &end, 10);
-			if (!pp->has_value || *end != '\0' || pp->value[0] == '\0' || errno != 0)
-				return "501 5.5.4 Bad SIZE parameter";
+			/* RFC 1870: digits only ("+100", "-1" and " 1" are not sizes); a size too big to
+			 * count is too big to take. */
+			if (!pp->has_value || pp->value[strspn(pp->value, "0123456789")] != '\0')
+				return "501 5.5.4 Bad message size syntax";
+			for (k = 0; pp->value[k] != '\0' && n <= s->cfg->max_message_size; k++) {
+				if (n > (ULLONG_MAX - 9) / 10) {
+					n = ULLONG_MAX;
+					break;
+				}
+				n = n * 10 + (unsigned)(pp->value[k] - '0');
+			}
 			if (n > s->cfg->max_message_size)
 				return "552 5.3.4 Message size exceeds fixed limit";
 		} else if (strcmp(pp->key, "BODY") == 0) {
@@ -676,7 +858,12 @@ smtp_mail_params(struct smtp_session *s, const struct proto_path *p, struct smtp
 				return "501 5.5.4 SMTPUTF8 takes no value";
 			tx->smtputf8 = 1;
 		} else if (strcmp(pp->key, "AUTH") == 0) {
-			/* RFC 4954 5: accepted and ignored from an unauthenticated client. */
+			/* Only where AUTH is offered (under TLS), as Postfix does with SASL off; there RFC 4954 5
+			 * wants it taken and ignored from a client that has not authenticated. */
+			if (!s->tls)
+				return "555 5.5.4 Unsupported option: AUTH";
+			if (!pp->has_value || !smtp_xtext_ok(pp->value))
+				return "501 5.5.4 Bad AUTH parameter syntax";
 		} else
 			return "555 5.5.4 Unsupported parameter";
 	}
@@ -821,7 +1008,7 @@ smtp_cmd_bdat(struct smtp_session *s, const char *arg)
 		return;
 	}
 	smtp_enter_state(s, SMTP_S_BDAT);
-	smtp_timer_arm(s, s->cfg->timeout_data);
+	smtp_data_start(s);
 }
 
 static void
@@ -879,13 +1066,16 @@ smtp_tls_ready(void *arg, int ok, const char *why)
 
 	if (!ok) {
 		/* Nothing more can be said to this client; the filter does not report the error itself. */
-		log_info("%s: client=[%s] TLS handshake failed: %s", s->idstr, s->ip, why);
+		log_info("%s: SSL_accept error from " SMTP_CLIENT_FMT ": TLS handshake failed: %s", s->idstr,
+		    SMTP_CLIENT(s), why);
 		smtp_close(s);		/* TLS never came up, so nothing can be sent: it frees s on the next turn */
 		return;
 	}
 	s->tls = 1;
 	util_strlcpy(s->tls_desc, tls_describe(s->tlsc), sizeof(s->tls_desc));
-	log_info("%s: client=[%s] TLS established: %s", s->idstr, s->ip, s->tls_desc);
+	log_info("%s: TLS connection established from " SMTP_CLIENT_FMT ": %s", s->idstr, SMTP_CLIENT(s),
+	    s->tls_desc);
+	trace_session(s->id, TR_TLS, "%s", s->tls_desc);
 }
 
 /* smtp_tls_start - from now on the session reads and writes through TLS. 0, or -1 (s is closing). */
@@ -932,8 +1122,8 @@ smtp_cmd_starttls(struct smtp_session *s, const char *arg)
 	smtp_send(s, "220 2.0.0 Ready to start TLS");
 	/* RFC 3207 4.2 and CVE-2011-0411: what came after STARTTLS in the clear is never a command. */
 	if ((injected = evbuffer_get_length(in)) > 0) {
-		log_notice("%s: client=[%s] discarded %zu octets sent after STARTTLS before TLS", s->idstr, s->ip,
-		    injected);
+		log_notice("%s: " SMTP_CLIENT_FMT ": discarded %zu octets sent after STARTTLS before TLS", s->idstr,
+		    SMTP_CLIENT(s), injected);
 		evbuffer_drain(in, injected);
 	}
 	/* And the session starts over: the client must say EHLO again, and nothing from before TLS counts. */
@@ -965,16 +1155,32 @@ smtp_protocol_name(const struct smtp_session *s)
 }
 
 /* smtp_build_head - the envelope (queue_file.h) followed by our Received header, the session's tags and the headers
- * that rules added, all before the message as the client sent it. */
+ * that rules added, all before the message as the client sent it. The envelope's size is the message as queued
+ * (those headers included), as Postfix's size= is. */
 static struct evbuffer *
 smtp_build_head(struct smtp_session *s)
 {
 	struct smtp_tx		*tx = s->tx;
-	struct evbuffer		*head = evbuffer_new();
+	struct evbuffer		*head, *added = evbuffer_new();
 	struct smtp_header	*h;
 	struct qf_env		 env;
 	char			 date[64], err[128];
 	size_t			 i;
+
+	util_rfc5322_date(date, sizeof(date), util_now());
+	evbuffer_add_printf(added, "Received: from %s (%s%s%s)\r\n", s->helo[0] ? s->helo : "unknown",
+	    strchr(s->ip, ':') ? "[IPv6:" : "[", s->ip, "]");
+	if (s->tls)
+		evbuffer_add_printf(added, "\t(using %s)\r\n", s->tls_desc);
+	evbuffer_add_printf(added, "\tby %s (luamta) with %s id %s", s->cfg->hostname, smtp_protocol_name(s),
+	    tx->queue_id);
+	if (tx->nrcpts == 1)	/* one recipient only: more would tell each of them about the others */
+		evbuffer_add_printf(added, "\r\n\tfor <%s>", tx->rcpts[0].address);
+	evbuffer_add_printf(added, "; %s\r\n", date);
+	for (h = s->tags; h != NULL; h = h->next)
+		smtp_add_header_line(added, h->line);
+	for (h = tx->headers; h != NULL; h = h->next)
+		smtp_add_header_line(added, h->line);
 
 	memset(&env, 0, sizeof(env));
 	util_strlcpy(env.id, tx->queue_id, sizeof(env.id));
@@ -984,7 +1190,7 @@ smtp_build_head(struct smtp_session *s)
 	util_strlcpy(env.helo, s->helo, sizeof(env.helo));
 	util_strlcpy(env.proto, smtp_protocol_name(s), sizeof(env.proto));
 	util_strlcpy(env.auth, s->user, sizeof(env.auth));
-	env.size = tx->size;
+	env.size = tx->size + evbuffer_get_length(added);
 	util_strlcpy(env.sender, tx->sender.address, sizeof(env.sender));
 	env.body_8bit = tx->body_8bit;
 	env.smtputf8 = tx->smtputf8;
@@ -992,40 +1198,38 @@ smtp_build_head(struct smtp_session *s)
 	env.rcpts = xcalloc(tx->nrcpts ? tx->nrcpts : 1, sizeof(*env.rcpts));
 	for (i = 0; i < tx->nrcpts; i++)
 		env.rcpts[i] = tx->rcpts[i].address;
+	head = evbuffer_new();
 	i = spool_head_add(head, &env, err, sizeof(err));
 	free(env.rcpts);	/* the addresses are borrowed */
 	if (i != 0) {
 		evbuffer_free(head);
+		evbuffer_free(added);
 		log_error("%s: client=[%s] cannot write the envelope: %s", tx->queue_id, s->ip, err);
 		return NULL;
 	}
-
-	util_rfc5322_date(date, sizeof(date), util_now());
-	evbuffer_add_printf(head, "Received: from %s (%s%s%s)\r\n", s->helo[0] ? s->helo : "unknown",
-	    strchr(s->ip, ':') ? "[IPv6:" : "[", s->ip, "]");
-	if (s->tls)
-		evbuffer_add_printf(head, "\t(using %s)\r\n", s->tls_desc);
-	evbuffer_add_printf(head, "\tby %s (luamta) with %s id %s", s->cfg->hostname, smtp_protocol_name(s),
-	    tx->queue_id);
-	if (tx->nrcpts == 1)	/* one recipient only: more would tell each of them about the others */
-		evbuffer_add_printf(head, "\r\n\tfor <%s>", tx->rcpts[0].address);
-	evbuffer_add_printf(head, "; %s\r\n", date);
-	for (h = s->tags; h != NULL; h = h->next)
-		smtp_add_header_line(head, h->line);
-	for (h = tx->headers; h != NULL; h = h->next)
-		smtp_add_header_line(head, h->line);
+	evbuffer_add_buffer(head, added);
+	evbuffer_free(added);
 	return head;
 }
 
 static void
 smtp_commit_done(uint64_t id, const char *queue_id, int err)
 {
-	struct smtp_session	*s;
+	struct smtp_session	*s = smtp_session_find(id);
 
+	if (err == 0 && s != NULL) {
+		/* Before the router hears of it, so that client= comes before the router's from= line.
+		 * pflogsumm counts a message received on this line; the router logs from=, size=, nrcpt=. */
+		log_info("%s: client=" SMTP_CLIENT_FMT "%s%s%s%s, session=%s", queue_id, SMTP_CLIENT(s),
+		    s->user[0] ? ", sasl_method=" : "", s->user[0] && s->auth_mech ? s->auth_mech : "",
+		    s->user[0] ? ", sasl_username=" : "", s->user, s->idstr);
+		if (s->tx->msgid[0] != '\0')
+			log_info("%s: message-id=%s", queue_id, s->tx->msgid);
+	}
 	if (err == 0) {
 		worker_message_queued(queue_id);
 	}
-	if ((s = smtp_session_find(id)) == NULL) {
+	if (s == NULL) {
 		if (err == 0)	/* queued, but the client left before the 250: it may send it again */
 			log_notice("%s: queued, but the client left before the reply", queue_id);
 		worker_session_gone();	/* when stopping, this may have been the last thing to wait for */
@@ -1033,14 +1237,18 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 	}
 	s->waiting = 0;
 	if (err != 0) {
-		log_error("%s: client=[%s] queue file write failed: %s", queue_id, s->ip, strerror(err));
+		log_error("%s: queue file write failed: %s, from " SMTP_CLIENT_FMT, queue_id, strerror(err),
+		    SMTP_CLIENT(s));
 		smtp_tx_free(s);
 		smtp_enter_state(s, SMTP_S_READY);
 		smtp_reply(s, "%s", spool_reply_for(err));
 	} else {
-		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=[%s], queued", queue_id,
-		    s->tx->sender.address, s->tx->size, s->tx->nrcpts, s->ip);
+		metrics_accepted();
+		trace_session(s->id, TR_QUEUED, "qid=%s from=%s size=%llu nrcpt=%zu", queue_id,
+		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
+		metrics_commit_seconds(util_monotonic() - s->tx->dot_time);
 		s->messages++;
+		s->junk = 0;		/* as Postfix: a message received forgives the junk before it */
 		smtp_tx_free(s);
 		smtp_enter_state(s, SMTP_S_READY);
 		smtp_reply(s, "250 2.0.0 Ok: queued as %s", queue_id);
@@ -1050,6 +1258,37 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 	smtp_timer_arm(s, s->cfg->timeout_command);
 	bufferevent_enable(s->bev, EV_READ);
 	smtp_process(s);
+}
+
+/* smtp_find_msgid - the Message-ID field of the message's header (its first 8 KiB), for the log; "" if none. */
+static void
+smtp_find_msgid(struct evbuffer *data, char *out, size_t size)
+{
+	char		 head[8192];
+	ev_ssize_t	 n = evbuffer_copyout(data, head, sizeof(head) - 1);
+	char		*p, *end, *v;
+
+	out[0] = '\0';
+	if (n <= 0)
+		return;
+	head[n] = '\0';
+	for (p = head; *p != '\0' && *p != '\r' && *p != '\n'; p = end + 1) {
+		if ((end = strchr(p, '\n')) == NULL)
+			return;
+		if (strncasecmp(p, "Message-ID:", 11) != 0)
+			continue;
+		for (v = p + 11; v < end && (*v == ' ' || *v == '\t'); v++)
+			;
+		if (v == end || *v == '\r')		/* folded: the value is on the next line */
+			for (v = end + 1; *v == ' ' || *v == '\t'; v++)
+				;
+		if ((end = strpbrk(v, "\r\n")) == NULL)
+			return;
+		while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		snprintf(out, size, "%.*s", (int)(end - v), v);
+		return;
+	}
 }
 
 static void
@@ -1065,6 +1304,10 @@ smtp_commit(struct smtp_session *s)
 		return;
 	}
 	if (smtp_dry_run) {
+		struct smtp_header	*h;
+
+		for (h = s->tags; h != NULL; h = h->next)	/* what the rules added, for luamta test */
+			log_info("%s: tag: %s", s->tx->queue_id, h->line);
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu: would be queued (simulation)", s->tx->queue_id,
 		    s->tx->sender.address, s->tx->size, s->tx->nrcpts);
 		evbuffer_free(head);
@@ -1073,9 +1316,11 @@ smtp_commit(struct smtp_session *s)
 		smtp_reply(s, "250 2.0.0 Ok: would be queued (simulation, nothing was queued)");
 		return;
 	}
+	smtp_find_msgid(body, s->tx->msgid, sizeof(s->tx->msgid));
 	s->tx->data = evbuffer_new();	/* the spool takes the message */
 	s->waiting = 1;
 	bufferevent_disable(s->bev, EV_READ);
+	evtimer_del(s->timer);		/* our disk, not the client: smtp_commit_done() arms it again */
 	spool_commit(worker_iot(), s->cfg->spool, s->tx->queue_id, head, body, smtp_commit_done, s->id);
 }
 
@@ -1083,26 +1328,31 @@ smtp_commit(struct smtp_session *s)
 static void
 smtp_end_of_data(struct smtp_session *s, int bare_lf, int bare_cr)
 {
+	s->tx->dot_time = util_monotonic();
+	s->reply_stage = MS_MESSAGE;
 	smtp_enter_state(s, SMTP_S_READY);
 	smtp_timer_arm(s, s->cfg->timeout_command);
 	if (s->tx->too_big) {
-		log_info("%s: client=[%s] reject: message of %llu octets exceeds the limit of %llu",
-		    s->tx->queue_id, s->ip, s->tx->size, s->cfg->max_message_size);
+		log_info("%s: message of %llu octets exceeds the limit of %llu", s->tx->queue_id, s->tx->size,
+		    s->cfg->max_message_size);
+		smtp_log_reject(s, "END-OF-MESSAGE", "552 5.3.4 Message size exceeds fixed limit", NULL);
 		smtp_tx_free(s);
 		smtp_reply(s, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
 	if (s->tx->hops.hops >= (unsigned)s->cfg->max_hops) {
 		/* A mail loop: with ours, the message would carry more than max_hops Received fields. */
-		log_info("%s: client=[%s] reject: %u Received headers (server.max_hops = %d), mail loop?",
-		    s->tx->queue_id, s->ip, s->tx->hops.hops, s->cfg->max_hops);
+		log_info("%s: %u Received headers (server.max_hops = %d), mail loop?", s->tx->queue_id,
+		    s->tx->hops.hops, s->cfg->max_hops);
+		smtp_log_reject(s, "END-OF-MESSAGE", "554 5.4.6 Too many hops", NULL);
 		smtp_tx_free(s);
 		smtp_reply(s, "554 5.4.6 Too many hops");
 		return;
 	}
 	if ((bare_lf || bare_cr) && !s->cfg->bare_normalize) {
-		log_info("%s: client=[%s] reject: bare %s in message", s->tx->queue_id, s->ip,
-		    bare_lf ? "LF" : "CR");
+		log_info("%s: bare %s in message", s->tx->queue_id, bare_lf ? "LF" : "CR");
+		smtp_log_reject(s, "END-OF-MESSAGE", "550 5.5.2 Message contains bare CR or LF characters "
+		    "(RFC 5321 2.3.8)", NULL);
 		smtp_tx_free(s);
 		smtp_reply(s, "550 5.5.2 Message contains bare CR or LF characters (RFC 5321 2.3.8)");
 		return;
@@ -1120,6 +1370,9 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 	double			 left;
 
 	out = pol_reply(smtp_logid(s), w->stage, v, w->def, reply, sizeof(reply));
+	if (v->kind != LB_V_NONE)
+		trace_session(s->id, TR_VERDICT, "stage=%s rule=%s verdict=%s reply=%s", lb_stage_name(w->stage),
+		    v->rule[0] ? v->rule : "?", lb_verdict_name(v->kind), v->kind == LB_V_ACCEPT ? "" : reply);
 	if (out == POL_CLOSE) {
 		smtp_send(s, reply);
 		smtp_close(s);
@@ -1130,11 +1383,13 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		s->connect_done = 1;
 		if (out == POL_DENY) {
 			if (reply[0] == '4') {		/* a temporary refusal: 421 and close (RFC 5321 3.1) */
+				smtp_log_reject(s, "CONNECT", reply, NULL);
 				smtp_send(s, reply);
 				smtp_close(s);
 				return;
 			}
 			smtp_enter_state(s, SMTP_S_REFUSED);
+			smtp_log_reject(s, "CONNECT", reply, NULL);
 			smtp_reply(s, "%s", reply);	/* a refusal counts towards max_errors (SPEC section 5) */
 			return;
 		}
@@ -1147,13 +1402,16 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		smtp_greet(s);
 		return;
 	case SMTP_AFTER_HELO:
-		if (out == POL_DENY)
+		if (out == POL_DENY) {
+			smtp_log_reject(s, w->esmtp ? "EHLO" : "HELO", reply, NULL);
 			smtp_reply(s, "%s", reply);
+		}
 		else
 			smtp_helo_accepted(s, w);
 		return;
 	case SMTP_AFTER_MAIL:
 		if (out == POL_DENY) {
+			smtp_log_reject(s, "MAIL", reply, NULL);
 			smtp_tx_free(s);
 			smtp_reply(s, "%s", reply);
 			return;
@@ -1165,12 +1423,12 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		if (out == POL_PASS)
 			smtp_rcpt_accepted(s, &w->addr);
 		else
-			log_info("%s: client=[%s] reject RCPT from=<%s> to=<%s>: %s", s->tx->queue_id, s->ip,
-			    s->tx->sender.address, w->addr.address, reply);
+			smtp_log_reject(s, "RCPT", reply, w->addr.address);
 		smtp_reply(s, "%s", reply);
 		return;
 	case SMTP_AFTER_DATA:
 		if (out == POL_DENY) {
+			smtp_log_reject(s, "DATA", reply, NULL);
 			smtp_reply(s, "%s", reply);
 			return;
 		}
@@ -1178,18 +1436,20 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 			return;
 		smtp_data_init(&s->tx->scan, s->cfg->bare_normalize);
 		smtp_enter_state(s, SMTP_S_BODY);
-		smtp_timer_arm(s, s->cfg->timeout_data);
+		smtp_data_start(s);
 		return;
 	case SMTP_AFTER_BDAT:
 		if (out == POL_DENY) {
+			smtp_log_reject(s, "BDAT", reply, NULL);
 			util_strlcpy(s->bdat_error, reply, sizeof(s->bdat_error));
 			s->tx->bdat_failed = 1;
 		}
 		smtp_enter_state(s, SMTP_S_BDAT);
-		smtp_timer_arm(s, s->cfg->timeout_data);
+		smtp_data_start(s);
 		return;
 	case SMTP_AFTER_MESSAGE:
 		if (out == POL_DENY) {
+			smtp_log_reject(s, "END-OF-MESSAGE", reply, NULL);
 			smtp_tx_free(s);
 			smtp_reply(s, "%s", reply);
 			return;
@@ -1198,12 +1458,15 @@ smtp_after(struct smtp_session *s, struct smtp_wait *w, const struct lb_verdict 
 		return;
 	case SMTP_AFTER_AUTH:
 		if (out == POL_DENY) {
-			log_info("%s: client=[%s] AUTH for user=%s refused by the rules", s->idstr, s->ip, w->helo);
+			log_info("%s: " SMTP_CLIENT_FMT ": AUTH for sasl_username=%s refused by the rules", s->idstr,
+			    SMTP_CLIENT(s), w->helo);
 			smtp_reply(s, "%s", reply);
 			return;
 		}
 		util_strlcpy(s->user, w->helo, sizeof(s->user));
-		log_info("%s: client=[%s] AUTH user=%s", s->idstr, s->ip, s->user);
+		log_info("%s: " SMTP_CLIENT_FMT ": AUTH sasl_method=%s, sasl_username=%s", s->idstr, SMTP_CLIENT(s),
+		    s->auth_mech ? s->auth_mech : "", s->user);
+		trace_session(s->id, TR_AUTH, "user=%s", s->user);
 		smtp_reply(s, "%s", reply);
 		return;
 	}
@@ -1224,6 +1487,8 @@ smtp_body_read(struct smtp_session *s, struct evbuffer *in)
 	evbuffer_drain(in, used);
 	if (s->tx->scan.done)
 		smtp_end_of_data(s, s->tx->scan.bare_lf, s->tx->scan.bare_cr);
+	else
+		smtp_data_deadline(s, used);
 	return 1;
 }
 
@@ -1253,8 +1518,10 @@ smtp_bdat_read(struct smtp_session *s, struct evbuffer *in)
 		}
 		evbuffer_drain(in, n);
 		s->bdat_left -= n;
-		if (s->bdat_left > 0)
+		if (s->bdat_left > 0) {
+			smtp_data_deadline(s, n);
 			return 1;
+		}
 	}
 	/* The chunk is complete. */
 	if (failed) {
@@ -1278,6 +1545,67 @@ smtp_bdat_read(struct smtp_session *s, struct evbuffer *in)
 	return 1;
 }
 
+/*
+ * smtp_non_smtp - an HTTP request, a header line or a TLS handshake where a command should be: not a mail client
+ * that went wrong, so do as Postfix does (a warning, "221 2.7.0 Error: I can break rules, too. Goodbye.") and
+ * close at once. what is the line (log.c makes it printable) or a description of it.
+ */
+static void
+smtp_non_smtp(struct smtp_session *s, const char *what)
+{
+	log_warn("%s: non-SMTP command from " SMTP_CLIENT_FMT ": %.100s", s->idstr, SMTP_CLIENT(s), what);
+	smtp_send(s, "221 2.7.0 Error: I can break rules, too. Goodbye.");
+	smtp_close(s);
+}
+
+/*
+ * smtp_junk - count a command that moves no mail forward (Postfix's smtpd_junk_command_limit): past
+ * inbound.connection.max_junk_commands since the last message, each one counts as an error, so that a client
+ * that only says NOOP is closed by max_errors. Returns 0, or -1 when it closed.
+ */
+static int
+smtp_junk(struct smtp_session *s, enum proto_verb verb)
+{
+	if (verb != PROTO_V_HELO && verb != PROTO_V_EHLO && verb != PROTO_V_RSET && verb != PROTO_V_NOOP &&
+	    verb != PROTO_V_VRFY && verb != PROTO_V_HELP)
+		return 0;
+	if (++s->junk <= s->cfg->max_junk)
+		return 0;
+	if (++s->errors > s->cfg->max_errors) {
+		log_info("too many errors after %s from " SMTP_CLIENT_FMT, proto_verb_name(verb), SMTP_CLIENT(s));
+		log_info("%s: %d errors after %d junk commands (inbound.connection.max_junk_commands = %d), closing",
+		    s->idstr, s->errors - 1, s->junk, s->cfg->max_junk);
+		smtp_send(s, "421 4.7.0 SMTP service not available, closing transmission channel");
+		smtp_close(s);
+		return -1;
+	}
+	return 0;
+}
+
+/* smtp_reply_stage - the stage label of the replies to a command (luamta_replies_total, docs/admin.md). */
+static enum metrics_stage
+smtp_reply_stage(enum proto_verb verb)
+{
+	switch (verb) {
+	case PROTO_V_HELO:
+	case PROTO_V_EHLO:
+		return MS_HELO;
+	case PROTO_V_AUTH:
+		return MS_AUTH;
+	case PROTO_V_MAIL:
+		return MS_MAIL;
+	case PROTO_V_RCPT:
+		return MS_RCPT;
+	case PROTO_V_DATA:
+	case PROTO_V_BDAT:
+		return MS_DATA;
+	case PROTO_V_STARTTLS:
+		return MS_STARTTLS;
+	default:
+		return MS_OTHER;
+	}
+}
+
 static void
 smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 {
@@ -1287,13 +1615,26 @@ smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 	size_t			 i;
 
 	verb = proto_verb_of(line, len, &arg);
+	s->cmd_all[verb]++;
+	s->cmd_cur = (int)verb + 1;
+	s->reply_stage = smtp_reply_stage(verb);
+	if (verb == PROTO_V_AUTH)	/* the mechanism, never the credentials */
+		trace_session(s->id, TR_CMD, "AUTH %.*s%s", (int)strcspn(arg, " "), arg,
+		    arg[strcspn(arg, " ")] ? " ****" : "");
+	else
+		trace_session(s->id, TR_CMD, "%.*s", (int)(len > 512 ? 512 : len), line);
 	for (i = 0; i < sizeof(smtp_cmds) / sizeof(smtp_cmds[0]); i++)
 		if (smtp_cmds[i].verb == verb)
 			c = &smtp_cmds[i];
 	if (c == NULL) {
-		smtp_reply(s, "500 5.5.2 Error: command not recognized");
+		if (proto_non_smtp(line, len))
+			smtp_non_smtp(s, line);
+		else
+			smtp_reply(s, "500 5.5.2 Error: command not recognized");
 		return;
 	}
+	if (smtp_junk(s, verb) == -1)
+		return;
 	if (!(c->states & IN(s->state))) {
 		if (s->state == SMTP_S_REFUSED)
 			smtp_reply(s, "503 5.5.1 Error: connection refused, only QUIT is served");
@@ -1312,15 +1653,35 @@ smtp_dispatch(struct smtp_session *s, const char *line, size_t len)
 }
 
 /*
+ * smtp_line_error - a line that cannot be a command (too long, bare LF or CR, NUL). Inside AUTH it was meant as
+ * a response: it ends the exchange (RFC 4954 4 leaves nothing else to do), and the session is back to READY.
+ */
+static void
+smtp_line_error(struct smtp_session *s, const char *why)
+{
+	if (s->state == SMTP_S_AUTH) {
+		smtp_enter_state(s, SMTP_S_READY);
+		smtp_reply(s, "500 5.5.6 Error: authentication exchange line is %s",
+		    strcmp(why, "line too long") == 0 ? "too long" : "malformed");
+		return;
+	}
+	smtp_reply(s, "500 5.5.2 Error: %s", why);
+}
+
+/*
  * smtp_line_read - take one command line. Returns 1 when a line was handled, 0 when more input is needed.
- * A line longer than PROTO_LINE_MAX is answered once, after its end arrives, and never parsed.
+ * A line longer than its limit (PROTO_LINE_MAX; PROTO_AUTH_LINE_MAX for AUTH and its responses) is answered
+ * once, after its end arrives, and never parsed. A TLS handshake in the clear is seen at its first two octets,
+ * since it may never hold a LF.
  */
 static int
 smtp_line_read(struct smtp_session *s, struct evbuffer *in)
 {
-	char			 line[PROTO_LINE_MAX + 1];
+	char			 line[PROTO_AUTH_LINE_MAX + 1];
+	unsigned char		 head[5];
 	struct evbuffer_ptr	 eol;
-	size_t			 eol_len = 0, len, avail = evbuffer_get_length(in);
+	size_t			 eol_len = 0, len, max, avail = evbuffer_get_length(in);
+	ev_ssize_t		 nhead;
 
 	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
 	if (s->discard_line) {
@@ -1330,32 +1691,49 @@ smtp_line_read(struct smtp_session *s, struct evbuffer *in)
 		}
 		evbuffer_drain(in, (size_t)eol.pos + eol_len);
 		s->discard_line = 0;
-		smtp_reply(s, "500 5.5.2 Error: line too long");
+		s->line_open = 0;
+		smtp_line_error(s, "line too long");
 		return 1;
 	}
+	nhead = evbuffer_copyout(in, head, sizeof(head));
+	if (nhead >= 2 && head[0] == 0x16 && head[1] == 0x03 && s->state != SMTP_S_AUTH) {
+		smtp_non_smtp(s, "a TLS handshake (the client wants implicit TLS)");
+		return 1;
+	}
+	max = s->state == SMTP_S_AUTH ? PROTO_AUTH_LINE_MAX :
+	    proto_line_max((const char *)head, nhead > 0 ? (size_t)nhead : 0);
 	len = eol.pos < 0 ? avail : (size_t)eol.pos;
-	if (len > PROTO_LINE_MAX - 1) {		/* complete or not, it is too long (512 with the CRLF) */
+	if (len > max - 1) {		/* complete or not, it is too long (max with the CRLF) */
 		if (eol.pos < 0) {
 			evbuffer_drain(in, avail);
 			s->discard_line = 1;
 			return 0;
 		}
 		evbuffer_drain(in, len + eol_len);
-		smtp_reply(s, "500 5.5.2 Error: line too long");
+		s->line_open = 0;
+		smtp_line_error(s, "line too long");
 		return 1;
 	}
 	if (eol.pos < 0)
 		return 0;			/* no full line yet */
 	evbuffer_remove(in, line, len + 1);	/* the line and its LF */
 	line[len] = '\0';
+	s->line_open = 0;			/* the next line's deadline starts when we look for it */
 	if (len == 0 || line[len - 1] != '\r') {
-		smtp_reply(s, "500 5.5.2 Error: bare LF in command line");
+		if (s->state != SMTP_S_AUTH && proto_verb_of(line, len, NULL) == PROTO_V_UNKNOWN &&
+		    strlen(line) == len && proto_non_smtp(line, len)) {
+			smtp_non_smtp(s, line);		/* an HTTP client ends its lines with LF alone */
+			return 1;
+		}
+		smtp_line_error(s, "bare LF in command line");
+		explicit_bzero(line, len);
 		return 1;
 	}
 	line[--len] = '\0';
-	if (len > PROTO_LINE_MAX - 2 || memchr(line, '\r', len) != NULL || strlen(line) != len) {
-		smtp_reply(s, "500 5.5.2 Error: %s in command line", strlen(line) != len ? "NUL" :
-		    memchr(line, '\r', len) ? "bare CR" : "line too long");
+	if (len > max - 2 || memchr(line, '\r', len) != NULL || strlen(line) != len) {
+		smtp_line_error(s, strlen(line) != len ? "NUL in command line" :
+		    memchr(line, '\r', len) ? "bare CR in command line" : "line too long");
+		explicit_bzero(line, len);
 		return 1;
 	}
 	if (s->state == SMTP_S_AUTH)
@@ -1396,6 +1774,12 @@ smtp_process(struct smtp_session *s)
 				smtp_send(s, SMTP_SHUTDOWN_REPLY);
 				smtp_close(s);
 				return;
+			}
+			if (!s->line_open) {
+				/* A new command line: timeouts.command bounds the whole of it (a deadline, not a
+				 * gap between reads). The command's reply is out or queued by now. */
+				s->line_open = 1;
+				smtp_timer_arm(s, s->cfg->timeout_command);
 			}
 			more = smtp_line_read(s, in);
 			break;
@@ -1448,8 +1832,13 @@ smtp_free(struct smtp_session *s)
 	struct lb_verdict	 v;
 	struct lb_run		*run;
 
+	metrics_session_state(s->state, -1);
+	trace_session(s->id, TR_CLOSE, "messages=%u errors=%d", s->messages, s->errors);
 	if (s->bev != NULL) {
-		log_info("%s: disconnect from [%s] messages=%u errors=%d", s->idstr, s->ip, s->messages, s->errors);
+		char	 counts[256];
+
+		smtp_log_commands(s, counts, sizeof(counts));
+		log_info("disconnect from " SMTP_CLIENT_FMT "%s", SMTP_CLIENT(s), counts);
 		tls_detach(s->tlsc);		/* its handshake timer must not find s after this */
 		bufferevent_free(s->bev);	/* with TLS, this frees the TLS connection and the socket */
 		s->bev = NULL;

@@ -59,13 +59,16 @@ struct smtp_tx {
 	int			 bdat_started;	/* the data stage ran for the first chunk */
 	int			 bdat_failed;	/* a chunk failed: later chunks are swallowed and refused */
 	struct smtp_header	*headers;	/* owns: added by msg:add_header, in order */
+	char			 msgid[256];	/* the Message-ID field, for the log; "" if none */
 	struct smtp_header	**headers_tail;
+	double			 dot_time;	/* monotonic, when the final dot arrived */
 };
 
 struct smtp_session {
 	uint64_t		 id;
 	char			 idstr[17];		/* hex id for logs before a queue id exists */
 	enum smtp_state		 state;
+	int			 reply_stage;		/* enum metrics_stage of the replies being sent */
 	struct bufferevent	*bev;			/* owns */
 	const struct cfg_listen	*lsn;			/* borrowed; the listener's config lives as long as gen */
 	struct lb_gen		*gen;			/* held: the policy this session started with */
@@ -77,9 +80,18 @@ struct smtp_session {
 	int			 esmtp;
 	int			 tls;			/* 1 once the TLS handshake is over */
 	char			 user[PROTO_ADDR_MAX + 1];	/* authenticated user, "" if none */
+	char			 local_user[64];	/* the local user of a sendmail submission (pickup), or "" */
+	const char		*auth_mech;		/* static: "PLAIN" or "LOGIN", the mechanism of the last AUTH */
+	unsigned		 cmd_all[PROTO_V_COUNT];	/* commands seen, per verb, for the disconnect line */
+	unsigned		 cmd_ok[PROTO_V_COUNT];	/* ... of which succeeded (2xx) */
+	int			 cmd_cur;		/* verb + 1 whose final reply is still to come; 0: none */
 	int			 errors;		/* 4xx/5xx replies so far */
 	int			 waiting;		/* a policy run or spool commit is pending: reading paused */
 	int			 discard_line;		/* skipping the rest of an over-long command line */
+	int			 line_open;		/* the deadline of the command line being read runs */
+	int			 junk;			/* HELO/EHLO/RSET/NOOP/VRFY/HELP since the last message */
+	double			 data_start;		/* when DATA's 354 or the BDAT command came (monotonic) */
+	unsigned long long	 data_octets;		/* octets read since data_start, for its deadline */
 	int			 out_full;		/* reading paused: too many replies wait to be sent */
 	struct smtp_tx		*tx;			/* owned; NULL outside a transaction */
 	struct smtp_header	*tags;			/* owns: s:tag() headers, added to every message */
@@ -117,6 +129,8 @@ const char		*smtp_state_name(enum smtp_state);
 /* For luamta simulate: commit nothing; authenticate a session as if AUTH had succeeded; the newest session. */
 void			 smtp_session_dry_run(void);
 int			 smtp_session_set_user(uint64_t id, const char *user);
+int			 smtp_session_set_tls(uint64_t id, const char *desc);	/* as if STARTTLS had succeeded */
+int			 smtp_session_set_local_user(uint64_t id, const char *user);	/* pickup: s.local_user */
 uint64_t		 smtp_session_last_id(void);
 
 #endif

@@ -7,13 +7,17 @@
  * callbacks, because the owner may want to write (EHLO) or flush at that point.
  *	tls_server_new()/tls_client_new()	configurations (refcounted)
  *	tls_wrap()				a TLS connection on a bufferevent
+ *	tls_tickets_init()			session-ticket keys every worker shares (before the first fork)
  */
 #include "config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -24,7 +28,10 @@
 #include <mbedtls/ssl_ciphersuites.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
+#include <mbedtls/gcm.h>
+#include <mbedtls/md.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ticket.h>
 #include <mbedtls/version.h>
@@ -34,6 +41,7 @@
 #endif
 
 #include "log.h"
+#include "metrics.h"
 #include "tls.h"
 #include "util.h"
 
@@ -41,6 +49,8 @@
 #define TLS_CHUNK	16384					/* one TLS record of plaintext */
 #define TLS_TICKET_LIFE	86400
 #define TLS_ALERT_WAIT	2	/* seconds a failed handshake's alert may take to leave before we close anyway */
+#define TLS_TICKET_HEAD	18	/* key name (4), nonce (12), length of the sealed session (2) */
+#define TLS_TICKET_TAG	16
 
 struct tls_conf {
 	int				 refs;
@@ -49,8 +59,10 @@ struct tls_conf {
 	mbedtls_ssl_config		 conf;
 	mbedtls_entropy_context		 entropy;
 	mbedtls_ctr_drbg_context	 drbg;
-	mbedtls_x509_crt		 cert;
-	mbedtls_pk_context		 key;
+	mbedtls_x509_crt		 cert[TLS_PAIRS_MAX];
+	mbedtls_pk_context		 key[TLS_PAIRS_MAX];
+	size_t				 npairs;
+	unsigned			 ticket_period;	/* shared ticket keys: seconds each key is issued */
 	mbedtls_x509_crt		 ca;
 	mbedtls_ssl_ticket_context	 ticket;
 	int				 ciphers[32];
@@ -116,8 +128,10 @@ tls_conf_common(struct tls_conf *t, int endpoint, char *err, size_t errsize)
 	mbedtls_ssl_config_init(&t->conf);
 	mbedtls_entropy_init(&t->entropy);
 	mbedtls_ctr_drbg_init(&t->drbg);
-	mbedtls_x509_crt_init(&t->cert);
-	mbedtls_pk_init(&t->key);
+	for (i = 0; i < TLS_PAIRS_MAX; i++) {
+		mbedtls_x509_crt_init(&t->cert[i]);
+		mbedtls_pk_init(&t->key[i]);
+	}
 	mbedtls_x509_crt_init(&t->ca);
 	mbedtls_ssl_ticket_init(&t->ticket);
 	if ((rc = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy, (const unsigned char *)pers,
@@ -153,11 +167,11 @@ tls_conf_common(struct tls_conf *t, int endpoint, char *err, size_t errsize)
 }
 
 static int
-tls_load_pair(struct tls_conf *t, const char *cert, const char *key, char *err, size_t errsize)
+tls_load_pair(struct tls_conf *t, size_t i, const char *cert, const char *key, char *err, size_t errsize)
 {
 	int	 rc;
 
-	if ((rc = mbedtls_x509_crt_parse_file(&t->cert, cert)) != 0) {
+	if ((rc = mbedtls_x509_crt_parse_file(&t->cert[i], cert)) != 0) {
 		char	 e[160];
 
 		tls_strerror(rc, e, sizeof(e));
@@ -165,9 +179,9 @@ tls_load_pair(struct tls_conf *t, const char *cert, const char *key, char *err, 
 		return -1;
 	}
 #if MBEDTLS_VERSION_MAJOR >= 3
-	rc = mbedtls_pk_parse_keyfile(&t->key, key, NULL, mbedtls_ctr_drbg_random, &t->drbg);
+	rc = mbedtls_pk_parse_keyfile(&t->key[i], key, NULL, mbedtls_ctr_drbg_random, &t->drbg);
 #else
-	rc = mbedtls_pk_parse_keyfile(&t->key, key, NULL);
+	rc = mbedtls_pk_parse_keyfile(&t->key[i], key, NULL);
 #endif
 	if (rc != 0) {
 		char	 e[160];
@@ -178,9 +192,9 @@ tls_load_pair(struct tls_conf *t, const char *cert, const char *key, char *err, 
 		return -1;
 	}
 #if MBEDTLS_VERSION_MAJOR >= 3
-	rc = mbedtls_pk_check_pair(&t->cert.pk, &t->key, mbedtls_ctr_drbg_random, &t->drbg);
+	rc = mbedtls_pk_check_pair(&t->cert[i].pk, &t->key[i], mbedtls_ctr_drbg_random, &t->drbg);
 #else
-	rc = mbedtls_pk_check_pair(&t->cert.pk, &t->key);
+	rc = mbedtls_pk_check_pair(&t->cert[i].pk, &t->key[i]);
 #endif
 	if (rc != 0) {
 		snprintf(err, errsize, "tls.key: %s does not belong to the certificate in %s", key, cert);
@@ -192,37 +206,175 @@ tls_load_pair(struct tls_conf *t, const char *cert, const char *key, char *err, 
 static void
 tls_conf_free(struct tls_conf *t)
 {
+	size_t	 i;
+
 	mbedtls_ssl_ticket_free(&t->ticket);
 	mbedtls_x509_crt_free(&t->ca);
-	mbedtls_pk_free(&t->key);
-	mbedtls_x509_crt_free(&t->cert);
+	for (i = 0; i < TLS_PAIRS_MAX; i++) {
+		mbedtls_pk_free(&t->key[i]);
+		mbedtls_x509_crt_free(&t->cert[i]);
+	}
 	mbedtls_ssl_config_free(&t->conf);
 	mbedtls_ctr_drbg_free(&t->drbg);
 	mbedtls_entropy_free(&t->entropy);
 	free(t);
 }
 
+/*
+ * Session tickets (RFC 5077) whose keys every worker shares, so that a client resumes whichever worker it lands
+ * on. The master draws a secret before the first fork; every process derives the key of a period (ticket_period
+ * seconds) from it with HMAC-SHA-256, issues tickets under the current period's key and takes those of the
+ * current and the previous period, so a ticket lives at most two periods and keys rotate with no message
+ * between processes. A ticket is: key name (4) | nonce (12) | length (2) | the session sealed with AES-256-GCM,
+ * the first 18 octets as associated data | tag (16).
+ */
+static unsigned char	 tls_ticket_secret[32];
+static int		 tls_ticket_have;
+
+int
+tls_tickets_init(void)
+{
+	size_t	 got = 0;
+
+	while (got < sizeof(tls_ticket_secret)) {
+		ssize_t	 n = getrandom(tls_ticket_secret + got, sizeof(tls_ticket_secret) - got, 0);
+
+		if (n <= 0 && errno != EINTR)
+			return -1;
+		if (n > 0)
+			got += (size_t)n;
+	}
+	tls_ticket_have = 1;
+	return 0;
+}
+
+/* tls_ticket_key - the key name and key of period p. */
+static int
+tls_ticket_key(uint64_t p, unsigned char name[4], unsigned char key[32])
+{
+	const mbedtls_md_info_t	*md = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
+	unsigned char		 in[32], out[32];
+	int			 i;
+
+	memset(in, 0, sizeof(in));
+	memcpy(in, "luamta ticket key", 17);
+	for (i = 0; i < 8; i++)
+		in[24 + i] = (unsigned char)(p >> (56 - 8 * i));
+	if (md == NULL || mbedtls_md_hmac(md, tls_ticket_secret, sizeof(tls_ticket_secret), in, sizeof(in), key) != 0)
+		return -1;
+	in[17] = 'n';	/* "luamta ticket keyn": the name comes from a different input than the key */
+	if (mbedtls_md_hmac(md, tls_ticket_secret, sizeof(tls_ticket_secret), in, sizeof(in), out) != 0)
+		return -1;
+	memcpy(name, out, 4);
+	return 0;
+}
+
+static int
+tls_ticket_write(void *arg, const mbedtls_ssl_session *session, unsigned char *start, const unsigned char *end,
+    size_t *tlen, uint32_t *lifetime)
+{
+	struct tls_conf		*t = arg;
+	mbedtls_gcm_context	 gcm;
+	unsigned char		 key[32];
+	size_t			 clear = 0, room = (size_t)(end - start);
+	uint64_t		 p = (uint64_t)time(NULL) / t->ticket_period;
+	int			 rc;
+
+	if (room < TLS_TICKET_HEAD + TLS_TICKET_TAG)
+		return MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL;
+	if (tls_ticket_key(p, start, key) != 0)
+		return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+	if ((rc = mbedtls_ctr_drbg_random(&t->drbg, start + 4, 12)) != 0)
+		return rc;
+	if ((rc = mbedtls_ssl_session_save(session, start + TLS_TICKET_HEAD, room - TLS_TICKET_HEAD - TLS_TICKET_TAG,
+	    &clear)) != 0)
+		return rc;
+	if (clear > 0xffff)
+		return MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL;
+	start[16] = (unsigned char)(clear >> 8);
+	start[17] = (unsigned char)clear;
+	mbedtls_gcm_init(&gcm);
+	if ((rc = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, 256)) == 0)
+		rc = mbedtls_gcm_crypt_and_tag(&gcm, MBEDTLS_GCM_ENCRYPT, clear, start + 4, 12, start, TLS_TICKET_HEAD,
+		    start + TLS_TICKET_HEAD, start + TLS_TICKET_HEAD, TLS_TICKET_TAG, start + TLS_TICKET_HEAD + clear);
+	mbedtls_gcm_free(&gcm);
+	mbedtls_platform_zeroize(key, sizeof(key));
+	if (rc != 0)
+		return rc;
+	*tlen = TLS_TICKET_HEAD + clear + TLS_TICKET_TAG;
+	*lifetime = 2 * t->ticket_period;
+	return 0;
+}
+
+static int
+tls_ticket_parse(void *arg, mbedtls_ssl_session *session, unsigned char *buf, size_t len)
+{
+	struct tls_conf		*t = arg;
+	mbedtls_gcm_context	 gcm;
+	unsigned char		 name[4], key[32];
+	uint64_t		 p = (uint64_t)time(NULL) / t->ticket_period;
+	size_t			 clear;
+	int			 rc, i, found = 0;
+
+	if (len < TLS_TICKET_HEAD + TLS_TICKET_TAG)
+		return MBEDTLS_ERR_SSL_BAD_INPUT_DATA;
+	clear = ((size_t)buf[16] << 8) | buf[17];
+	if (len != TLS_TICKET_HEAD + clear + TLS_TICKET_TAG)
+		return MBEDTLS_ERR_SSL_BAD_INPUT_DATA;
+	for (i = 0; i < 2 && !found; i++)	/* this period's key, then the last one's */
+		if (p >= (uint64_t)i && tls_ticket_key(p - (uint64_t)i, name, key) == 0 && memcmp(name, buf, 4) == 0)
+			found = 1;
+	if (!found)
+		return MBEDTLS_ERR_SSL_SESSION_TICKET_EXPIRED;	/* an old key, or another server's: full handshake */
+	mbedtls_gcm_init(&gcm);
+	if ((rc = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, 256)) == 0)
+		rc = mbedtls_gcm_auth_decrypt(&gcm, clear, buf + 4, 12, buf, TLS_TICKET_HEAD,
+		    buf + TLS_TICKET_HEAD + clear, TLS_TICKET_TAG, buf + TLS_TICKET_HEAD, buf + TLS_TICKET_HEAD);
+	mbedtls_gcm_free(&gcm);
+	mbedtls_platform_zeroize(key, sizeof(key));
+	if (rc != 0)
+		return MBEDTLS_ERR_SSL_INVALID_MAC;
+	return mbedtls_ssl_session_load(session, buf + TLS_TICKET_HEAD, clear);
+}
+
 struct tls_conf *
-tls_server_new(const char *cert, const char *key, char *err, size_t errsize)
+tls_server_new(const char *const *certs, const char *const *keys, size_t npairs, unsigned ticket_period, char *err,
+    size_t errsize)
 {
 	struct tls_conf	*t = xcalloc(1, sizeof(*t));
+	size_t		 i;
 	int		 rc;
 
 	t->refs = 1;
 	t->server = 1;
-	if (tls_conf_common(t, MBEDTLS_SSL_IS_SERVER, err, errsize) == -1 ||
-	    tls_load_pair(t, cert, key, err, errsize) == -1) {
+	if (npairs == 0 || npairs > TLS_PAIRS_MAX) {
+		snprintf(err, errsize, "tls: %zu certificates; expected 1 to %d", npairs, TLS_PAIRS_MAX);
+		free(t);
+		return NULL;
+	}
+	if (tls_conf_common(t, MBEDTLS_SSL_IS_SERVER, err, errsize) == -1) {
 		tls_conf_free(t);
 		return NULL;
 	}
-	if ((rc = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key)) != 0) {
-		tls_strerror(rc, err, errsize);
-		tls_conf_free(t);
-		return NULL;
+	/* Several pairs (an ECDSA and an RSA certificate): mbedTLS picks, for the cipher suite it chooses, the first
+	 * pair whose key fits it, and our suite list puts ECDSA first, so a client that can do ECDSA gets it. */
+	for (i = 0; i < npairs; i++) {
+		if (tls_load_pair(t, i, certs[i], keys[i], err, errsize) == -1) {
+			tls_conf_free(t);
+			return NULL;
+		}
+		t->npairs++;
+		if ((rc = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert[i], &t->key[i])) != 0) {
+			tls_strerror(rc, err, errsize);
+			tls_conf_free(t);
+			return NULL;
+		}
 	}
-	/* Session tickets let a returning client skip the full handshake (RFC 5077). */
-	if (mbedtls_ssl_ticket_setup(&t->ticket, mbedtls_ctr_drbg_random, &t->drbg, MBEDTLS_CIPHER_AES_256_GCM,
-	    TLS_TICKET_LIFE) == 0)
+	t->ticket_period = ticket_period;
+	if (tls_ticket_have && ticket_period > 0)
+		mbedtls_ssl_conf_session_tickets_cb(&t->conf, tls_ticket_write, tls_ticket_parse, t);
+	else if (mbedtls_ssl_ticket_setup(&t->ticket, mbedtls_ctr_drbg_random, &t->drbg, MBEDTLS_CIPHER_AES_256_GCM,
+	    TLS_TICKET_LIFE) == 0)	/* no shared secret (one process): mbedTLS's own keys */
 		mbedtls_ssl_conf_session_tickets_cb(&t->conf, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
 		    &t->ticket);
 	return t;
@@ -272,15 +424,15 @@ tls_conf_release(struct tls_conf *t)
 int
 tls_check_files(const char *cert, const char *key, char *err, size_t errsize, char *warn, size_t warnsize)
 {
-	struct tls_conf	*t = tls_server_new(cert, key, err, errsize);
+	struct tls_conf	*t = tls_server_new(&cert, &key, 1, 0, err, errsize);
 
 	if (warn != NULL && warnsize > 0)
 		warn[0] = '\0';
 	if (t == NULL)
 		return -1;
-	if (warn != NULL && mbedtls_x509_time_is_past(&t->cert.valid_to))
+	if (warn != NULL && mbedtls_x509_time_is_past(&t->cert[0].valid_to))
 		snprintf(warn, warnsize, "tls.cert: the certificate in %s has expired; expected a current one", cert);
-	else if (warn != NULL && mbedtls_x509_time_is_future(&t->cert.valid_from))
+	else if (warn != NULL && mbedtls_x509_time_is_future(&t->cert[0].valid_from))
 		snprintf(warn, warnsize, "tls.cert: the certificate in %s is not valid yet", cert);
 	tls_conf_release(t);
 	return 0;
@@ -379,6 +531,7 @@ tls_handshake_over(struct tls_conn *c, int ok)
 
 	c->done = ok;
 	c->failed = !ok;
+	metrics_tls_handshake(ok);
 	if (ok)
 		snprintf(c->desc, sizeof(c->desc), "%s %s", mbedtls_ssl_get_version(&c->ssl),
 		    mbedtls_ssl_get_ciphersuite(&c->ssl));

@@ -17,9 +17,16 @@ struct tls_conn;
  * callback also reports an error in that case. */
 typedef void	 tls_ready_fn(void *arg, int ok, const char *why);
 
-/* tls_server_new - certificate chain and key (PEM files); NULL with err. Checks that the key fits the
- * certificate. TLS 1.2 minimum (1.3 too with mbedTLS 3), ECDHE with AEAD ciphers, session tickets. */
-struct tls_conf	*tls_server_new(const char *cert, const char *key, char *err, size_t errsize);
+#define TLS_PAIRS_MAX	4
+
+/* tls_server_new - npairs certificate chains and their keys (PEM files), e.g. an ECDSA and an RSA one; NULL with
+ * err. Checks that each key fits its certificate. TLS 1.2 minimum (1.3 too with mbedTLS 3), ECDHE with AEAD
+ * ciphers, session tickets: with keys every worker shares when tls_tickets_init() ran in the master and
+ * ticket_period (seconds a ticket key is issued; tickets are taken for two) is not 0, else this process's own. */
+struct tls_conf	*tls_server_new(const char *const *certs, const char *const *keys, size_t npairs,
+		    unsigned ticket_period, char *err, size_t errsize);
+/* tls_tickets_init - draw the secret the ticket keys of every worker derive from; call before forking. 0 or -1. */
+int		 tls_tickets_init(void);
 /* tls_client_new - for the router's outbound STARTTLS. verify: check the next hop's certificate against the
  * system CA store and its name; otherwise encrypt without checking (opportunistic TLS, RFC 7435). */
 struct tls_conf	*tls_client_new(int verify, char *err, size_t errsize);

@@ -21,6 +21,10 @@
 #include "lb.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
+#include "pickup.h"
+#include "trace.h"
+#include "master.h"
 #include "smtp_session.h"
 #include "tls.h"
 #include "util.h"
@@ -72,25 +76,26 @@ worker_tls(void)
 	return worker_tlsconf;
 }
 
-/* worker_tls_load - the certificate and key of gen; keeps the current ones if they do not load. */
-static void
-worker_tls_load(const struct config *cfg)
+/* worker_tls_load - the certificate and key of gen; keeps the current ones if they do not load (-1, with err). */
+static int
+worker_tls_load(const struct config *cfg, char *err, size_t errsize)
 {
 	struct tls_conf	*t;
-	char		 err[512];
 
-	if (cfg->tls_cert == NULL || cfg->tls_key == NULL) {
+	if (cfg->ntls_pairs == 0) {
 		tls_conf_release(worker_tlsconf);
 		worker_tlsconf = NULL;
-		return;
+		return 0;
 	}
-	if ((t = tls_server_new(cfg->tls_cert, cfg->tls_key, err, sizeof(err))) == NULL) {
+	if ((t = tls_server_new((const char *const *)cfg->tls_certs, (const char *const *)cfg->tls_keys,
+	    cfg->ntls_pairs, cfg->tls_ticket_period, err, errsize)) == NULL) {
 		log_error("tls: %s; %s", err, worker_tlsconf ? "keeping the certificate already loaded" :
 		    "STARTTLS and implicit TLS are off");
-		return;
+		return -1;
 	}
 	tls_conf_release(worker_tlsconf);	/* connections hold their own reference */
 	worker_tlsconf = t;
+	return 0;
 }
 
 int
@@ -125,12 +130,14 @@ static void
 worker_reload(void)
 {
 	struct lb_gen	*g;
-	char		*errors = NULL, *warnings = NULL;
+	char		*errors = NULL, *warnings = NULL, err[512], why[600];
 
 	g = lb_gen_new(lb_gen_config(worker_current)->path, LB_ROLE_WORKER, &errors, &warnings);
 	if (g == NULL) {
 		log_error("reload failed; keeping policy generation %u. %s", lb_gen_number(worker_current),
 		    errors ? errors : "");
+		metrics_reload(0);
+		master_report_reload(0, errors);
 		free(errors);
 		free(warnings);
 		return;
@@ -138,9 +145,16 @@ worker_reload(void)
 	free(warnings);
 	log_info("reload: policy generation %u replaces %u; open sessions finish on the old one",
 	    lb_gen_number(g), lb_gen_number(worker_current));
+	metrics_reload(1);
 	lb_gen_release(worker_current);
 	worker_current = g;
-	worker_tls_load(lb_gen_config(g));	/* a renewed certificate takes effect for new connections */
+	/* A renewed certificate takes effect for new connections. */
+	if (worker_tls_load(lb_gen_config(g), err, sizeof(err)) == -1) {
+		snprintf(why, sizeof(why), "%s: tls: %s; kept the certificate already loaded",
+		    lb_gen_config(g)->path, err);
+		master_report_reload(0, why);
+	} else
+		master_report_reload(1, NULL);
 }
 
 static void
@@ -159,6 +173,7 @@ worker_signal_cb(evutil_socket_t sig, short what, void *arg)
 	int		 i;
 
 	if (sig == SIGHUP) {
+		log_reopen();
 		worker_reload();
 		return;
 	}
@@ -178,10 +193,12 @@ worker_signal_cb(evutil_socket_t sig, short what, void *arg)
 void
 worker_embed(struct event_base *base, struct lb_gen *gen)
 {
+	char	 err[512];
+
 	worker_evbase = base;
 	worker_current = gen;
 	worker_io = iot_new(base);
-	worker_tls_load(lb_gen_config(gen));
+	(void)worker_tls_load(lb_gen_config(gen), err, sizeof(err));
 }
 
 int
@@ -200,9 +217,13 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	if ((worker_evbase = event_base_new()) == NULL)
 		fatal("worker: cannot create an event base");
 	worker_io = iot_new(worker_evbase);
-	worker_tls_load(cfg);
+	iot_count_commits(worker_io);
+	(void)worker_tls_load(cfg, err, sizeof(err));
 	if (dns_init(worker_evbase, cfg->dns_servers, cfg->dns_timeout, cfg->dns_tries, err, sizeof(err)) == -1)
 		fatal("%s", err);
+	if (cfg->trace_enabled && trace_open(worker_evbase, cfg->trace_dir, cfg->trace_keep_days, cfg->trace_max_mb,
+	    role, 1, err, sizeof(err)) == -1)
+		log_warn("%s; sessions are not traced", err);
 	worker_lcfg = xcalloc((size_t)nfds, sizeof(*worker_lcfg));
 	worker_lsns = xcalloc((size_t)nfds, sizeof(*worker_lsns));
 	for (i = 0; i < nfds && (size_t)i < cfg->nlisten; i++) {
@@ -215,7 +236,10 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	sigs[2] = evsignal_new(worker_evbase, SIGINT, worker_signal_cb, NULL);
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
+	if (number == 1 && pickup_start(worker_evbase, cfg, err, sizeof(err)) == -1)	/* one pickup per server */
+		log_error("pickup: %s; sendmail's messages wait in the maildrop", err);
 	log_info("ready: policy generation %u, %d listener(s)", lb_gen_number(gen), worker_nlsn);
+	master_report_ready();
 
 	event_base_dispatch(worker_evbase);
 
@@ -225,7 +249,9 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 		event_free(worker_drain_ev);
 	iot_free(worker_io);
 	iot_free(worker_auth_io);
+	pickup_stop();
 	dns_shutdown();
+	trace_close();
 	tls_conf_release(worker_tlsconf);
 	lb_gen_release(worker_current);
 	event_base_free(worker_evbase);

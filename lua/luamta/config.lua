@@ -13,8 +13,8 @@
 -- The sandbox: the file sees string, table, math, utf8, pairs, ipairs, next, select, type, tostring, tonumber,
 -- error, assert and pcall (copies, so the file cannot change the server's own libraries), nothing else: no
 -- print, io, os, require or load. It may assign only the globals server, tls, dns, log, local_domains, directory,
--- inbound, routing and delivery; assigning any other name is an error (with the nearest valid name suggested),
--- reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
+-- inbound, routing, delivery, metrics, trace, http, redis, greylist and ratelimit; assigning any other name is an
+-- error (with the nearest valid name suggested), reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
 -- directory.file is loaded the same way and must return { users = …, groups = … }.
 --
 -- Paths: a relative server.spool, server.rules_dir, tls.cert, tls.key, directory.file or delivery.maildir is
@@ -41,7 +41,8 @@ local M = {}
 local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
-local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery" }
+local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
+  "metrics", "trace", "http", "redis", "greylist", "ratelimit" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -754,14 +755,36 @@ local server = record({
   if out.workers == nil or out.workers == 0 then out.workers = at.ctx.opts.ncpu end
 end)
 
+-- tls.certs: more certificate/key pairs next to tls.cert/tls.key (an ECDSA and an RSA certificate side by side;
+-- docs/tls.md, "Several certificates"). At most 4 pairs in all.
+local tls_pair = record {
+  { "cert", path, required = "the certificate file of the pair" },
+  { "key", path, required = "the private key file of the pair" },
+}
+local TLS_PAIRS_MAX = 4
+
 local tls = record({
   { "cert", path },
   { "key", path },
+  { "certs", array(tls_pair, "pair tables { cert = …, key = … }"), default = {} },
+  { "ticket_period", whole(1, 604800), default = 43200 },
 }, function(out, at)
   if out.cert and not out.key then
     err(child(at, "key"), "missing; expected the private key file that goes with tls.cert")
   elseif out.key and not out.cert then
     err(child(at, "cert"), "missing; expected the certificate file that goes with tls.key")
+  end
+  -- pairs: every pair, tls.cert/tls.key first, for the C core
+  out.pairs = {}
+  if out.cert and out.key then out.pairs[1] = { cert = out.cert, key = out.key } end
+  for _, p in ipairs(out.certs) do
+    if p.cert and p.key then out.pairs[#out.pairs + 1] = p end
+  end
+  if #out.pairs > TLS_PAIRS_MAX then
+    err(child(at, "certs"), ("got %d certificates in all; expected at most %d"):format(#out.pairs, TLS_PAIRS_MAX))
+  end
+  if not out.cert and out.pairs[1] then      -- the first pair is the one check and the workers name first
+    out.cert, out.key = out.pairs[1].cert, out.pairs[1].key
   end
 end)
 
@@ -784,10 +807,28 @@ local dns = record {
   { "verify_ptr", enum("forward_confirmed", "ptr_only"), default = "forward_confirmed" },
 }
 
-local log = record {
+-- The syslog facilities log.c knows (log_facility_from_name), and the tag: it becomes "<ident>/<service>[pid]:".
+local FACILITIES = { "mail", "daemon", "user", "auth", "authpriv", "local0", "local1", "local2", "local3", "local4",
+  "local5", "local6", "local7" }
+
+local function log_ident(v, at)
+  if type(v) ~= "string" or not v:match("^[%w][%w_.%-]*$") or #v > 31 then
+    return type_error(at, v, 'a syslog tag such as "luamta" or "postfix" (letters, digits, "-", "_", ".")')
+  end
+  return v
+end
+
+local log = record({
   { "level", enum("debug", "info", "notice", "warning", "error"), default = "info" },
   { "syslog", boolean, default = false },
-}
+  { "file", path },
+  { "facility", enum(table.unpack(FACILITIES)), default = "mail" },
+  { "ident", log_ident, default = "luamta" },
+}, function(out, at)
+  if out.file and out.syslog then
+    err(child(at, "file", out.file), "log.file and log.syslog = true both name a destination; expected one of them")
+  end
+end)
 
 local strings = list()
 
@@ -908,6 +949,8 @@ local connection = record {
   { "allow", strings, default = {} },
   { "deny", strings, default = {} },
   { "max_errors", whole(1), default = 20 },
+  -- Postfix's smtpd_junk_command_limit: HELO/EHLO/RSET/NOOP/VRFY/HELP beyond it count as errors.
+  { "max_junk_commands", whole(0), default = 100 },
 }
 
 local sender = record {
@@ -992,13 +1035,121 @@ local function maildir(v, at)
   return v
 end
 
+-- delivery.lmtp: local recipients go to this LMTP server instead of the Maildir (docs/admin.md, "LMTP").
+local LMTP_EXPECT = '"unix:/path/to/socket", "ipv4:port" or "[ipv6]:port", such as "unix:/run/dovecot/lmtp"'
+local function lmtp(v, at)
+  if type(v) ~= "string" then return type_error(at, v, LMTP_EXPECT) end
+  local sock = v:match("^unix:(.+)$")
+  if sock then
+    if sock:sub(1, 1) ~= "/" then sock = resolve_path(at.ctx.basedir, sock) end
+    if #sock > 107 then
+      err(at, "got a socket path of " .. #sock .. " octets; expected at most 107 (the limit of a Unix socket)")
+      return nil
+    end
+    return "unix:" .. sock
+  end
+  local l = parse_listen(v, at)
+  return l and l.text or nil
+end
+
 local delivery = record {
   { "maildir", maildir },
+  { "lmtp", lmtp },
+}
+
+-- metrics.listen: where the master serves GET /metrics (docs/investigating.md, "Metrics"); off when absent.
+local function metrics_listen(v, at)
+  if type(v) ~= "string" then return type_error(at, v, LISTEN_EXPECT) end
+  local l = parse_listen(v, at)
+  if not l then return nil end
+  if not is_loopback(l.host, l.family) then
+    warn(at, "the metrics endpoint on " .. v .. " is open to anyone who can reach it; prefer a loopback "
+      .. "address, or a firewall")
+  end
+  return l.text
+end
+
+local metrics = record {
+  { "listen", metrics_listen },
+}
+
+-- trace: the records luamta explain reads (docs/investigating.md).
+local trace = record {
+  { "enabled", boolean, default = true },
+  { "keep_days", whole(1, 366), default = 7 },
+  { "max_mb", whole(1), default = 1024 },
+}
+
+-- Call outs (docs/callouts.md): mta.http.request and mta.redis(NAME). ------------------------------------------
+local http = record {
+  { "timeout", number(0, true), default = 10 },
+  { "max_response", whole(1), default = 1048576 },
+  { "failures", whole(0), default = 5 },      -- circuit breaker: failures in a row that open it (0: never)
+  { "cooldown", number(0, true), default = 30 },
+}
+
+-- A Redis address: "ip:port", "[ipv6]:port" or "unix:/path". No host names: hiredis would resolve them with
+-- getaddrinfo() on the event loop.
+local function redis_address(v, at)
+  if type(v) == "string" then
+    local sock = v:match("^unix:(/.+)$")
+    if sock then return v end
+    local h, port = v:match("^([%d%.]+):(%d+)$")
+    if not h then h, port = v:match("^%[([^%]]*)%]:(%d+)$") end
+    if h and is_ip(h) and parse_port(port) then return v end
+  end
+  return type_error(at, v, '"ip:port", "[ipv6]:port" or "unix:/path" (an address, not a host name)')
+end
+
+local redis_server = record {
+  { "address", redis_address, required = '"ip:port" or "unix:/path"' },
+  { "password", text },
+  { "db", whole(0, 1000), default = 0 },
+  { "timeout", number(0, true), default = 1 },
+  { "pool", whole(1, 8), default = 2 },
+  { "failures", whole(0), default = 5 },
+  { "cooldown", number(0, true), default = 30 },
+}
+
+local function redis_name(k, at)
+  if type(k) ~= "string" or not k:match("^[%w_%-]+$") or #k > 63 then
+    return type_error(at, k, "a name of letters, digits, _ and - (redis = { default = { address = … } })")
+  end
+  return k
+end
+local redis = map(redis_name, redis_server, 'a table of Redis servers: { NAME = { address = "127.0.0.1:6379" } }')
+
+-- Bundled rules that call out (docs/callouts.md): settings of rules/greylist.lua.
+local on_error = enum("accept", "tempfail", "reject")
+local greylist = record {
+  { "delay", whole(0), default = 300 },
+  { "window", whole(1), default = 14400 },
+  { "pass", whole(1), default = 3110400 },
+  { "redis", text },                          -- a name in redis = { … }; none: in memory
+  { "on_error", on_error, default = "accept" },
+}
+
+-- Settings of rules/ratelimit.lua.
+local rate_limit = record({
+  { "key", enum("ip", "sender", "user"), required = '"ip", "sender" or "user"' },
+  { "messages", whole(1) },
+  { "recipients", whole(1) },
+  { "window", whole(1), default = 3600 },
+}, function(out, at)
+  if out.messages == nil and out.recipients == nil then
+    err(at, "expected messages = N, recipients = N or both")
+  end
+end)
+local ratelimit = record {
+  { "redis", text },
+  { "on_error", on_error, default = "accept" },
+  { "limits", array(rate_limit, "limits { key = …, messages = N, recipients = N, window = SECONDS }"), default = {} },
 }
 
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
-  inbound = inbound, routing = routing, delivery = delivery,
+  inbound = inbound, routing = routing, delivery = delivery, metrics = metrics, trace = trace, http = http,
+  redis = redis, greylist = greylist, ratelimit = ratelimit,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------
@@ -1121,11 +1272,13 @@ local function check_opts(opts, who)
     ncpu = opts.ncpu or 1,
     sysconfdir = opts.sysconfdir or "/etc",
     basedir = opts.basedir,
+    overlay = opts.overlay,
   }
   if type(out.hostname) ~= "string" then error(who .. ": opts.hostname must be a string", 3) end
   if math.type(out.ncpu) ~= "integer" or out.ncpu < 1 then error(who .. ": opts.ncpu must be an integer >= 1", 3) end
   if type(out.sysconfdir) ~= "string" then error(who .. ": opts.sysconfdir must be a string", 3) end
   if out.basedir ~= nil and type(out.basedir) ~= "string" then error(who .. ": opts.basedir must be a string", 3) end
+  if out.overlay ~= nil and type(out.overlay) ~= "table" then error(who .. ": opts.overlay must be a table", 3) end
   return out
 end
 
@@ -1140,6 +1293,18 @@ local function finish(list)
   local out = {}
   for i, e in ipairs(list) do out[i] = e.text end
   return out
+end
+
+-- lay_over(into, over): over's values replace into's, key by key; a table that is not a list (no [1]) is merged
+-- into a table of the same key, a list replaces the whole list.
+local function lay_over(into, over)
+  for k, v in pairs(over) do
+    if type(v) == "table" and v[1] == nil and type(into[k]) == "table" and into[k][1] == nil then
+      lay_over(into[k], v)
+    else
+      into[k] = copy(v)
+    end
+  end
 end
 
 local function load_source(source, chunkname, opts)
@@ -1194,6 +1359,9 @@ local function load_source(source, chunkname, opts)
     return nil, errors, finish(state.warnings)
   end
 
+  -- A scenario of `luamta test` lays its own values over the file's (docs/rules.md, "Policy tests").
+  if opts.overlay then lay_over(assigned, opts.overlay) end
+
   -- Check the sections, those the file assigned in its order, then the rest (for their defaults).
   local order = {}
   for _, name in ipairs(SECTIONS) do order[#order + 1] = name end
@@ -1204,7 +1372,8 @@ local function load_source(source, chunkname, opts)
     return a < b
   end)
   local raw_tls = assigned.tls
-  ctx.has_tls = type(raw_tls) == "table" and raw_tls.cert ~= nil and raw_tls.key ~= nil
+  ctx.has_tls = type(raw_tls) == "table" and ((raw_tls.cert ~= nil and raw_tls.key ~= nil) or
+    (type(raw_tls.certs) == "table" and raw_tls.certs[1] ~= nil))
   local cfg = {}
   for _, name in ipairs(order) do
     local v = assigned[name]

@@ -119,9 +119,15 @@ local function freeze_globals()
 end
 
 -- boot(path, opts) -> cfg, nil, warnings | nil, errors, warnings
--- opts: hostname, ncpu, sysconfdir, datadir, role ("worker", "router" or "check").
+-- opts: hostname, ncpu, sysconfdir, datadir, role ("worker", "router" or "check"), and for luamta test the
+-- scenario file whose config table is laid over the file's.
 function M.boot(path, opts)
   local config = require "luamta.config"
+  if opts.scenario then      -- luamta test: the scenario's config table goes over the file's
+    local scn, err = require("luamta.scenario").load(opts.scenario)
+    if not scn then return nil, { err }, {} end
+    opts.overlay = scn.config
+  end
   local cfg, errors, warnings = config.load(path, opts)
   if not cfg then return nil, errors, warnings end
   warnings = warnings or {}

@@ -91,6 +91,62 @@ end
 -- mx gives { preference = n, exchange = "host" } tables; ptr also takes an IP address.
 M.dns = core.dns
 
+-- Call outs (docs/callouts.md) ---------------------------------------------------------------------------------
+-- mta.http.request{ method, url, headers, body, timeout } -> status, headers, body | nil, err. Waits without
+-- blocking; the host name is looked up with mta.dns (an IP address is used as it is); connections are kept.
+-- Errors: "timeout", "response too large", "connection failed", "connection closed", "circuit open", ...
+local http_cfg = M.config.http or {}
+M.http = {}
+function M.http.request(req)
+  if type(req) ~= "table" then error("mta.http.request: expected a table { url = …, … }", 2) end
+  local url = req.url
+  if type(url) ~= "string" then error("mta.http.request: url must be a string", 2) end
+  local method = req.method or (req.body and "POST" or "GET")
+  if type(method) ~= "string" then error("mta.http.request: method must be a string", 2) end
+  if req.headers ~= nil and type(req.headers) ~= "table" then error("mta.http.request: headers must be a table", 2) end
+  if req.body ~= nil and type(req.body) ~= "string" then error("mta.http.request: body must be a string", 2) end
+  local timeout = req.timeout or http_cfg.timeout or 10
+  if type(timeout) ~= "number" or timeout <= 0 or timeout > 3600 then
+    error("mta.http.request: timeout must be a number of seconds from 0 to 3600", 2)
+  end
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then return nil, "invalid url" end
+  if scheme:lower() == "https" then return nil, "https is not supported yet" end
+  local host = rest:match("^%[([^%]]+)%]") or rest:match("^([^/:?#]+)")
+  if not host then return nil, "invalid url" end
+  local connect = host
+  if not (core.dns.ip_equal(host, host)) then
+    local addrs, err = M.dns.a(host)
+    if not addrs or #addrs == 0 then return nil, "cannot resolve " .. host .. ": " .. tostring(err or "nodata") end
+    connect = addrs[1]
+  end
+  return core.http_request { method = method:upper(), url = url, connect = connect, headers = req.headers,
+    body = req.body, timeout = timeout, max_response = http_cfg.max_response or 1048576,
+    failures = http_cfg.failures or 5, cooldown = http_cfg.cooldown or 30 }
+end
+
+-- mta.redis(NAME) -> a client for redis.NAME of the configuration: r:call(cmd, ...) and r:eval(script, keys,
+-- args) give the reply (a string, an integer, a table, or nil for Redis's nil) or nil, err.
+function M.redis(name)
+  if type(name) ~= "string" then error("mta.redis: expected the name of a redis server", 2) end
+  if not (M.config.redis or {})[name] then error(("mta.redis: no redis.%s in the configuration"):format(name), 2) end
+  return core.redis(name)
+end
+
+-- mta.on_error(policy, service, err) -> the verdict of a failed call out (docs/callouts.md, "Failure policy"):
+-- "accept" gives nothing (the check is skipped and the next rule speaks), "tempfail" 451 4.3.0, "reject" 554
+-- 5.3.0. The failure is logged either way.
+function M.on_error(policy, service, err)
+  core.log("warning", ("callout service=%q error=%q on_error=%s"):format(tostring(service), tostring(err),
+    tostring(policy)))
+  if policy == "tempfail" then
+    return M.tempfail(451, "4.3.0 Temporary failure, try again later")
+  elseif policy == "reject" then
+    return M.reject(554, "5.3.0 Cannot check this message")
+  end
+  return nil
+end
+
 -- s:hostname() -> the verified client host name, or nil, why ("none" or "timeout"). SPEC section 4: by
 -- default forward-confirmed (a PTR name whose A/AAAA records contain the client address); with
 -- dns.verify_ptr = "ptr_only" the first PTR name, as Domino does. Looked up once per session.

@@ -9,7 +9,8 @@
 --   pki.expired_cert, pki.expired_key  -- a pair whose certificate expired in 2020, or nil (pki.expired_why says
 --                                      why: this openssl could not back-date one); certs.new { expired = false }
 --                                      does not make it
---   pki:pair(name, opts) -> cert, key  -- one more self-signed pair in the dir (opts.cn, opts.days)
+--   pki:pair(name, opts) -> cert, key  -- one more self-signed pair in the dir (opts.cn, opts.days; opts.rsa: an
+--                                      RSA-2048 key instead of EC P-256)
 --   pki:install(cert, key, dest_cert, dest_key)  -- copy a pair over the files a server reads (for reload)
 --   pki:cleanup()                    -- removes the temp dir (unless LUAMTA_KEEP_TMP is set)
 --
@@ -64,10 +65,15 @@ end
 local Pki = {}
 Pki.__index = Pki
 
--- newkey(path): an EC P-256 private key, PKCS#8 PEM without a passphrase
-function Pki:newkey(path)
-  must("openssl genpkey",
-    openssl { "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path })
+-- newkey(path, rsa): an EC P-256 (or with rsa, an RSA-2048) private key, PKCS#8 PEM without a passphrase
+function Pki:newkey(path, rsa)
+  if rsa then
+    must("openssl genpkey", openssl { "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+      "-out", path })
+  else
+    must("openssl genpkey",
+      openssl { "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path })
+  end
   return path
 end
 
@@ -75,7 +81,7 @@ end
 function Pki:pair(name, opts)
   opts = opts or {}
   local cn = opts.cn or self.cn
-  local key = self:newkey(self.dir .. "/" .. name .. ".key")
+  local key = self:newkey(self.dir .. "/" .. name .. ".key", opts.rsa)
   local cert = self.dir .. "/" .. name .. ".crt"
   must("openssl req -x509",
     openssl { "req", "-new", "-x509", "-key", key, "-out", cert, "-days", tostring(opts.days or 30), "-sha256",

@@ -223,6 +223,7 @@ function M.prepare(opts)
   self.rules_dir = self.dir .. "/rules"
   self.spool = self.dir .. "/spool"
   self.logfile = self.dir .. "/luamta.log"
+  self.stderrfile = self.logfile
   self.cfgfile = self.dir .. "/luamta.lua"
   lfs.mkdir(self.rules_dir)
   local cfg = merge(M.defaults(self.dir, self.port), opts.config or {})
@@ -235,6 +236,8 @@ function M.prepare(opts)
   for _, r in ipairs(opts.rules or {}) do self:write_rule(r[1], r[2]) end
   for rel, text in pairs(opts.files or {}) do write_file(self.dir .. "/" .. rel, text) end
   self.config = cfg
+  -- With log.file, the daemon's own lines go there (stderr keeps only what comes before the log is open).
+  if cfg.log and cfg.log.file then self.logfile = cfg.log.file end
   self.workers = cfg.server.workers or 1
   self.host = "127.0.0.1"
   local first = type(cfg.server.listen) == "table" and cfg.server.listen[1]
@@ -284,7 +287,7 @@ function Server:launch(timeout)
   timeout = timeout or 10
   local mark = self:log_mark()
   local cmd = string.format("exec setsid %s run -c %s >>%s 2>&1 </dev/null & echo $!", sh_quote(M.BIN),
-    sh_quote(self.cfgfile), sh_quote(self.logfile))
+    sh_quote(self.cfgfile), sh_quote(self.stderrfile))
   local p = assert(io.popen("sh -c " .. sh_quote(cmd)))
   local out = p:read("a")
   p:close()
@@ -297,7 +300,8 @@ function Server:launch(timeout)
     local text = self:log():sub(mark + 1)
     local n = 0
     for _ in text:gmatch("worker %d+: ready: policy generation") do n = n + 1 end
-    if n >= want and text:find("router: ready", 1, true) then return "up" end
+    for _ in text:gmatch("/smtpd%[%d+%]: ready: policy generation") do n = n + 1 end   -- log.file
+    if n >= want and (text:find("router: ready", 1, true) or text:find("/qmgr%[%d+%]: ready")) then return "up" end
   end, timeout, 0.02)
   if up ~= "up" then
     error(up == "dead" and "luamta exited at start-up" or "luamta did not become ready in time")
@@ -395,6 +399,7 @@ function Server:reload(timeout)
     local text = self:log():sub(mark + 1)
     local n = 0
     for _ in text:gmatch("worker %d+: reload") do n = n + 1 end
+    for _ in text:gmatch("/smtpd%[%d+%]: reload") do n = n + 1 end   -- log.file
     return n >= want
   end, timeout or 5, 0.02)
   return self:log():sub(mark + 1)

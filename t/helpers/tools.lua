@@ -12,7 +12,12 @@ local M = {}
 M.PROGRAMS = {
   swaks = "swaks", openssl = "openssl", dnsmasq = "dnsmasq-base", ["smtp-sink"] = "postfix",
   ["smtp-source"] = "postfix", python3 = "python3", ss = "iproute2", ps = "procps", pgrep = "procps",
-  timeout = "coreutils", setsid = "util-linux",
+  timeout = "coreutils", setsid = "util-linux", unshare = "util-linux", promtool = "prometheus",
+  ["fail2ban-regex"] = "fail2ban", pflogsumm = "pflogsumm", dovecot = "dovecot-core",
+  ["dovecot-lmtp"] = "dovecot-lmtpd",
+  setpriv = "util-linux", make = "make",
+  ["systemd-analyze"] = "systemd", man = "man-db",
+  ["redis-server"] = "redis-server", ["redis-cli"] = "redis-tools",
 }
 M.PROGRAMS["lua5.4"] = "lua5.4"
 M.PERL = { ["Net::SSLeay"] = "libnet-ssleay-perl" }

@@ -26,16 +26,16 @@ local RECORDS = {
   },
 }
 
--- queued(srv, from) -> how many messages the listener took (one "queued" line each) after log offset from
+-- queued(srv, from) -> how many messages the listener took (one "QID: client=" line each) after log offset from
 local function queued(srv, from)
-  return sink.count_lines(srv, ", queued", from)
+  return sink.count_lines(srv, ": client=unknown[", from)
 end
 
 -- connects_after(srv, qid, from) -> how many SMTP connections the listener took after it queued qid (the test
 -- client's own message; the start-up probe's connection may be logged after from)
 local function connects_after(srv, qid, from)
   local text = srv:log():sub((from or 0) + 1)
-  local at = assert(text:find(qid .. ": from=<[^\n]*, queued\n"), "no queued line for " .. qid)
+  local at = assert(text:find(qid .. ": client=[^\n]*\n"), "no client= line for " .. qid)
   return sink.count_lines(srv, ": connect from ", (from or 0) + at)
 end
 

@@ -82,13 +82,14 @@ describe("SMTP AUTH", function()
   teardown(function() if w then w.cleanup() end end)
 
   describe("PLAIN and LOGIN under TLS", function()
-    it("accepts AUTH PLAIN with an initial response with 235 2.7.0 and logs AUTH user=", function()
+    it("accepts AUTH PLAIN with an initial response with 235 2.7.0 and logs sasl_username=", function()
       local mark = w.srv:log_mark()
       local c = w.tls()
       local code, lines = c:cmd("AUTH PLAIN " .. plain("jdoe@example.test", PASSWORD))
       assert.equal(235, code)
       assert.equal("235 2.7.0 Authentication successful", lines[1])
-      assert.truthy(w.srv:wait_log("client=[127.0.0.1] AUTH user=jdoe@example.test", 2, mark, true))
+      assert.truthy(w.srv:wait_log("unknown[127.0.0.1]: AUTH sasl_method=PLAIN, sasl_username=jdoe@example.test", 2,
+        mark, true))
     end)
 
     it("accepts AUTH PLAIN with the response after an empty 334 challenge", function()
@@ -125,7 +126,8 @@ describe("SMTP AUTH", function()
       local mark = w.srv:log_mark()
       local c = w.tls()
       assert.equal(235, (c:cmd("AUTH PLAIN " .. plain("john@example.test", PASSWORD))))
-      assert.truthy(w.srv:wait_log("AUTH user=jdoe@example.test", 2, mark, true), w.srv:log():sub(mark + 1))
+      assert.truthy(w.srv:wait_log("AUTH sasl_method=PLAIN, sasl_username=jdoe@example.test", 2, mark, true),
+        w.srv:log():sub(mark + 1))
     end)
 
     it("never writes a password or an AUTH response to the log", function()
@@ -138,9 +140,10 @@ describe("SMTP AUTH", function()
       assert.equal(235, (c:cmd(b64(MARY_PASSWORD))))
       c = w.tls { ip = "127.0.0.31" }
       assert.equal(535, (c:cmd("AUTH PLAIN " .. plain("jdoe@example.test", "not-" .. PASSWORD), 10)))
-      assert.truthy(w.srv:wait_log("AUTH failed for user=jdoe@example.test", 2, mark, true))
+      assert.truthy(w.srv:wait_log("SASL PLAIN authentication failed: authentication failure, "
+        .. "sasl_username=jdoe@example.test", 2, mark, true))
       local log = w.srv:log():sub(mark + 1)
-      assert.truthy(log:find("AUTH user=mary@example.test", 1, true), log)
+      assert.truthy(log:find("AUTH sasl_method=LOGIN, sasl_username=mary@example.test", 1, true), log)
       for _, secret in ipairs { PASSWORD, MARY_PASSWORD, b64(PASSWORD), b64(MARY_PASSWORD),
                                 plain("jdoe@example.test", PASSWORD), "not-" .. PASSWORD } do
         assert.is_nil(log:find(secret, 1, true), "the log shows " .. secret)
@@ -161,8 +164,11 @@ describe("SMTP AUTH", function()
       assert.is_true(t1 >= 0.2, string.format("the first failure was answered after %.2f s", t1))
       assert.is_true(t2 >= 0.45 and t2 > t1,
         string.format("the failures were answered after %.2f s, then %.2f s", t1, t2))
-      assert.truthy(w.srv:wait_log("client=[127.0.0.21] AUTH failed for user=jdoe@example.test (failure 1 from "
-        .. "this address; answer in 0.25 s)", 2, mark, true), w.srv:log():sub(mark + 1))
+      assert.truthy(w.srv:wait_log("warning: unknown[127.0.0.21]: SASL PLAIN authentication failed: "
+        .. "authentication failure, sasl_username=jdoe@example.test, session=", 2, mark, true),
+        w.srv:log():sub(mark + 1))
+      assert.truthy(w.srv:wait_log("(failure 1 from this address; answer in 0.25 s)", 2, mark, true),
+        w.srv:log():sub(mark + 1))
       assert.truthy(w.srv:wait_log("(failure 2 from this address; answer in 0.50 s)", 2, mark, true))
       assert.equal(250, (c:cmd("NOOP")), "the session goes on")
     end)
@@ -200,6 +206,7 @@ describe("SMTP AUTH", function()
       assert.equal("530 5.7.0 Must issue a STARTTLS command first", lines[1])
       socket.sleep(0.2)
       assert.is_nil(w.srv:log():sub(mark + 1):find("AUTH", 1, true))
+      assert.is_nil(w.srv:log():sub(mark + 1):find("authentication failed", 1, true))
     end)
 
     it("aborts AUTH PLAIN and AUTH LOGIN on \"*\" with 501 5.7.0, and AUTH works afterwards", function()

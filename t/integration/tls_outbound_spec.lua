@@ -196,7 +196,7 @@ describe("the router's STARTTLS to the next hop", function()
     local r = received(f.content)
     assert.is_nil(r:find("(using ", 1, true), r)
     assert.truthy(r:find(" with ESMTP id ", 1, true), r)
-    assert.is_nil(hop:log():sub(mark + 1):find("TLS established", 1, true))
+    assert.is_nil(hop:log():sub(mark + 1):find("TLS connection established", 1, true))
   end)
 
   it("retries the same next hop in the clear when an opportunistic handshake fails, and delivers (tls=none)",

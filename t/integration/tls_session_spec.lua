@@ -124,7 +124,8 @@ describe("TLS on the SMTP listener", function()
       assert.equal(220, code)
       assert.equal("220 2.0.0 Ready to start TLS", lines[1])
       assert.equal(250, (c:cmd("NOOP")))
-      assert.truthy(srv:wait_log("client=%[127%.0%.0%.1%] TLS established: TLSv1%.2 TLS%-ECDHE%-", 3, mark),
+      assert.truthy(srv:wait_log("TLS connection established from unknown%[127%.0%.0%.1%]: TLSv1%.2 TLS%-ECDHE%-", 3,
+        mark),
         srv:log():sub(mark + 1))
       assert.truthy(px:log():find("tls TLSv1.2 ECDHE-", 1, true), px:log())
     end)
@@ -153,7 +154,8 @@ describe("TLS on the SMTP listener", function()
       assert.equal(220, (c:cmd("STARTTLS")))
       c:send("EHLO not-tls.test\r\n")
       local closed = c:expect_closed(3)
-      assert.truthy(srv:wait_log("client=[127.0.0.1] TLS handshake failed: ", 2, mark, true), srv:log():sub(mark + 1))
+      assert.truthy(srv:wait_log("SSL_accept error from unknown[127.0.0.1]: TLS handshake failed: ", 2, mark, true),
+        srv:log():sub(mark + 1))
       assert.is_true(closed, "the connection is still open 3 s after the handshake failed")
     end)
 
@@ -213,7 +215,7 @@ describe("TLS on the SMTP listener", function()
       code, lines = c:cmd("RCPT TO:<injected@example.test>")
       assert.equal(503, code, "no transaction was opened by the injected MAIL")
       assert.equal("503 5.5.1 Error: need MAIL command", lines[1])
-      assert.truthy(srv:wait_log("client=[127.0.0.1] discarded " .. #injected
+      assert.truthy(srv:wait_log("unknown[127.0.0.1]: discarded " .. #injected
         .. " octets sent after STARTTLS before TLS", 2, mark, true), srv:log():sub(mark + 1))
       assert.is_nil(srv:log():sub(mark + 1):find("evil@x.test", 1, true))
     end)
@@ -463,7 +465,7 @@ describe("a TLS handshake that stalls (server.timeouts.command = 2, one worker)"
     assert.is_true(closed, string.format("still open %.1f s after the client went silent (timeouts.command = %d)",
       waited, TIMEOUT))
     assert.is_true(waited >= TIMEOUT - 0.3, string.format("closed after %.2f s", waited))
-    assert.truthy(srv:wait_log("timeout in state", 1, mark, true), srv:log():sub(mark + 1))
+    assert.truthy(srv:wait_log("timeout from unknown[127.0.0.1] in state", 1, mark, true), srv:log():sub(mark + 1))
   end
 
   it("closes a connection to the implicit-TLS port that never sends a ClientHello, and serves others meanwhile",

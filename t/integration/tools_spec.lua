@@ -37,7 +37,8 @@ describe("the tools the tests run", function()
   it("find every program on this machine (./bootstrap ran)", function()
     for program in pairs(tools.PROGRAMS) do
       local path = ({ dnsmasq = "/usr/sbin/dnsmasq", ["smtp-sink"] = "/usr/sbin/smtp-sink",
-        ["smtp-source"] = "/usr/sbin/smtp-source" })[program]
+        ["smtp-source"] = "/usr/sbin/smtp-source", dovecot = "/usr/sbin/dovecot",
+        ["dovecot-lmtp"] = "/usr/lib/dovecot/lmtp" })[program]
       tools.need(program, path)
     end
     for module in pairs(tools.PERL) do tools.need_perl(module) end

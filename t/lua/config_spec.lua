@@ -53,9 +53,9 @@ describe("luamta.config", function()
         bare_newline = "reject",
         greeting_delay = 0,
       }, cfg.server)
-      assert.same({}, cfg.tls)
+      assert.same({ certs = {}, pairs = {}, ticket_period = 43200 }, cfg.tls)
       assert.same({ timeout = 5, tries = 2, verify_ptr = "forward_confirmed" }, cfg.dns)
-      assert.same({ level = "info", syslog = false }, cfg.log)
+      assert.same({ level = "info", syslog = false, facility = "mail", ident = "luamta" }, cfg.log)
       assert.same({}, cfg.local_domains)
       assert.same({ users = {}, groups = {}, lookup = "full_then_localpart" }, cfg.directory)
       assert.same({
@@ -64,6 +64,8 @@ describe("luamta.config", function()
         max_per_domain = 10, tls = "opportunistic", timeouts = { connect = 30, reply = 300 },
       }, cfg.routing)
       assert.same({ maildir = "/var/spool/luamta/mailboxes/%d/%u" }, cfg.delivery)
+      assert.same({}, cfg.metrics)
+      assert.same({ enabled = true, keep_days = 7, max_mb = 1024 }, cfg.trace)
     end)
 
     it("fills in the inbound controls with the defaults of SPEC sections 3.1 and 5", function()
@@ -75,7 +77,7 @@ describe("luamta.config", function()
         whitelist = { enabled = false, hosts = {}, action = "skip" },
         dnsbl = { enabled = false, sites = {}, action = "log" },
         dnswl = { enabled = false, sites = {}, action = "skip" },
-        connection = { verify_hostname = false, allow = {}, deny = {}, max_errors = 20 },
+        connection = { verify_hostname = false, allow = {}, deny = {}, max_errors = 20, max_junk_commands = 100 },
         sender = { verify_domain = false, allow = {}, deny = {} },
         recipient = { verify_local = false, allow = {}, deny = {} },
       }, cfg.inbound)
@@ -130,7 +132,9 @@ tls = { cert = "cert.pem", key = "/etc/ssl/private/key.pem" }
       assert.same({ false, false, true, false }, {
         cfg.server.listen[1].submission, cfg.server.listen[2].submission, cfg.server.listen[3].submission,
         cfg.server.listen[4].submission })
-      assert.same({ cert = "/etc/luamta/cert.pem", key = "/etc/ssl/private/key.pem" }, cfg.tls)
+      assert.same({ cert = "/etc/luamta/cert.pem", key = "/etc/ssl/private/key.pem", certs = {},
+        pairs = { { cert = "/etc/luamta/cert.pem", key = "/etc/ssl/private/key.pem" } }, ticket_period = 43200 },
+        cfg.tls)
       assert.equal(1, #warnings)
       assert.matches("server.listen%[4%]: listening on a public address without TLS", warnings[1])
     end)
@@ -153,7 +157,8 @@ tls = { cert = "cert.pem", key = "/etc/ssl/private/key.pem" }
     it("lists the valid names when an unknown top-level name is nothing like any of them", function()
       local errors = errors_of('server = { spool = "/s" }\nzzzzzz = 1\n')
       assert.equal('/etc/luamta/luamta.lua:2: zzzzzz: unknown name; expected one of server, tls, dns, log, '
-                   .. "local_domains, directory, inbound, routing, delivery", errors[1])
+                   .. "local_domains, directory, inbound, routing, delivery, metrics, trace, http, redis, greylist, "
+                   .. "ratelimit", errors[1])
     end)
 
     it("stops at a read of an undefined name and says where it is", function()
@@ -361,10 +366,24 @@ server.timeouts = { command = 0 }
                   errors)
     end)
 
+    it("refuses log.file together with log.syslog, an unknown facility and a bad ident", function()
+      local errors = errors_of('server = { spool = "/s", listen = "127.0.0.1:25" }\n'
+        .. 'log = { file = "/var/log/luamta.log", syslog = true, facility = "mial", ident = "a b" }\n')
+      assert.same({
+        '/etc/luamta/luamta.lua:2: log.facility: got string "mial"; expected one of "mail", "daemon", "user", '
+          .. '"auth", "authpriv", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7" '
+          .. '(did you mean "mail"?)',
+        '/etc/luamta/luamta.lua:2: log.ident: got string "a b"; expected a syslog tag such as "luamta" or '
+          .. '"postfix" (letters, digits, "-", "_", ".")',
+        '/etc/luamta/luamta.lua:2: log.file: log.file and log.syslog = true both name a destination; expected '
+          .. 'one of them',
+      }, errors)
+    end)
+
     it("refuses a section that is not a table", function()
       local errors = errors_of('server = { spool = "/s", listen = "127.0.0.1:25" }\nlog = "debug"\n')
       assert.same({ '/etc/luamta/luamta.lua:2: log: got string "debug"; expected a table with the keys level, '
-                    .. "syslog" }, errors)
+                    .. "syslog, file, facility, ident" }, errors)
     end)
 
     it("refuses a directory user without an address and an address without @", function()

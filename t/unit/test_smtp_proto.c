@@ -211,6 +211,18 @@ static const struct {
 	  "addr=<a@example.org> local=<a> domain=<example.org> null=0 utf8=0 "
 	  "params=[ABCDEFGHIJKLMNOPQRSTUVWXYZ012345=1]" },
 	{ "key of 33", M, "FROM:<a@example.org> ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456=1", "ERR 555 5.5.4" },
+	{ "duplicate SIZE", M, "FROM:<a@example.org> SIZE=1 SIZE=2", "ERR 501 5.5.4" },
+	{ "duplicate BODY in other case", M, "FROM:<a@example.org> BODY=8BITMIME body=7BIT", "ERR 501 5.5.4" },
+	{ "duplicate flag", M, "FROM:<a@example.org> SMTPUTF8 SMTPUTF8", "ERR 501 5.5.4" },
+	{ "duplicate on RCPT", R, "TO:<a@example.org> NOTIFY=NEVER NOTIFY=NEVER", "ERR 501 5.5.4" },
+	{ "truncated UTF-8 in local part", M, "FROM:<j\xc3rn@example.org>", "ERR 501 5.1.7" },
+	{ "0xff in local part", R, "TO:<\xff@example.org>", "ERR 501 5.1.3" },
+	{ "overlong UTF-8 in domain", M, "FROM:<a@b\xc0\xaf" "c.example>", "ERR 501 5.1.7" },
+	{ "UTF-8 surrogate", M, "FROM:<\xed\xa0\x80@example.org>", "ERR 501 5.1.7" },
+	{ "UTF-8 past U+10FFFF", M, "FROM:<a@\xf4\x90\x80\x80.example>", "ERR 501 5.1.7" },
+	{ "4-octet UTF-8", R, "TO:<\xf0\x9f\x98\x80@example.org>",
+	  "addr=<\xf0\x9f\x98\x80@example.org> local=<\xf0\x9f\x98\x80> domain=<example.org> null=0 utf8=1 "
+	  "params=[]" },
 };
 
 static const struct {
@@ -459,6 +471,52 @@ test_bdat(void)
 	ok(proto_bdat_args(NULL, &size, &last) == -1, "bdat NULL");
 }
 
+static void
+test_line_max(void)
+{
+	ok(proto_line_max("AUTH ", 5) == PROTO_AUTH_LINE_MAX, "line max: AUTH");
+	ok(proto_line_max("auth PLAIN", 10) == PROTO_AUTH_LINE_MAX, "line max: auth in lower case");
+	ok(proto_line_max("AUTHX", 5) == PROTO_LINE_MAX, "line max: AUTHX");
+	ok(proto_line_max("AUT", 3) == PROTO_LINE_MAX, "line max: short");
+	ok(proto_line_max("NOOP ", 5) == PROTO_LINE_MAX, "line max: NOOP");
+	ok(proto_line_max("", 0) == PROTO_LINE_MAX, "line max: nothing yet");
+}
+
+static void
+test_non_smtp(void)
+{
+	static const struct {
+		const char	*input;
+		int		 want;
+	} cases[] = {
+		{ "GET / HTTP/1.1", 1 }, { "get /", 1 }, { "POST /x HTTP/1.0", 1 },
+		{ "CONNECT mx.example.org:25 HTTP/1.1", 1 }, { "Host: mx.example.org", 1 },
+		{ "User-Agent: curl/8.0", 1 }, { "X-Thing:", 1 }, { "FROM:<a@b>", 1 },
+		{ "GETX /", 0 }, { "GET", 0 }, { "XYZZY", 0 }, { "XYZZY a:b", 0 }, { ":x", 0 }, { "", 0 },
+		{ " Host: x", 0 },
+	};
+	size_t	i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ok(proto_non_smtp(cases[i].input, strlen(cases[i].input)) == cases[i].want, "non-SMTP %s",
+		    cases[i].input);
+}
+
+static void
+test_utf8(void)
+{
+	ok(proto_utf8_ok("abc", 3) == 1, "utf8 ASCII");
+	ok(proto_utf8_ok("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9) == 1, "utf8 2, 3 and 4 octets");
+	ok(proto_utf8_ok("\xc3", 1) == 0, "utf8 truncated");
+	ok(proto_utf8_ok("\x80", 1) == 0, "utf8 continuation first");
+	ok(proto_utf8_ok("\xc1\xbf", 2) == 0, "utf8 overlong 2");
+	ok(proto_utf8_ok("\xe0\x80\xaf", 3) == 0, "utf8 overlong 3");
+	ok(proto_utf8_ok("\xed\xbf\xbf", 3) == 0, "utf8 surrogate");
+	ok(proto_utf8_ok("\xf4\x90\x80\x80", 4) == 0, "utf8 past U+10FFFF");
+	ok(proto_utf8_ok("\xf5\x80\x80\x80", 4) == 0, "utf8 0xf5");
+	ok(proto_utf8_ok("\xc3\x28", 2) == 0, "utf8 bad continuation");
+}
+
 int
 main(void)
 {
@@ -467,5 +525,8 @@ main(void)
 	test_path_limits();
 	test_helo();
 	test_bdat();
+	test_line_max();
+	test_non_smtp();
+	test_utf8();
 	return tap_done();
 }

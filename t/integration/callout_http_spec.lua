@@ -1,0 +1,146 @@
+-- t/integration/callout_http_spec.lua: mta.http.request against a Python HTTP server started here (docs/callouts.md).
+local server = require "t.helpers.server"
+local smtp = require "t.helpers.smtp"
+local tools = require "t.helpers.tools"
+local socket = require "socket"
+
+-- A keep-alive HTTP/1.1 server: /fast, /slow (3 s), /big (200000 octets), /peer (the client's port).
+local PY = [[
+import sys, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/slow": time.sleep(3); body = b"slow"
+        elif self.path == "/big": body = b"x" * 200000
+        elif self.path == "/peer": body = str(self.client_address[1]).encode()
+        else: body = b"fast"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Test", "yes")
+        self.end_headers()
+        self.wfile.write(body)
+    do_POST = do_GET
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+]]
+
+local RULE = [[
+local mta = require "luamta"
+return { helo = function(s, name)
+  local path, timeout = name:match("^([a-z]+)%.(%d*)")
+  local port = path == "down" and DOWN or PORT
+  local status, headers, body = mta.http.request { url = "http://127.0.0.1:" .. port .. "/" .. path,
+    timeout = tonumber(timeout) }
+  if not status then return mta.reject(550, "5.0.0 http error " .. headers) end
+  return mta.reject(550, ("5.0.0 http %d %s %s"):format(status, tostring(headers["x-test"]), body))
+end }
+]]
+
+describe("mta.http.request", function()
+  local srv, pypid, port, down
+
+  setup(function()
+    local python = tools.need("python3")
+    port, down = server.free_port(), server.free_port()
+    local dir = server.tempdir()
+    server.write_file(dir .. "/httpd.py", PY)
+    local out = server.run(("setsid %s %s %d >/dev/null 2>&1 & echo $!"):format(python,
+      server.sh_quote(dir .. "/httpd.py"), port))
+    pypid = tonumber(out:match("(%d+)"))
+    local deadline = socket.gettime() + 10
+    repeat
+      local c = socket.connect("127.0.0.1", port)
+      if c then c:close() break end
+      socket.sleep(0.1)
+    until socket.gettime() > deadline
+    srv = server.start({
+      config = { http = { max_response = 100000, failures = 2, cooldown = 2 } },
+      rules = { { "caller", (RULE:gsub("DOWN", tostring(down)):gsub("PORT", tostring(port))) } },
+    })
+  end)
+
+  teardown(function()
+    if srv then srv:cleanup() end
+    if pypid then os.execute("kill " .. pypid .. " 2>/dev/null") end
+  end)
+
+  local function ehlo(c, name, timeout)
+    c:send("EHLO " .. name .. "\r\n")
+    local code, lines = c:read_reply(timeout or 10)
+    return code, lines and lines[1]
+  end
+
+  it("gives status, headers and body", function()
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    assert.same({ 550, "550 5.0.0 http 200 yes fast" }, { ehlo(c, "fast.test") })
+    c:close()
+  end)
+
+  it("does not block another session on the same worker while one waits for a slow answer", function()
+    local a = assert(smtp.connect(srv.host, srv.port))
+    local b = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (a:read_reply()))
+    assert.equal(220, (b:read_reply()))
+    local t0 = socket.gettime()
+    a:send("EHLO slow.test\r\n")
+    socket.sleep(0.2)
+    assert.same({ 550, "550 5.0.0 http 200 yes fast" }, { ehlo(b, "fast.test") })
+    assert.is_true(socket.gettime() - t0 < 2, "the fast answer waited for the slow one")
+    local code, lines = a:read_reply(10)
+    assert.equal("550 5.0.0 http 200 yes slow", lines[1])
+    assert.is_true(socket.gettime() - t0 >= 2.5)
+    a:close()
+    b:close()
+  end)
+
+  it("reuses its connection for the next request", function()
+    local ports = {}
+    for i = 1, 2 do
+      local c = assert(smtp.connect(srv.host, srv.port))
+      assert.equal(220, (c:read_reply()))
+      local _, line = ehlo(c, "peer.test")
+      ports[i] = line:match("yes (%d+)$")
+      assert(ports[i], line)
+      c:close()
+    end
+    assert.is_not_nil(ports[1])
+    assert.equal(ports[1], ports[2])
+  end)
+
+  it("gives up after the timeout", function()
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    local t0 = socket.gettime()
+    assert.same({ 550, "550 5.0.0 http error timeout" }, { ehlo(c, "slow.1.test") })
+    local took = socket.gettime() - t0
+    assert.is_true(took >= 0.9 and took < 2.5, "took " .. took)
+    c:close()
+  end)
+
+  it("cuts a response over http.max_response with an error", function()
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    assert.same({ 550, "550 5.0.0 http error response too large" }, { ehlo(c, "big.test") })
+    c:close()
+  end)
+
+  it("opens the circuit breaker after http.failures failures in a row, and closes it after the cool-down", function()
+    local replies = {}
+    for i = 1, 3 do
+      local c = assert(smtp.connect(srv.host, srv.port))
+      assert.equal(220, (c:read_reply()))
+      replies[i] = select(2, ehlo(c, "down.test"))
+      c:close()
+    end
+    assert.same({ "550 5.0.0 http error connection failed", "550 5.0.0 http error connection failed",
+      "550 5.0.0 http error circuit open" }, replies)
+    assert.truthy(srv:wait_log('service="http 127.0.0.1:' .. down .. '" breaker=open failures=2', 5, nil, true))
+    socket.sleep(2.2)
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    assert.equal("550 5.0.0 http error connection failed", select(2, ehlo(c, "down.test")))
+    c:close()
+  end)
+end)
