@@ -242,6 +242,7 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 		c->max_queue_time = cfg_num(&x, "max_queue_time", "routing.max_queue_time");
 		c->delay_warning = cfg_num(&x, "delay_warning", "routing.delay_warning");
 		c->max_per_domain = (int)cfg_num(&x, "max_per_domain", "routing.max_per_domain");
+		c->active_limit = (size_t)cfg_num(&x, "active_limit", "routing.active_limit");
 		if (cfg_table(&x, "retry", "routing.retry")) {
 			c->nretry = lua_rawlen(L, -1);
 			c->retry = xcalloc(c->nretry ? c->nretry : 1, sizeof(*c->retry));

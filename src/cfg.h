@@ -72,6 +72,7 @@ struct config {
 	double			 max_queue_time;
 	double			 delay_warning;		/* 0 = never */
 	int			 max_per_domain;
+	size_t			 active_limit;		/* routing.active_limit: messages in the router at once */
 	double			 connect_timeout;	/* routing.timeouts.connect */
 	double			 reply_timeout;		/* routing.timeouts.reply */
 };

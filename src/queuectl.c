@@ -85,7 +85,7 @@ queuectl_print(const struct spool_msg *q, int json, int first)
 static int
 queuectl_list(const struct config *cfg, int json)
 {
-	static const enum spool_dir dirs[] = { SPOOL_D_QUEUE, SPOOL_D_HOLD };
+	static const enum spool_dir dirs[] = { SPOOL_D_INCOMING, SPOOL_D_QUEUE, SPOOL_D_HOLD };
 	char			 path[SPOOL_PATH_MAX], why[256];
 	DIR			*d;
 	struct dirent		*de;
@@ -95,7 +95,7 @@ queuectl_list(const struct config *cfg, int json)
 
 	if (json)
 		printf("[");
-	for (k = 0; k < 2; k++) {
+	for (k = 0; k < sizeof(dirs) / sizeof(dirs[0]); k++) {
 		spool_dir_path(cfg->spool, dirs[k], path, sizeof(path));
 		if ((d = opendir(path)) == NULL)
 			continue;

@@ -57,6 +57,7 @@
 #include "mta.h"
 #include "queueid.h"
 #include "router.h"
+#include "router_intake.h"
 #include "smtp_proto.h"
 #include "spool.h"
 #include "util.h"
@@ -137,6 +138,10 @@ struct router_msg {
 	int			 expired;	/* past routing.max_queue_time */
 	double			 started;
 	size_t			 route_i;	/* recipient index the route stage is looking at */
+	double			 due_retry;	/* when the next attempt is if recipients are deferred */
+	double			 due_hold;	/* ... if they are only held */
+	int			 quarantined;	/* the load moved an unreadable file to corrupt/ */
+	int			 quarantine_err;
 };
 
 static struct event_base	*router_base;
@@ -152,10 +157,10 @@ static int			 router_stop;
 static struct router_group	*router_waiting;	/* groups waiting for a connection slot */
 static struct idmap		*router_dest;	/* next hop key hash -> (intptr_t) transactions in flight */
 
-static void	router_take(const char *id);
+static int	router_take(const char *id, int flush);
+static size_t	router_active(void);
 static void	router_delete_files(const char *id);
 static void	router_unschedule(const char *id);
-static void	router_scan(int flush);
 static void	router_group_ready(struct router_group *);
 static void	router_msg_step_done(struct router_msg *);
 
@@ -529,8 +534,14 @@ router_load_work(void *arg)
 	size_t			 i;
 	int			 err;
 
-	if ((err = spool_load(m->spool, m->id, 0, 1, &m->q, m->why, sizeof(m->why))) != 0)
+	if ((err = spool_admit(m->spool, m->id)) != 0 && err != ENOENT)
 		return err;
+	if ((err = spool_load(m->spool, m->id, 0, 1, &m->q, m->why, sizeof(m->why))) != 0) {
+		/* Not a queue file we can read: kept for a person in corrupt/, so it is not read at every walk. */
+		if (err == EINVAL && (m->quarantine_err = spool_quarantine(m->spool, m->id)) == 0)
+			m->quarantined = 1;
+		return err;
+	}
 	m->rcpts = xcalloc(m->q.env.nrcpts, sizeof(*m->rcpts));
 	m->attempts = m->q.state.attempts;
 	m->warned = m->q.state.warned;
@@ -565,6 +576,7 @@ router_msg_free(struct router_msg *m)
 	free(m->spool);
 	free(m->rcpts);
 	free(m);
+	intake_room();
 }
 
 /* Record ----------------------------------------------------------------------------------------------------- */
@@ -700,6 +712,10 @@ router_record_work(void *arg)
 		return err;
 	if (!open_left)	/* every recipient has its outcome on disk: the message goes */
 		return spool_finish(m->spool, m->id);
+	/* Its next attempt, for the walk of queue/ (a timer may come first; after a restart only this is left). */
+	for (i = 0; i < m->q.env.nrcpts && m->rcpts[i].outcome != R_DEFERRED && m->rcpts[i].outcome != R_OPEN; i++)
+		;
+	spool_set_due(m->spool, m->id, i < m->q.env.nrcpts ? m->due_retry : m->due_hold);
 	return 0;
 }
 
@@ -725,7 +741,10 @@ router_later_cb(evutil_socket_t fd, short what, void *arg)
 	idmap_del(router_later, router_key(id));
 	if (ev != NULL)
 		event_free(ev);		/* a one-shot timer may free itself in its callback */
-	router_take(id);
+	if (router_active() < router_cfg->active_limit)
+		router_take(id, 0);
+	else
+		intake_rescan(0);	/* no room: the walk of queue/ finds it due (its mtime) */
 	free(id);
 }
 
@@ -795,11 +814,11 @@ router_record_done(void *arg, int err)
 	}
 	if (m->bounce_id[0] != '\0') {
 		log_svc(LOG_SVC_BOUNCE, LOG_L_INFO, "%s: sender non-delivery notification: %s", m->id, m->bounce_id);
-		router_take(m->bounce_id);
+		intake_hint(m->bounce_id);
 	}
 	if (m->warning_id[0] != '\0') {
 		log_svc(LOG_SVC_BOUNCE, LOG_L_INFO, "%s: sender delay notification: %s", m->id, m->warning_id);
-		router_take(m->warning_id);
+		intake_hint(m->warning_id);
 	}
 	if (err != 0)
 		log_error("%s: cannot record delivery state: %s; trying again later", m->id, strerror(err));
@@ -809,11 +828,13 @@ router_record_done(void *arg, int err)
 	}
 	if (m->deleted)
 		router_delete_files(m->id);	/* the delete may have come after the record job ran */
-	if ((open_left || err != 0) && !m->deleted) {
-		double	 next = router_retry_delay(m->attempts + 1);
-
-		router_schedule(m->id, next);
-	} else if (held && !m->deleted)
+	/* Timers for at most routing.active_limit messages; the others wait for the walk of queue/ to find them due
+	 * (their mtime), at most ROUTER_RESCAN seconds late. */
+	if (idmap_count(router_later) >= router_cfg->active_limit || m->deleted)
+		;
+	else if (open_left || err != 0)
+		router_schedule(m->id, router_retry_delay(m->attempts + 1));
+	else if (held)
 		router_schedule(m->id, ROUTER_HOLD_RECHECK);
 	router_msg_free(m);
 }
@@ -847,6 +868,8 @@ router_msg_step_done(struct router_msg *m)
 		for (i = 0; i < m->q.env.nrcpts; i++)
 			if (m->rcpts[i].outcome == R_DEFERRED)
 				m->want_warning = 1;
+	m->due_retry = util_now() + router_retry_delay(m->attempts + 1);
+	m->due_hold = util_now() + ROUTER_HOLD_RECHECK;
 	/* Its own thread: a state line after a next hop's 250 is the end of a duplicate window (docs/reliability.md)
 	 * and must not wait behind the loads of a large queue. Records never race with a load of the same message
 	 * (it is busy until record_done), nor with control commands, which leave busy messages alone. */
@@ -1361,8 +1384,13 @@ router_load_done(void *arg, int err)
 	struct router_msg	*m = arg;
 
 	if (err != 0) {
-		if (err != ENOENT)	/* ENOENT: delivered and removed by an earlier pass, or deleted */
-			log_error("%s: cannot read queue file: %s", m->id, err == EINVAL ? m->why : strerror(err));
+		if (m->quarantined)
+			log_error("%s: cannot read queue file: %s; moved to %s/corrupt/", m->id, m->why, m->spool);
+		else if (err == EINVAL)
+			log_error("%s: cannot read queue file: %s (and cannot move it to corrupt/: %s)", m->id, m->why,
+			    strerror(m->quarantine_err));
+		else if (err != ENOENT)	/* ENOENT: delivered and removed by an earlier pass, or deleted */
+			log_error("%s: cannot read queue file: %s", m->id, strerror(err));
 		router_msg_free(m);
 		return;
 	}
@@ -1371,16 +1399,19 @@ router_load_done(void *arg, int err)
 	router_route(m);
 }
 
-static void
-router_take(const char *id)
+/* router_take - start an attempt on message id (router_intake.c decides when; flush: even before its retry
+ * time). 1 if it started. */
+static int
+router_take(const char *id, int flush)
 {
 	struct router_msg	*m;
-	struct event		*later;
 
 	if (router_stop || !queueid_valid(id) || idmap_get(router_busy, router_key(id)) != NULL)
-		return;
-	if ((later = idmap_get(router_later, router_key(id))) != NULL)
-		return;		/* its retry time has not come */
+		return 0;
+	if (flush)
+		router_unschedule(id);
+	else if (idmap_get(router_later, router_key(id)) != NULL)
+		return 0;		/* its retry time has not come */
 	m = xcalloc(1, sizeof(*m));
 	util_strlcpy(m->id, id, sizeof(m->id));
 	m->maildir = xstrdup(router_cfg->maildir);
@@ -1390,6 +1421,13 @@ router_take(const char *id)
 	m->started = util_monotonic();
 	idmap_put(router_busy, router_key(id), m);
 	iot_submit(router_io, router_load_work, router_load_done, m, NULL);
+	return 1;
+}
+
+static size_t
+router_active(void)
+{
+	return idmap_count(router_busy);
 }
 
 /* router_unschedule - forget a message's retry time, so that the next take tries it at once. */
@@ -1405,27 +1443,6 @@ router_unschedule(const char *id)
 	event_free(ev);
 }
 
-/* router_scan - every message in the queue whose time has come. */
-static void
-router_scan(int flush)
-{
-	char		 path[4200];
-	DIR		*d;
-	struct dirent	*de;
-
-	spool_dir_path(router_cfg->spool, SPOOL_D_QUEUE, path, sizeof(path));
-	if ((d = opendir(path)) == NULL) {
-		log_error("router: cannot read %s: %s", path, strerror(errno));
-		return;
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (flush)
-			router_unschedule(de->d_name);
-		router_take(de->d_name);
-	}
-	closedir(d);
-}
-
 static void
 router_notify_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -1434,14 +1451,14 @@ router_notify_cb(evutil_socket_t fd, short what, void *arg)
 
 	while ((n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
 		buf[n] = '\0';
-		router_take(buf);
+		intake_hint(buf);	/* only a hint: router_intake.c drains incoming/ every second as well */
 	}
 }
 
 static void
 router_rescan_cb(evutil_socket_t fd, short what, void *arg)
 {
-	router_scan(0);
+	intake_rescan(0);
 }
 
 /* router_gauges_cb - once a second, what the queue holds for luamta_queue_messages (docs/investigating.md, "Metrics"). */
@@ -1490,7 +1507,7 @@ router_move_work(void *arg)
 {
 	struct router_move	*mv = arg;
 	enum spool_where	 w = spool_where(mv->spool, mv->id);
-	int			 in_queue = w == SPOOL_W_QUEUE, in_hold = w == SPOOL_W_HOLD, err;
+	int			 in_queue = w == SPOOL_W_QUEUE || w == SPOOL_W_INCOMING, in_hold = w == SPOOL_W_HOLD, err;
 
 	switch (mv->op) {
 	case ROUTER_OP_FLUSH:
@@ -1543,7 +1560,7 @@ router_move_done(void *arg, int err)
 		if (mv->op != ROUTER_OP_FLUSH)
 			log_info("%s: %s by the administrator", mv->id, verbs[mv->op]);
 		if (mv->op == ROUTER_OP_FLUSH || mv->op == ROUTER_OP_RELEASE)
-			router_take(mv->id);
+			router_take(mv->id, 1);
 		if (mv->op == ROUTER_OP_DELETE && mv->busy) {
 			struct router_msg	*m = idmap_get(router_busy, router_key(mv->id));
 
@@ -1580,7 +1597,7 @@ router_control(uint64_t ctl, const char *cmd, const char *id)
 	size_t			 i;
 
 	if (strcmp(cmd, "flush") == 0 && id == NULL) {
-		router_scan(1);
+		intake_rescan(1);
 		router_ctl_answer(ctl, "ok: flushing the whole queue");
 		return;
 	}
@@ -1717,7 +1734,8 @@ router_signal_cb(evutil_socket_t sig, short what, void *arg)
 		router_gen = g;
 		router_cfg = lb_gen_config(g);
 		router_self_load();	/* interfaces may have changed */
-		router_scan(1);		/* held recipients may have a route now */
+		intake_set_limit(router_cfg->active_limit);
+		intake_rescan(1);	/* held recipients may have a route now */
 		master_report_reload(1, NULL);
 		return;
 	}
@@ -1768,10 +1786,10 @@ router_main(struct lb_gen *gen, int notify_fd)
 	    router_cfg->trace_max_mb, "router", 0, path, sizeof(path)) == -1)
 		log_warn("%s; deliveries are not traced", path);
 	router_self_load();
-	router_sweep_start();	/* on the I/O thread, ahead of the loads of router_scan() below */
+	router_sweep_start();	/* on the I/O thread, ahead of the intake's first batches */
 	log_info("ready: resuming the queue in %s/queue", router_cfg->spool);
 	master_report_ready();
-	router_scan(0);
+	intake_init(router_base, router_io, router_cfg->spool, router_cfg->active_limit, router_take, router_active);
 
 	event_base_dispatch(router_base);
 
@@ -1780,6 +1798,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 		evconnlistener_free(ctl);
 	router_control_path(router_cfg->spool, path, sizeof(path));
 	unlink(path);
+	intake_stop();
 	mta_shutdown();
 	iot_free(router_rec);
 	iot_free(router_io);

@@ -9,7 +9,10 @@
  *	spool_write_message()	the same, blocking (the router's record thread: bounces)
  *	spool_load()		read a message and its state lines (router, queue command)
  *	spool_state_append()	record outcomes
- *	spool_finish(), spool_delete(), spool_hold(), spool_release(), spool_state_sweep()
+ *	spool_admit()		incoming/ -> queue/, when the router takes a message
+ *	spool_finish(), spool_delete(), spool_hold(), spool_release(), spool_state_sweep(), spool_set_due(),
+ *	spool_quarantine()
+ *	spool_walk_*()		one directory, entry by entry
  */
 #include "config.h"
 
@@ -20,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -29,7 +33,7 @@
 #include "spool.h"
 #include "util.h"
 
-const char *const spool_dirs[SPOOL_NDIRS] = { "tmp", "queue", "hold", "state", "corrupt" };
+const char *const spool_dirs[SPOOL_NDIRS] = { "tmp", "incoming", "queue", "hold", "state", "corrupt" };
 
 void
 spool_dir_path(const char *spool, enum spool_dir d, char *buf, size_t size)
@@ -166,8 +170,8 @@ spool_commit(struct iothread *iot, const char *spool, const char *id, struct evb
 
 	util_strlcpy(j->id, id, sizeof(j->id));
 	spool_path(spool, SPOOL_D_TMP, id, j->tmp, sizeof(j->tmp));
-	spool_path(spool, SPOOL_D_QUEUE, id, j->final, sizeof(j->final));
-	spool_dir_path(spool, SPOOL_D_QUEUE, j->queue_dir, sizeof(j->queue_dir));
+	spool_path(spool, SPOOL_D_INCOMING, id, j->final, sizeof(j->final));
+	spool_dir_path(spool, SPOOL_D_INCOMING, j->queue_dir, sizeof(j->queue_dir));
 	j->head = head;
 	j->body = body;
 	j->done = done;
@@ -208,8 +212,8 @@ spool_write_message(const char *spool, const struct qf_env *env, struct evbuffer
 		return EINVAL;
 	}
 	spool_path(spool, SPOOL_D_TMP, env->id, tmp, sizeof(tmp));
-	spool_path(spool, SPOOL_D_QUEUE, env->id, final, sizeof(final));
-	spool_dir_path(spool, SPOOL_D_QUEUE, qdir, sizeof(qdir));
+	spool_path(spool, SPOOL_D_INCOMING, env->id, final, sizeof(final));
+	spool_dir_path(spool, SPOOL_D_INCOMING, qdir, sizeof(qdir));
 	err = spool_write_file(tmp, final, head, body);
 	if (err == 0 && util_fsync_dir(qdir) == -1) {
 		err = errno;
@@ -280,6 +284,10 @@ spool_load(const char *spool, const char *id, int any, int whole, struct spool_m
 		return ENOENT;
 	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
 	err = spool_read(path, whole ? 0 : QF_ENV_MAX, &m->data, &m->len, &m->file_size);
+	if (err == ENOENT) {
+		spool_path(spool, SPOOL_D_INCOMING, id, path, sizeof(path));
+		err = spool_read(path, whole ? 0 : QF_ENV_MAX, &m->data, &m->len, &m->file_size);
+	}
 	if (err == ENOENT && any) {
 		spool_path(spool, SPOOL_D_HOLD, id, path, sizeof(path));
 		if ((err = spool_read(path, whole ? 0 : QF_ENV_MAX, &m->data, &m->len, &m->file_size)) == 0)
@@ -358,10 +366,20 @@ spool_where(const char *spool, const char *id)
 	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
 	if (stat(path, &st) == 0)
 		return SPOOL_W_QUEUE;
+	spool_path(spool, SPOOL_D_INCOMING, id, path, sizeof(path));
+	if (stat(path, &st) == 0)
+		return SPOOL_W_INCOMING;
 	spool_path(spool, SPOOL_D_HOLD, id, path, sizeof(path));
 	if (stat(path, &st) == 0)
 		return SPOOL_W_HOLD;
 	return SPOOL_W_NONE;
+}
+
+/* spool_where_dir - the directory of a place spool_where found. */
+static enum spool_dir
+spool_where_dir(enum spool_where w)
+{
+	return w == SPOOL_W_HOLD ? SPOOL_D_HOLD : w == SPOOL_W_INCOMING ? SPOOL_D_INCOMING : SPOOL_D_QUEUE;
 }
 
 int
@@ -371,8 +389,13 @@ spool_finish(const char *spool, const char *id)
 
 	/* The queue file first: the other order would deliver it again to every recipient after a crash. */
 	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
-	if (unlink(path) == -1 && errno != ENOENT)
-		return errno;
+	if (unlink(path) == -1) {
+		if (errno != ENOENT)
+			return errno;
+		spool_path(spool, SPOOL_D_INCOMING, id, path, sizeof(path));
+		if (unlink(path) == -1 && errno != ENOENT)
+			return errno;
+	}
 	spool_path(spool, SPOOL_D_STATE, id, path, sizeof(path));
 	unlink(path);
 	return 0;
@@ -383,8 +406,7 @@ spool_delete(const char *spool, const char *id)
 {
 	char	 path[SPOOL_PATH_MAX];
 
-	spool_path(spool, spool_where(spool, id) == SPOOL_W_HOLD ? SPOOL_D_HOLD : SPOOL_D_QUEUE, id, path,
-	    sizeof(path));
+	spool_path(spool, spool_where_dir(spool_where(spool, id)), id, path, sizeof(path));
 	if (unlink(path) == -1)
 		return errno;
 	spool_path(spool, SPOOL_D_STATE, id, path, sizeof(path));
@@ -405,13 +427,97 @@ spool_move(const char *spool, const char *id, enum spool_dir from, enum spool_di
 int
 spool_hold(const char *spool, const char *id)
 {
-	return spool_move(spool, id, SPOOL_D_QUEUE, SPOOL_D_HOLD);
+	int	 err = spool_move(spool, id, SPOOL_D_QUEUE, SPOOL_D_HOLD);
+
+	return err == ENOENT ? spool_move(spool, id, SPOOL_D_INCOMING, SPOOL_D_HOLD) : err;
 }
 
+/* spool_release - back through incoming/, so that the router's drain finds it even without a word from us. */
 int
 spool_release(const char *spool, const char *id)
 {
-	return spool_move(spool, id, SPOOL_D_HOLD, SPOOL_D_QUEUE);
+	return spool_move(spool, id, SPOOL_D_HOLD, SPOOL_D_INCOMING);
+}
+
+int
+spool_admit(const char *spool, const char *id)
+{
+	return spool_move(spool, id, SPOOL_D_INCOMING, SPOOL_D_QUEUE);
+}
+
+int
+spool_set_due(const char *spool, const char *id, double when)
+{
+	char		 path[SPOOL_PATH_MAX];
+	struct timespec	 ts[2];
+
+	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
+	ts[0].tv_sec = ts[1].tv_sec = (time_t)when;
+	ts[0].tv_nsec = ts[1].tv_nsec = (long)((when - (double)(time_t)when) * 1e9);
+	return utimensat(AT_FDCWD, path, ts, 0) == -1 ? errno : 0;
+}
+
+int
+spool_quarantine(const char *spool, const char *id)
+{
+	char	 a[SPOOL_PATH_MAX], b[SPOOL_PATH_MAX];
+	int	 err;
+
+	if ((err = spool_move(spool, id, SPOOL_D_QUEUE, SPOOL_D_CORRUPT)) == ENOENT)
+		err = spool_move(spool, id, SPOOL_D_INCOMING, SPOOL_D_CORRUPT);
+	if (err != 0)
+		return err;
+	spool_path(spool, SPOOL_D_STATE, id, a, sizeof(a));
+	snprintf(b, sizeof(b), "%s/%s/%s.state", spool, spool_dirs[SPOOL_D_CORRUPT], id);
+	if (rename(a, b) == -1 && errno != ENOENT)
+		return errno;
+	return 0;
+}
+
+struct spool_walk {
+	DIR	*d;	/* owns */
+};
+
+struct spool_walk *
+spool_walk_open(const char *spool, enum spool_dir dir)
+{
+	struct spool_walk	*w;
+	char			 path[SPOOL_PATH_MAX];
+	DIR			*d;
+
+	spool_dir_path(spool, dir, path, sizeof(path));
+	if ((d = opendir(path)) == NULL)
+		return NULL;
+	w = xcalloc(1, sizeof(*w));
+	w->d = d;
+	return w;
+}
+
+int
+spool_walk_next(struct spool_walk *w, char id[QUEUEID_SIZE], double *mtime)
+{
+	struct dirent	*de;
+	struct stat	 st;
+
+	while ((de = readdir(w->d)) != NULL) {
+		if (!queueid_valid(de->d_name))
+			continue;
+		if (fstatat(dirfd(w->d), de->d_name, &st, 0) == -1)
+			continue;	/* gone meanwhile */
+		util_strlcpy(id, de->d_name, QUEUEID_SIZE);
+		*mtime = (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec / 1e9;
+		return 1;
+	}
+	return 0;
+}
+
+void
+spool_walk_close(struct spool_walk *w)
+{
+	if (w == NULL)
+		return;
+	closedir(w->d);
+	free(w);
 }
 
 int
@@ -423,6 +529,9 @@ spool_state_sweep(const char *spool, const char *id)
 	if (!queueid_valid(id))
 		return 0;
 	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
+	if (stat(path, &st) == 0 || errno != ENOENT)
+		return 0;
+	spool_path(spool, SPOOL_D_INCOMING, id, path, sizeof(path));
 	if (stat(path, &st) == 0 || errno != ENOENT)
 		return 0;
 	spool_path(spool, SPOOL_D_HOLD, id, path, sizeof(path));

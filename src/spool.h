@@ -1,15 +1,19 @@
 /*
  * spool.h - the spool on disk: its directories, the queue files and state files in them, and every change to
- * them. A message is written to <spool>/tmp/<id>, fsynced, renamed into <spool>/queue/<id>, and the queue
+ * them. A message is written to <spool>/tmp/<id>, fsynced, renamed into <spool>/incoming/<id>, and that
  * directory is fsynced, all on an I/O thread; only then does the caller hear about it (and only then may it
- * answer 250). No other code names, reads, writes, renames or removes spool files; the text of the files
+ * answer 250). The router admits a message from incoming/ into queue/ when it takes it (as Postfix's qmgr moves
+ * incoming to active), so incoming/ holds only what the router has not seen yet and a drain of it never reads
+ * the whole queue. No other code names, reads, writes, renames or removes spool files; the text of the files
  * (envelope and state lines) is queue_file.h's.
  *
- *	<spool>/tmp/	messages being written; swept at start (they never got their 250)
- *	<spool>/queue/	committed messages waiting for the router
- *	<spool>/hold/	messages an administrator held (luamta queue hold)
- *	<spool>/state/	one state file per message with recorded outcomes
- *	<spool>/corrupt/ files the router could not read, kept for a person to look at
+ *	<spool>/tmp/		messages being written; swept at start (they never got their 250)
+ *	<spool>/incoming/	committed messages the router has not taken yet
+ *	<spool>/queue/		messages the router has taken (being delivered, or deferred); a file's mtime is
+ *				the time of its next attempt (as Postfix's deferred queue), arrival before its first
+ *	<spool>/hold/		messages an administrator held (luamta queue hold)
+ *	<spool>/state/		one state file per message with recorded outcomes
+ *	<spool>/corrupt/	files the router could not read, kept for a person to look at
  */
 #ifndef SPOOL_H
 #define SPOOL_H
@@ -28,6 +32,7 @@ struct iothread;
 
 enum spool_dir {
 	SPOOL_D_TMP,
+	SPOOL_D_INCOMING,
 	SPOOL_D_QUEUE,
 	SPOOL_D_HOLD,
 	SPOOL_D_STATE,
@@ -80,7 +85,7 @@ struct spool_msg {
 	int			 held;		/* found in hold/ */
 };
 
-enum spool_where { SPOOL_W_NONE, SPOOL_W_QUEUE, SPOOL_W_HOLD };
+enum spool_where { SPOOL_W_NONE, SPOOL_W_QUEUE, SPOOL_W_INCOMING, SPOOL_W_HOLD };
 
 /*
  * spool_load - read message id from queue/ (or hold/ as well when any) with its state lines; whole reads the
@@ -99,7 +104,23 @@ enum spool_where spool_where(const char *spool, const char *id);
 int		 spool_finish(const char *spool, const char *id);	/* done: queue file, then state file */
 int		 spool_delete(const char *spool, const char *id);	/* from queue/ or hold/, and its state */
 int		 spool_hold(const char *spool, const char *id);		/* queue/ -> hold/ */
-int		 spool_release(const char *spool, const char *id);	/* hold/ -> queue/ */
+int		 spool_release(const char *spool, const char *id);	/* hold/ -> incoming/ */
+/* spool_admit - the router takes id: incoming/ -> queue/. 0, or ENOENT when it is not in incoming/. No
+ * directory sync: a crash leaves the file in one of the two, and the router takes it from either. */
+int		 spool_admit(const char *spool, const char *id);
+/* spool_set_due - record when id's next attempt is (the queue file's mtime). */
+int		 spool_set_due(const char *spool, const char *id, double when);
+/* spool_quarantine - id's queue file (and state file, as <id>.state) move to corrupt/. */
+int		 spool_quarantine(const char *spool, const char *id);
+
+/*
+ * A walk through one spool directory, for an I/O thread or a command: one open directory, never a listing.
+ * spool_walk_next gives the next queue ID (other names are skipped) and the file's mtime; 1, or 0 at the end.
+ */
+struct spool_walk;
+struct spool_walk *spool_walk_open(const char *spool, enum spool_dir);	/* NULL when it cannot be read */
+int		 spool_walk_next(struct spool_walk *, char id[QUEUEID_SIZE], double *mtime);
+void		 spool_walk_close(struct spool_walk *);
 /* spool_state_sweep - remove id's state file if it has no queue file in queue/ or hold/ (it finished); 1 if so. */
 int		 spool_state_sweep(const char *spool, const char *id);
 

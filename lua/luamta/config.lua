@@ -1003,6 +1003,8 @@ local routing = record({
   { "max_queue_time", number(0, true), default = 432000 },
   { "delay_warning", number(0), default = 14400 },
   { "max_per_domain", whole(1), default = 10 },
+  -- Postfix's qmgr_message_active_limit: messages the router holds in memory at once.
+  { "active_limit", whole(1), default = 10000 },
   { "tls", enum("opportunistic", "required", "none"), default = "opportunistic" },
   -- Not in SPEC (it is silent): Postfix's smtp_connect_timeout and its reply timeouts.
   { "timeouts", record {

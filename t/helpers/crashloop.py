@@ -327,7 +327,7 @@ def main():
         # Drain: the queue empties with the daemon running (the sink is up all along).
         deadline = time.time() + a.drain
         def queued():
-            return [n for sub in ("queue", "state") for n in os.listdir(os.path.join(d.spool, sub))
+            return [n for sub in ("incoming", "queue", "state") for n in os.listdir(os.path.join(d.spool, sub))
                     if os.path.isdir(os.path.join(d.spool, sub))]
         while time.time() < deadline and queued():
             time.sleep(0.2)
@@ -398,7 +398,7 @@ def main():
             for t1, t2 in zip(times, times[1:]):
                 if not any(t1 - 1 <= k <= t2 + 1 for k in router_kills):
                     problems.append("%s: a next-hop duplicate with no router crash in between" % token)
-        for sub in ("tmp", "queue", "state", "corrupt"):
+        for sub in ("tmp", "incoming", "queue", "state", "corrupt"):
             p = os.path.join(d.spool, sub)
             left = os.listdir(p) if os.path.isdir(p) else []
             if left:

@@ -483,9 +483,13 @@ function Server:wait_maildir(user, domain, n, timeout)
   return self:maildir_files(user, domain)
 end
 
--- queue_files() -> the names of the files in <spool>/queue
+-- queue_files() -> the names of the queued messages: <spool>/incoming (not yet taken by the router) and
+-- <spool>/queue, sorted
 function Server:queue_files()
-  return list_dir(self.spool .. "/queue")
+  local names = list_dir(self.spool .. "/incoming")
+  for _, n in ipairs(list_dir(self.spool .. "/queue")) do names[#names + 1] = n end
+  table.sort(names)
+  return names
 end
 
 -- write_rule(name, source): <rules_dir>/<name>.lua
