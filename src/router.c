@@ -1,7 +1,8 @@
 /*
- * router.c - the router process. A message enters when a worker sends its queue ID (a datagram), at start-up,
- * at every rescan, when its retry time comes, and on `luamta queue flush`. One attempt:
- *  1. load (I/O thread): the queue file and the recipient state file <spool>/state/<id>;
+ * router.c - the router process. router_intake.c decides when a message enters (a worker's datagram, the drain
+ * of incoming/, the walk of queue/, retry timers, `luamta queue flush`), within routing.active_limit. One attempt:
+ *  1. load (I/O thread): the queue file (admitted from incoming/ to queue/ first) and the recipient state file
+ *     <spool>/state/<id>; a file that is not a queue file moves to corrupt/;
  *  2. route (loop): the route stage (rules/routing.lua) decides each open recipient: Maildir, SMTP (by MX, to a
  *     relay or smart host, or to an address), bounce, defer or hold; SMTP recipients are grouped per next hop;
  *  3. deliver: Maildir writes with step 4; for each SMTP group, DNS (MX, then A and AAAA) and one transaction
@@ -306,7 +307,7 @@ router_is_self(const char *ip, int port)
 
 /*
  * What a crash can leave that no later step removes, swept once when the router starts (docs/reliability.md):
- *  - state/<id> with neither queue/<id> nor hold/<id>: a finished (or deleted) message whose queue file went
+ *  - state/<id> with neither incoming/<id>, queue/<id> nor hold/<id>: a finished (or deleted) message whose queue file went
  *    first, as it must (the other order would deliver it again to every recipient), and the kill landed
  *    before its state file followed;
  *  - in every Maildir of delivery.maildir, tmp/ files of our own name pattern and host (maildir_name_ours())

@@ -61,7 +61,7 @@ describe("luamta.config", function()
       assert.same({
         smtp_outbound = true, smart_host_all = false, routes = {}, port = 25,
         retry = { 60, 300, 900, 1800, 3600 }, max_queue_time = 432000, delay_warning = 14400,
-        max_per_domain = 10, tls = "opportunistic", timeouts = { connect = 30, reply = 300 },
+        max_per_domain = 10, active_limit = 10000, tls = "opportunistic", timeouts = { connect = 30, reply = 300 },
       }, cfg.routing)
       assert.same({ maildir = "/var/spool/luamta/mailboxes/%d/%u" }, cfg.delivery)
       assert.same({}, cfg.metrics)
