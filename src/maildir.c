@@ -88,22 +88,40 @@ maildir_write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* maildir_write_lf - write msg with every CRLF turned into LF, in runs between line ends. */
-static int
-maildir_write_lf(int fd, const char *msg, size_t len)
-{
-	size_t	 start = 0, i;
-	int	 err;
+#define MAILDIR_CHUNK	65536
 
-	for (i = 0; i + 1 < len; i++) {
-		if (msg[i] == '\r' && msg[i + 1] == '\n') {
-			if ((err = maildir_write_all(fd, msg + start, i - start)) != 0)
-				return err;
-			start = i + 1;	/* the LF stays */
-			i++;
+/*
+ * maildir_write_lf - copy the message from read to fd with every CRLF turned into LF, one write(2) per chunk.
+ * A CR at the end of a chunk waits to see whether the next one starts with LF.
+ */
+static int
+maildir_write_lf(int fd, maildir_read_fn *read, void *arg)
+{
+	char			*in = xmalloc(MAILDIR_CHUNK), *out = xmalloc(MAILDIR_CHUNK + 1);
+	unsigned long long	 off = 0;
+	size_t			 got, i, o;
+	int			 cr = 0, err;
+
+	for (;;) {
+		if ((err = read(arg, off, in, MAILDIR_CHUNK, &got)) != 0 || got == 0)
+			break;
+		off += got;
+		o = 0;
+		for (i = 0; i < got; i++) {
+			if (cr && in[i] != '\n')
+				out[o++] = '\r';
+			cr = in[i] == '\r';
+			if (!cr)
+				out[o++] = in[i];
 		}
+		if ((err = maildir_write_all(fd, out, o)) != 0)
+			break;
 	}
-	return maildir_write_all(fd, msg + start, len - start);
+	if (err == 0 && cr)
+		err = maildir_write_all(fd, "\r", 1);
+	free(in);
+	free(out);
+	return err;
 }
 
 void
@@ -159,7 +177,7 @@ maildir_name_ours(const char *name, const char *host, long *pid, char *qid)
 }
 
 int
-maildir_deliver(const char *dir, const char *unique, const char *prefix, const char *msg, size_t len)
+maildir_deliver(const char *dir, const char *unique, const char *prefix, maildir_read_fn *read, void *arg)
 {
 	char		 tmp[4400], new[4400], sub[4300], host[256];
 	struct timeval	 tv;
@@ -181,7 +199,7 @@ maildir_deliver(const char *dir, const char *unique, const char *prefix, const c
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
 		return errno;
 	if ((err = maildir_write_all(fd, prefix, strlen(prefix))) == 0 &&
-	    (err = maildir_write_lf(fd, msg, len)) == 0 && fsync(fd) == -1)
+	    (err = maildir_write_lf(fd, read, arg)) == 0 && fsync(fd) == -1)
 		err = errno;
 	if (close(fd) == -1 && err == 0)
 		err = errno;

@@ -15,11 +15,17 @@
 int	 maildir_path(const char *tmpl, const char *mailbox, char *out, size_t size);
 
 /*
- * maildir_deliver - write prefix (header lines, LF ends) then msg (CRLF ends become LF, as Maildir readers
- * expect) as one new file of the Maildir dir, creating dir/{tmp,new,cur} as needed. unique makes the file name
- * unique. Returns 0 once the file and new/ are on disk, or an errno value with nothing left behind.
+ * maildir_read_fn - up to size octets of the message from offset off into buf; *got is 0 at its end. 0 or errno.
  */
-int	 maildir_deliver(const char *dir, const char *unique, const char *prefix, const char *msg, size_t len);
+typedef int	 maildir_read_fn(void *arg, unsigned long long off, char *buf, size_t size, size_t *got);
+
+/*
+ * maildir_deliver - write prefix (header lines, LF ends) then the message that read gives, a chunk at a time
+ * (CRLF ends become LF, as Maildir readers expect), as one new file of the Maildir dir, creating
+ * dir/{tmp,new,cur} as needed. unique makes the file name unique. Returns 0 once the file and new/ are on disk,
+ * or an errno value with nothing left behind.
+ */
+int	 maildir_deliver(const char *dir, const char *unique, const char *prefix, maildir_read_fn *read, void *arg);
 
 /* maildir_host - this machine's name as maildir_deliver() writes it into file names ('/' and ':' become '_'). */
 void	 maildir_host(char *out, size_t size);

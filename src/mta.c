@@ -36,6 +36,8 @@
 
 #define MTA_IDLE	5		/* seconds a clean connection waits to be reused */
 #define MTA_REPLY_MAX	8192		/* octets of one reply line we accept before giving up on the server */
+#define MTA_CHUNK	65536		/* octets of the message asked for at a time */
+#define MTA_OUT_LOW	32768		/* the next chunk is asked for when the output is down to this */
 
 enum mta_state {
 	MTA_S_CONNECT, MTA_S_GREETING, MTA_S_EHLO, MTA_S_HELO, MTA_S_RSET, MTA_S_MAIL, MTA_S_RCPT, MTA_S_DATA,
@@ -84,6 +86,10 @@ struct mta_tx {
 	char			 last_dsn[16];
 	size_t			 plain_at;	/* 1 + the address whose TLS handshake failed: try it in the clear */
 	struct mta_conn		*conn;		/* borrowed */
+	uint64_t		 handle;	/* for mta_body */
+	unsigned long long	 body_off;	/* octets of the message written so far */
+	int			 body_state;	/* mta_stuff's */
+	int			 body_asked;	/* a chunk was asked for and has not come */
 };
 
 static struct event_base	*mta_base;
@@ -91,6 +97,8 @@ static struct tls_conf		*mta_tls_plain;		/* held: no certificate check */
 static struct tls_conf		*mta_tls_verify;	/* held: system CA store and host name */
 static struct mta_conn		*mta_idle;
 static size_t			 mta_inflight;
+static struct idmap		*mta_txs;		/* handle -> transaction, for mta_body */
+static uint64_t			 mta_next_handle;
 
 static void	mta_try_next(struct mta_tx *);
 static void	mta_conn_free(struct mta_conn *);
@@ -100,6 +108,7 @@ void
 mta_init(struct event_base *base)
 {
 	mta_base = base;
+	mta_txs = idmap_new();
 }
 
 /* mta_tls_conf - the client configuration for a mode, made when first needed. NULL with why. */
@@ -119,22 +128,32 @@ mta_active(void)
 	return mta_inflight;
 }
 
+/*
+ * The stuffing state: 0 at the start of a line (after CRLF), 1 after a CR, 2 inside a line, MTA_STUFF_START
+ * before the first octet (a line start that still needs its CRLF at the end).
+ */
 void
-mta_stuff(struct evbuffer *out, const char *data, size_t len)
+mta_stuff(struct evbuffer *out, const char *data, size_t len, int *state)
 {
 	size_t	 start = 0, i;
+	int	 st = *state;
 
-	if (len > 0 && data[0] == '.')
-		evbuffer_add(out, ".", 1);
-	for (i = 0; i + 2 < len; i++) {
-		if (data[i] == '\r' && data[i + 1] == '\n' && data[i + 2] == '.') {
-			evbuffer_add(out, data + start, i + 2 - start);
+	for (i = 0; i < len; i++) {
+		if ((st == 0 || st == MTA_STUFF_START) && data[i] == '.') {
+			evbuffer_add(out, data + start, i - start);
 			evbuffer_add(out, ".", 1);
-			start = i + 2;
+			start = i;
 		}
+		st = data[i] == '\r' ? 1 : data[i] == '\n' && st == 1 ? 0 : 2;
 	}
 	evbuffer_add(out, data + start, len - start);
-	if (len < 2 || data[len - 2] != '\r' || data[len - 1] != '\n')
+	*state = st;
+}
+
+void
+mta_stuff_end(struct evbuffer *out, int state)
+{
+	if (state != 0)
 		evbuffer_add(out, "\r\n", 2);
 }
 
@@ -190,6 +209,7 @@ mta_tx_finish(struct mta_tx *tx, enum mta_status st, const char *dsn, const char
 		mta_rcpt_set(tx, i, st, dsn, text);
 	if (tx->conn != NULL)
 		tx->conn->tx = NULL;
+	idmap_del(mta_txs, tx->handle);
 	mta_inflight--;
 	tx->done(tx->cookie, &tx->res);
 	for (i = 0; i < tx->req.nrcpts; i++)
@@ -442,6 +462,65 @@ mta_starttls(struct mta_conn *c, int code, const char *reply)
 }
 
 /* mta_reply - one complete reply (code, text joined) in the connection's current state. */
+/* mta_body_want - ask for the next chunk of the message, or end it when it is all out. */
+static void
+mta_body_want(struct mta_conn *c)
+{
+	struct mta_tx	*tx = c->tx;
+	size_t		 max = MTA_CHUNK;
+
+	if (tx->body_off >= tx->req.len) {
+		mta_stuff_end(bufferevent_get_output(c->bev), tx->body_state);
+		evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
+		return;
+	}
+	if (tx->req.len - tx->body_off < max)
+		max = (size_t)(tx->req.len - tx->body_off);
+	tx->body_asked = 1;
+	tx->req.read(tx->cookie, tx->handle, tx->body_off, max);	/* may answer before it returns */
+}
+
+/* mta_write_cb - the output is down to MTA_OUT_LOW while the message goes out: the next chunk. */
+static void
+mta_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct mta_conn	*c = arg;
+
+	bufferevent_setcb(bev, mta_read_cb, NULL, mta_event_cb, c);
+	if (c->dead || c->tx == NULL || c->state != MTA_S_BODY || c->tx->body_asked)
+		return;
+	mta_body_want(c);
+}
+
+void
+mta_body(uint64_t handle, const char *data, size_t n, int err)
+{
+	struct mta_tx	*tx = idmap_get(mta_txs, handle);
+	struct mta_conn	*c;
+	char		 why[160];
+
+	if (tx == NULL || !tx->body_asked)
+		return;		/* it ended meanwhile */
+	tx->body_asked = 0;
+	if ((c = tx->conn) == NULL || c->dead || c->state != MTA_S_BODY)
+		return;
+	if (err != 0 || n == 0) {
+		snprintf(why, sizeof(why), "cannot read the message from the queue: %s",
+		    err != 0 ? strerror(err) : "shorter than its envelope says");
+		mta_conn_fail(c, why);
+		return;
+	}
+	mta_stuff(bufferevent_get_output(c->bev), data, n, &tx->body_state);
+	tx->body_off += n;
+	mta_timer_arm(c, tx->req.reply_timeout);	/* each block of data written */
+	if (tx->body_off < tx->req.len && evbuffer_get_length(bufferevent_get_output(c->bev)) > MTA_OUT_LOW) {
+		bufferevent_setwatermark(c->bev, EV_WRITE, MTA_OUT_LOW, 0);
+		bufferevent_setcb(c->bev, mta_read_cb, mta_write_cb, mta_event_cb, c);
+		return;
+	}
+	mta_body_want(c);
+}
+
 static void
 mta_reply(struct mta_conn *c, int code, const char *reply)
 {
@@ -547,7 +626,14 @@ mta_reply(struct mta_conn *c, int code, const char *reply)
 				evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
 				return;
 			}
-			mta_stuff(bufferevent_get_output(c->bev), tx->req.data, tx->req.len);
+			tx->body_off = 0;
+			tx->body_state = MTA_STUFF_START;
+			if (tx->req.read != NULL) {
+				mta_body_want(c);
+				return;
+			}
+			mta_stuff(bufferevent_get_output(c->bev), tx->req.data, tx->req.len, &tx->body_state);
+			mta_stuff_end(bufferevent_get_output(c->bev), tx->body_state);
 			evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
 			return;
 		}
@@ -798,6 +884,8 @@ mta_deliver(const struct mta_request *req, mta_done_fn *done, uint64_t cookie)
 	tx->decided = xcalloc(req->nrcpts, sizeof(*tx->decided));
 	tx->res.rcpts = xcalloc(req->nrcpts, sizeof(*tx->res.rcpts));
 	tx->res.nrcpts = req->nrcpts;
+	tx->handle = ++mta_next_handle;
+	idmap_put(mta_txs, tx->handle, tx);
 	mta_inflight++;
 	mta_try_next(tx);
 }

@@ -22,6 +22,13 @@ struct mta_addr {
 	char	 host[256];		/* the name it came from (MX host or relay host), for logs and Remote-MTA */
 };
 
+/*
+ * mta_read_fn - the transaction wants octets [off, off + max) of the message: the caller reads them off the loop
+ * and answers, now or later, with mta_body(handle, ...). The body is never held whole: at most one chunk is
+ * asked for at a time, and the next only once the connection has taken most of the last one.
+ */
+typedef void	 mta_read_fn(uint64_t cookie, uint64_t handle, unsigned long long off, size_t max);
+
 struct mta_request {
 	const char		*queue_id;
 	const char		*helo;		/* our name in EHLO */
@@ -29,7 +36,8 @@ struct mta_request {
 	const char *const	*rcpts;
 	size_t			 nrcpts;
 	const char		*data;		/* the message, CRLF lines, not dot-stuffed; borrowed until done */
-	size_t			 len;
+	mta_read_fn		*read;		/* or NULL data: the message is read a chunk at a time */
+	size_t			 len;		/* its length */
 	int			 body_8bit;
 	int			 smtputf8;
 	struct mta_addr		 addrs[MTA_ADDRS_MAX];
@@ -66,11 +74,20 @@ typedef void	 mta_done_fn(uint64_t cookie, const struct mta_result *res);
 void		 mta_init(struct event_base *);
 /* mta_deliver - start; copies what it needs from req except data, which must stay valid until done runs. */
 void		 mta_deliver(const struct mta_request *req, mta_done_fn *done, uint64_t cookie);
+/* mta_body - the chunk that handle's read asked for (n octets; err an errno value if it could not be read).
+ * A handle whose transaction has ended meanwhile is ignored. data is borrowed for the call. */
+void		 mta_body(uint64_t handle, const char *data, size_t n, int err);
 void		 mta_shutdown(void);	/* close idle connections; transactions in flight end deferred */
 size_t		 mta_active(void);	/* transactions in flight */
 
-/* mta_stuff - append data to out with dot-stuffing (RFC 5321 4.5.2) and a final CRLF if it lacks one. */
+/*
+ * mta_stuff - append data to out with dot-stuffing (RFC 5321 4.5.2), one chunk of a message at a time: *state
+ * starts at MTA_STUFF_START and carries what the chunks before ended with; mta_stuff_end adds the final CRLF
+ * if the message lacks one.
+ */
 struct evbuffer;
-void		 mta_stuff(struct evbuffer *out, const char *data, size_t len);
+#define MTA_STUFF_START	3
+void		 mta_stuff(struct evbuffer *out, const char *data, size_t len, int *state);
+void		 mta_stuff_end(struct evbuffer *out, int state);
 
 #endif

@@ -102,7 +102,7 @@ queuectl_list(const struct config *cfg, int json)
 		while ((de = readdir(d)) != NULL) {
 			/* A message released or held meanwhile is found in the other directory (any). */
 			memset(&q, 0, sizeof(q));
-			if (!queueid_valid(de->d_name) || spool_load(cfg->spool, de->d_name, 1, 0, &q, why,
+			if (!queueid_valid(de->d_name) || spool_load(cfg->spool, de->d_name, 1, SPOOL_LOAD_ENVELOPE, &q, why,
 			    sizeof(why)) != 0 || (q.held != (dirs[k] == SPOOL_D_HOLD))) {
 				if (q.data != NULL)
 					spool_msg_free(&q);
@@ -129,7 +129,7 @@ queuectl_show(const struct config *cfg, const char *id)
 	struct spool_msg	 q;
 	char			 why[256];
 
-	if (!queueid_valid(id) || spool_load(cfg->spool, id, 1, 1, &q, why, sizeof(why)) != 0) {
+	if (!queueid_valid(id) || spool_load(cfg->spool, id, 1, 0, &q, why, sizeof(why)) != 0) {
 		fprintf(stderr, "luamta queue show: no message %s in the queue\n", id);
 		return 1;
 	}

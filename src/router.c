@@ -149,6 +149,7 @@ static struct event_base	*router_base;
 static struct lb_gen		*router_gen;
 static struct iothread		*router_io;	/* loads, control commands, the start-up sweep */
 static struct iothread		*router_rec;	/* records only: outcomes never wait behind loads */
+static struct iothread		*router_body;	/* chunks of messages being sent: never behind a walk or a load */
 static struct idmap		*router_busy;	/* id hash -> message being worked on */
 static struct idmap		*router_later;	/* id hash -> (void *) timer event for its next attempt */
 static struct idmap		*router_groups;	/* group id -> group */
@@ -160,6 +161,7 @@ static struct idmap		*router_dest;	/* next hop key hash -> (intptr_t) transactio
 
 static int	router_take(const char *id, int flush);
 static size_t	router_active(void);
+static size_t	router_body_len(const struct router_msg *);
 static void	router_delete_files(const char *id);
 static void	router_unschedule(const char *id);
 static void	router_group_ready(struct router_group *);
@@ -537,7 +539,9 @@ router_load_work(void *arg)
 
 	if ((err = spool_admit(m->spool, m->id)) != 0 && err != ENOENT)
 		return err;
-	if ((err = spool_load(m->spool, m->id, 0, 1, &m->q, m->why, sizeof(m->why))) != 0) {
+	/* The envelope, the state and the start of the message (for a bounce's copy of the header); the rest is
+	 * read a chunk at a time when it is delivered. */
+	if ((err = spool_load(m->spool, m->id, 0, SPOOL_LOAD_HEAD, &m->q, m->why, sizeof(m->why))) != 0) {
 		/* Not a queue file we can read: kept for a person in corrupt/, so it is not read at every walk. */
 		if (err == EINVAL && (m->quarantine_err = spool_quarantine(m->spool, m->id)) == 0)
 			m->quarantined = 1;
@@ -651,13 +655,31 @@ router_bounce_write(struct router_msg *m, int delayed)
 	return err;
 }
 
+/* router_maildir_read - record thread: the message for maildir_deliver, a chunk at a time from the queue file. */
+static int
+router_maildir_read(void *arg, unsigned long long off, char *buf, size_t size, size_t *got)
+{
+	struct router_msg	*m = arg;
+	size_t			 len = router_body_len(m);
+	int			 err;
+
+	if (off >= len) {
+		*got = 0;
+		return 0;
+	}
+	if (size > len - off)
+		size = (size_t)(len - off);
+	if ((err = spool_read_body(m->spool, m->id, m->q.env.body_offset, off, buf, size, got)) == 0 && *got == 0)
+		err = EIO;	/* shorter than when it was loaded */
+	return err;
+}
+
 /* router_record_work - record thread: Maildir deliveries, bounces, state lines, and removal of a finished message. */
 static int
 router_record_work(void *arg)
 {
 	struct router_msg	*m = arg;
-	const char		*body = m->q.data + m->q.env.body_offset;
-	size_t			 blen = m->q.len - m->q.env.body_offset, i;
+	size_t			 i;
 	int			 open_left = 0, err;
 	char			 dir[4200], unique[64], prefix[1200], line[MTA_TEXT_MAX + 600];
 	struct evbuffer		*state = evbuffer_new();
@@ -674,7 +696,7 @@ router_record_work(void *arg)
 			snprintf(unique, sizeof(unique), "%s.%zu", m->id, i);
 			snprintf(prefix, sizeof(prefix), "Return-Path: <%s>\nDelivered-To: %s\n", m->q.env.sender,
 			    r->mailbox);
-			err = maildir_deliver(dir, unique, prefix, body, blen);
+			err = maildir_deliver(dir, unique, prefix, router_maildir_read, m);
 		}
 		if (err == 0) {
 			r->outcome = R_SENT;
@@ -947,6 +969,63 @@ router_mta_done(uint64_t cookie, const struct mta_result *res)
 }
 
 /* router_group_send - one SMTP transaction for the group, or wait for a slot to its next hop. */
+/* The body of a message goes out a chunk at a time, read on the body thread (mta.h, mta_read_fn). */
+struct router_chunk {
+	uint64_t		 handle;
+	char			 id[QUEUEID_SIZE];
+	char			*spool;		/* owns */
+	size_t			 body_offset;
+	unsigned long long	 off;
+	size_t			 max, got;
+	char			*buf;		/* owns max */
+};
+
+static size_t
+router_body_len(const struct router_msg *m)
+{
+	return (size_t)(m->q.file_size - m->q.env.body_offset);
+}
+
+static int
+router_chunk_work(void *arg)
+{
+	struct router_chunk	*ch = arg;
+
+	return spool_read_body(ch->spool, ch->id, ch->body_offset, ch->off, ch->buf, ch->max, &ch->got);
+}
+
+static void
+router_chunk_done(void *arg, int err)
+{
+	struct router_chunk	*ch = arg;
+
+	mta_body(ch->handle, ch->buf, ch->got, err);
+	free(ch->buf);
+	free(ch->spool);
+	free(ch);
+}
+
+static void
+router_body_read(uint64_t cookie, uint64_t handle, unsigned long long off, size_t max)
+{
+	struct router_group	*g = idmap_get(router_groups, cookie);
+	struct router_chunk	*ch;
+
+	if (g == NULL) {
+		mta_body(handle, NULL, 0, ENOENT);
+		return;
+	}
+	ch = xcalloc(1, sizeof(*ch));
+	ch->handle = handle;
+	util_strlcpy(ch->id, g->m->id, sizeof(ch->id));
+	ch->spool = xstrdup(g->m->spool);
+	ch->body_offset = g->m->q.env.body_offset;
+	ch->off = off;
+	ch->max = max;
+	ch->buf = xmalloc(max ? max : 1);
+	iot_submit(router_body, router_chunk_work, router_chunk_done, ch, NULL);
+}
+
 static void
 router_group_send(struct router_group *g)
 {
@@ -972,8 +1051,8 @@ router_group_send(struct router_group *g)
 	req.sender = m->q.env.sender;
 	req.rcpts = rcpts;
 	req.nrcpts = g->n;
-	req.data = m->q.data + m->q.env.body_offset;
-	req.len = m->q.len - m->q.env.body_offset;
+	req.read = router_body_read;	/* a chunk at a time from the queue file, never the whole message */
+	req.len = router_body_len(m);
 	req.body_8bit = m->q.env.body_8bit;
 	req.smtputf8 = m->q.env.smtputf8;
 	req.connect_timeout = router_cfg->connect_timeout;
@@ -1763,6 +1842,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	router_base = event_base_new();
 	router_io = iot_new(router_base);
 	router_rec = iot_new(router_base);
+	router_body = iot_new(router_base);
 	if (dns_init(router_base, router_cfg->dns_servers, router_cfg->dns_timeout, router_cfg->dns_tries, path,
 	    sizeof(path)) == -1)
 		fatal("%s", path);
@@ -1802,6 +1882,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	intake_stop();
 	mta_shutdown();
 	iot_free(router_rec);
+	iot_free(router_body);
 	iot_free(router_io);
 	dns_shutdown();
 	trace_close();

@@ -7,7 +7,8 @@
  *	spool_head_add()	the envelope of a message to commit
  *	spool_commit()		make a message durable; the result arrives by callback
  *	spool_write_message()	the same, blocking (the router's record thread: bounces)
- *	spool_load()		read a message and its state lines (router, queue command)
+ *	spool_load()		read a message (or its start) and its state lines (router, queue command)
+ *	spool_read_body()	a chunk of a message, for delivery
  *	spool_state_append()	record outcomes
  *	spool_admit()		incoming/ -> queue/, when the router takes a message
  *	spool_finish(), spool_delete(), spool_hold(), spool_release(), spool_state_sweep(), spool_set_due(),
@@ -270,7 +271,7 @@ spool_read(const char *path, size_t max, char **data, size_t *len, unsigned long
 }
 
 int
-spool_load(const char *spool, const char *id, int any, int whole, struct spool_msg *m, char *why, size_t whysize)
+spool_load(const char *spool, const char *id, int any, size_t max, struct spool_msg *m, char *why, size_t whysize)
 {
 	char			 path[SPOOL_PATH_MAX];
 	char			*state;
@@ -283,14 +284,14 @@ spool_load(const char *spool, const char *id, int any, int whole, struct spool_m
 	if (!queueid_valid(id))
 		return ENOENT;
 	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
-	err = spool_read(path, whole ? 0 : QF_ENV_MAX, &m->data, &m->len, &m->file_size);
+	err = spool_read(path, max, &m->data, &m->len, &m->file_size);
 	if (err == ENOENT) {
 		spool_path(spool, SPOOL_D_INCOMING, id, path, sizeof(path));
-		err = spool_read(path, whole ? 0 : QF_ENV_MAX, &m->data, &m->len, &m->file_size);
+		err = spool_read(path, max, &m->data, &m->len, &m->file_size);
 	}
 	if (err == ENOENT && any) {
 		spool_path(spool, SPOOL_D_HOLD, id, path, sizeof(path));
-		if ((err = spool_read(path, whole ? 0 : QF_ENV_MAX, &m->data, &m->len, &m->file_size)) == 0)
+		if ((err = spool_read(path, max, &m->data, &m->len, &m->file_size)) == 0)
 			m->held = 1;
 	}
 	if (err != 0)
@@ -319,6 +320,34 @@ spool_load(const char *spool, const char *id, int any, int whole, struct spool_m
 		return ENOMEM;
 	}
 	return 0;
+}
+
+int
+spool_read_body(const char *spool, const char *id, size_t body_offset, unsigned long long off, char *buf,
+    size_t size, size_t *got)
+{
+	char	 path[SPOOL_PATH_MAX];
+	ssize_t	 n;
+	int	 fd, err = 0;
+
+	*got = 0;
+	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return errno;
+	while (*got < size) {
+		n = pread(fd, buf + *got, size - *got, (off_t)(body_offset + off + *got));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			err = errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		*got += (size_t)n;
+	}
+	close(fd);
+	return err;
 }
 
 void

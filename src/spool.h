@@ -79,7 +79,7 @@ const char	*spool_reply_for(int err);
 struct spool_msg {
 	struct qf_env		 env;
 	struct qf_state		 state;
-	char			*data;		/* owns: the file, NUL-terminated (the envelope only unless whole) */
+	char			*data;		/* owns: the file or its first octets (spool_load's max), NUL-terminated */
 	size_t			 len;
 	unsigned long long	 file_size;
 	int			 held;		/* found in hold/ */
@@ -88,12 +88,24 @@ struct spool_msg {
 enum spool_where { SPOOL_W_NONE, SPOOL_W_QUEUE, SPOOL_W_INCOMING, SPOOL_W_HOLD };
 
 /*
- * spool_load - read message id from queue/ (or hold/ as well when any) with its state lines; whole reads the
- * entire file, else only as much as an envelope may take. Blocking: an I/O thread or a command. 0, or an
- * errno value: ENOENT (gone), EINVAL (not a queue file; why says what is wrong), EFBIG, or a read error.
+ * spool_load - read message id from queue/ or incoming/ (or hold/ as well when any) with its state lines, and at
+ * most max octets of the file (0: all of it; SPOOL_LOAD_ENVELOPE: only as much as an envelope may take;
+ * SPOOL_LOAD_HEAD: the envelope and the first SPOOL_HEAD_MAX octets of the message, enough for the header a
+ * bounce quotes). Blocking: an I/O thread or a command. 0, or an errno value: ENOENT (gone), EINVAL (not a
+ * queue file; why says what is wrong), EFBIG, or a read error.
  */
-int		 spool_load(const char *spool, const char *id, int any, int whole, struct spool_msg *, char *why,
+#define SPOOL_HEAD_MAX		65536
+#define SPOOL_LOAD_ENVELOPE	QF_ENV_MAX
+#define SPOOL_LOAD_HEAD		(QF_ENV_MAX + SPOOL_HEAD_MAX)
+int		 spool_load(const char *spool, const char *id, int any, size_t max, struct spool_msg *, char *why,
 		    size_t whysize);
+/*
+ * spool_read_body - up to size octets of message id (in queue/) from offset off of its message (the octets after
+ * the envelope, which starts at body_offset) into buf; *got is 0 at the end. Blocking, for an I/O thread: a
+ * message is delivered a chunk at a time, never held whole. 0 or an errno value.
+ */
+int		 spool_read_body(const char *spool, const char *id, size_t body_offset, unsigned long long off,
+		    char *buf, size_t size, size_t *got);
 void		 spool_msg_free(struct spool_msg *);
 
 /* spool_state_append - append len octets of state lines to id's state file and fsync it. 0 or errno. */
