@@ -74,6 +74,7 @@ struct config {
 	int			 max_per_domain;
 	double			 connect_timeout;	/* routing.timeouts.connect */
 	double			 reply_timeout;		/* routing.timeouts.reply */
+	int			 dkim_sign;		/* dkim.sign lists keys: hash signable bodies as they arrive */
 };
 
 /*
