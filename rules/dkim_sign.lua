@@ -16,7 +16,9 @@ for _, e in ipairs(cfg.sign) do
     error(("%s: %s; expected an RSA private key of 1024 bits or more (2048 recommended), PEM without a "
       .. "passphrase"):format(e.where, err), 0)
   end
-  if key:bits() < 2048 then weak[#weak + 1] = ("%s: %d-bit key"):format(e.where, key:bits()) end
+  if key:bits() < 2048 then   -- luamta check puts the file name in front itself
+    weak[#weak + 1] = ("%s: %d-bit key"):format(e.where:match(": (dkim%.sign.*)$") or e.where, key:bits())
+  end
   keys[e.domain] = { key = key, domain = e.domain, selector = e.selector }
 end
 
