@@ -265,6 +265,13 @@ cfg_from_lua(lua_State *L, int idx, const char *path, struct config *c, char *er
 		c->lmtp = cfg_str(&x, "lmtp", "delivery.lmtp", 1);
 		lua_pop(L, 1);
 	}
+	if (cfg_table(&x, "dkim", "dkim")) {
+		if (cfg_table(&x, "sign", "dkim.sign")) {
+			c->dkim_sign = lua_rawlen(L, -1) > 0;
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	}
 	lua_pop(L, 1);					/* [..] */
 	if (x.failed) {
 		cfg_free(c);

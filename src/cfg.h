@@ -75,6 +75,7 @@ struct config {
 	size_t			 active_limit;		/* routing.active_limit: messages in the router at once */
 	double			 connect_timeout;	/* routing.timeouts.connect */
 	double			 reply_timeout;		/* routing.timeouts.reply */
+	int			 dkim_sign;		/* dkim.sign lists keys: hash signable bodies as they arrive */
 };
 
 /*

@@ -373,6 +373,7 @@ lb_core_open(lua_State *L)
 	lb_session_core(L);
 	lb_http_register(L);		/* call outs: lb_http.c, lb_redis.c */
 	lb_redis_register(L);
+	lb_dkim_register(L);		/* mta.dkim.key: lb_dkim.c */
 	return 1;
 }
 

@@ -1,6 +1,7 @@
 /*
  * lb_message.c - the message object of the message stage (SPEC section 7): msg.size, msg.queue_id,
- * msg:header(name), msg:headers(name), msg:add_header(name, value), msg:body(). It reads the message the
+ * msg:header(name), msg:headers(name), msg:add_header(name, value), msg:body(), msg:dkim_sign(key, domain,
+ * selector) (lb_dkim.c). It reads the message the
  * session holds in memory; headers added here are written above the message when it is queued. Like the
  * session, the userdata holds the session id and answers nil, "session closed" once the session is gone.
  */
@@ -172,6 +173,17 @@ lb_message_body(lua_State *L)
 	return 1;
 }
 
+/* msg:dkim_sign(key, domain, selector): lb_dkim.c (docs/dkim.md) */
+static int
+lb_message_dkim_sign(lua_State *L)
+{
+	struct smtp_tx	*tx = lb_message_check(L, 1);
+
+	if (tx == NULL)
+		return lb_message_closed(L);
+	return lb_dkim_sign(L, tx);
+}
+
 static int
 lb_message_index(lua_State *L)
 {
@@ -215,6 +227,7 @@ lb_message_open(lua_State *L)
 		{ "headers", lb_message_headers },
 		{ "add_header", lb_message_add_header },
 		{ "body", lb_message_body },
+		{ "dkim_sign", lb_message_dkim_sign },
 		{ NULL, NULL }
 	};
 

@@ -10,6 +10,7 @@
 struct lua_State;
 struct proto_addr;
 struct smtp_session;
+struct smtp_tx;
 
 void	 lb_session_open(struct lua_State *L);	/* register the metatables in a new state */
 void	 lb_message_open(struct lua_State *L);
@@ -22,6 +23,8 @@ void	 lb_session_core(struct lua_State *L);
  * name without ':', one-line value, 998 octets at most); gives a malloc'd string or raises a Lua error. */
 char	*lb_header_line(struct lua_State *L, int name_idx, int value_idx);	/* core.session_private, core.session_methods into [.. core] */
 void	 lb_dns_register(struct lua_State *L);	/* core.dns into [.. core] */
-void	 lb_string_open(struct lua_State *L);	/* string.find/match/gmatch/gsub with a budget (lb_string.c) */
+void	 lb_string_open(struct lua_State *L);
+void	 lb_dkim_register(struct lua_State *L);	/* core.dkim_key into [.. core] (lb_dkim.c) */
+int	 lb_dkim_sign(struct lua_State *L, struct smtp_tx *);	/* msg:dkim_sign(key, domain, selector) */	/* string.find/match/gmatch/gsub with a budget (lb_string.c) */
 
 #endif

@@ -31,6 +31,7 @@
 
 #include "cfg.h"
 #include "connlimit.h"
+#include "dkim.h"
 #include "lb.h"
 #include "iothread.h"
 #include "lb_types.h"
@@ -333,6 +334,8 @@ smtp_tx_free(struct smtp_session *s)
 	if (tx->data != NULL)
 		evbuffer_free(tx->data);
 	smtp_header_free_list(tx->headers);
+	smtp_header_free_list(tx->signatures);
+	dkim_body_free(tx->dkim_bh);
 	free(tx);
 	s->tx = NULL;
 }
@@ -511,6 +514,10 @@ smtp_data_start(struct smtp_session *s)
 	s->data_start = util_monotonic();
 	s->data_octets = 0;
 	smtp_timer_arm(s, s->cfg->timeout_data);
+	/* With dkim.sign keys, the body of mail that dkim_sign signs (authenticated or local) is hashed as it comes,
+	 * so that signing at the message stage needs no pass over it (docs/dkim.md). */
+	if (s->tx != NULL && s->tx->dkim_bh == NULL && s->cfg->dkim_sign && (s->user[0] || s->local_user[0]))
+		s->tx->dkim_bh = dkim_body_new();
 }
 
 /* smtp_data_deadline - n more octets of DATA or BDAT came: timeouts.data from the start, plus their share. */
@@ -975,6 +982,8 @@ smtp_data_emit(void *ctx, const char *p, size_t n)
 		return;
 	}
 	evbuffer_add(tx->data, p, n);
+	if (tx->dkim_bh != NULL)
+		dkim_body_feed(tx->dkim_bh, p, n);
 }
 
 /* BDAT: a chunk is read raw (RFC 3030 2: no dot-stuffing); bare CR and LF are looked for as in DATA. */
@@ -1167,6 +1176,8 @@ smtp_build_head(struct smtp_session *s)
 	char			 date[64], err[128];
 	size_t			 i;
 
+	for (h = tx->signatures; h != NULL; h = h->next)	/* DKIM-Signature first (docs/dkim.md) */
+		smtp_add_header_line(added, h->line);
 	util_rfc5322_date(date, sizeof(date), util_now());
 	evbuffer_add_printf(added, "Received: from %s (%s%s%s)\r\n", s->helo[0] ? s->helo : "unknown",
 	    strchr(s->ip, ':') ? "[IPv6:" : "[", s->ip, "]");

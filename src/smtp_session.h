@@ -20,6 +20,7 @@ struct event;
 struct evbuffer;
 struct cfg_listen;
 struct tls_conn;
+struct dkim_body;
 
 #define SMTP_HELO_MAX		255
 #define SMTP_HEADER_MAX		998	/* one added header line, RFC 5322 2.1.1 */
@@ -62,6 +63,8 @@ struct smtp_tx {
 	char			 msgid[256];	/* the Message-ID field, for the log; "" if none */
 	struct smtp_header	**headers_tail;
 	double			 dot_time;	/* monotonic, when the final dot arrived */
+	struct dkim_body	*dkim_bh;	/* owns: the DKIM body hash, fed as the data arrives; or NULL */
+	struct smtp_header	*signatures;	/* owns: msg:dkim_sign fields, written above everything else */
 };
 
 struct smtp_session {

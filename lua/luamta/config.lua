@@ -13,13 +13,13 @@
 -- The sandbox: the file sees string, table, math, utf8, pairs, ipairs, next, select, type, tostring, tonumber,
 -- error, assert and pcall (copies, so the file cannot change the server's own libraries), nothing else: no
 -- print, io, os, require or load. It may assign only the globals server, tls, dns, log, local_domains, directory,
--- inbound, routing, delivery, metrics, trace, http, redis, greylist and ratelimit; assigning any other name is an
+-- inbound, routing, delivery, metrics, trace, http, redis, greylist, ratelimit and dkim; assigning any other name is an
 -- error (with the nearest valid name suggested), reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
 -- directory.file is loaded the same way and must return { users = …, groups = … }.
 --
--- Paths: a relative server.spool, server.rules_dir, tls.cert, tls.key, directory.file or delivery.maildir is
--- resolved against the directory of the configuration file (opts.basedir if given), and every path is cleaned
--- lexically ("a/./b/../c" becomes "a/c"). A configuration loaded through a relative file name therefore gives
+-- Paths: a relative server.spool, server.rules_dir, tls.cert, tls.key, directory.file, dkim.sign[i].key or
+-- delivery.maildir is resolved against the directory of the configuration file (opts.basedir if given), and every
+-- path is cleaned lexically ("a/./b/../c" becomes "a/c"). A configuration loaded through a relative file name therefore gives
 -- relative paths, relative to the current directory of the caller. delivery.maildir may start with "<spool>",
 -- which stands for the resolved server.spool.
 --
@@ -31,6 +31,7 @@
 --                      { text = "[192.0.2.9]:25", host = "192.0.2.9", port = 25, literal = boolean }
 --                      (port is routing.port when the value names none; literal is true for a bracketed IP)
 --   server.workers is never 0 (opts.ncpu instead); dns.servers stays nil when not set (use /etc/resolv.conf).
+--   dkim.sign[i] = { domain = lower case, selector = …, key = path, where = "file:line: dkim.sign[i].key" }.
 --   directory.users[i] = { address = …, aliases = { … }, name = …|nil, password = …|nil }, with the users and
 --   groups of directory.file merged in after the inline ones.
 --
@@ -42,7 +43,7 @@ local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
 local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
-  "metrics", "trace", "http", "redis", "greylist", "ratelimit" }
+  "metrics", "trace", "http", "redis", "greylist", "ratelimit", "dkim" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -1148,10 +1149,70 @@ local ratelimit = record {
   { "limits", array(rate_limit, "limits { key = …, messages = N, recipients = N, window = SECONDS }"), default = {} },
 }
 
+-- dkim: the keys of rules/dkim_sign.lua (docs/dkim.md). Each key file is read here (as server.user, for luamta
+-- check), so an unreadable file or one that is no PEM private key is an error with its line; the rule parses the
+-- key with mbedTLS when it loads, and names `where` in its error.
+local DKIM_KEY_EXPECT = "a PEM RSA private key without a passphrase (openssl genrsa -out FILE 2048)"
+
+local function dkim_key_file(v, at)
+  local file = path(v, at)
+  if not file then return nil end
+  local f, msg = io.open(file, "rb")
+  if not f then
+    err(at, "cannot read it (" .. tostring(msg) .. "); expected " .. DKIM_KEY_EXPECT .. " that server.user can read")
+    return nil
+  end
+  local head = f:read(65536) or ""
+  f:close()
+  if head:find("ENCRYPTED", 1, true) then
+    err(at, "the key has a passphrase; expected " .. DKIM_KEY_EXPECT)
+  elseif not head:find("-----BEGIN [%u ]*PRIVATE KEY-----") then
+    err(at, (head:find("-----BEGIN [%u ]*PUBLIC KEY-----") and "a public key" or "no PEM private key")
+      .. " in " .. file .. "; expected " .. DKIM_KEY_EXPECT)
+  end
+  return file
+end
+
+local function dkim_name(what)
+  return function(v, at)
+    local s = type(v) == "string" and trim(v):lower():gsub("%.$", "")
+    if not s or s == "" or #s > 253 or not s:match("^[%w][%w%-%.]*$") or s:find("..", 1, true)
+      or s:match("[%-%.]$") then
+      return type_error(at, v, what)
+    end
+    return s
+  end
+end
+
+local dkim_entry = record({
+  { "domain", dkim_name("a domain name, as in \"example.com\""), required = 'the From: domain it signs, as in "example.com"' },
+  { "selector", dkim_name("a selector of letters, digits, - and ., as in \"s1\""),
+    required = 'the selector published in DNS, as in "s1" for s1._domainkey.example.com' },
+  { "key", dkim_key_file, required = "the private key file" },
+}, function(out, at)
+  local key_at = child(at, "key", out.key)
+  local line = line_of(key_at)
+  out.where = at.ctx.file .. (line and (":" .. line) or "") .. ": " .. path_text(key_at)
+end)
+
+local dkim = record {
+  { "sign", function(v, at)
+      local out = array(dkim_entry, "keys { domain = …, selector = …, key = … }")(v, at)
+      local seen = {}
+      for i, e in ipairs(out or {}) do
+        if e.domain and seen[e.domain] then
+          err(child(at, i, v[i]), ('"%s" is listed twice; expected one key per domain'):format(e.domain))
+        end
+        if e.domain then seen[e.domain] = true end
+      end
+      return out
+    end, default = {} },
+}
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
   inbound = inbound, routing = routing, delivery = delivery, metrics = metrics, trace = trace, http = http,
-  redis = redis, greylist = greylist, ratelimit = ratelimit,
+  redis = redis, greylist = greylist, ratelimit = ratelimit, dkim = dkim,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------
@@ -1392,6 +1453,19 @@ local function load_source(source, chunkname, opts)
       cfg.delivery.maildir = clean_path(cfg.server.spool .. "/" .. m:sub(8))
     else
       cfg.delivery.maildir = resolve_path(basedir, m)
+    end
+  end
+
+  -- dkim.sign without the rule that uses it signs nothing (docs/dkim.md).
+  if cfg.dkim and cfg.server and #cfg.dkim.sign > 0 then
+    local on = false
+    for _, list in ipairs { cfg.server.rules or {}, cfg.server.extra_rules or {} } do
+      for _, name in ipairs(list) do on = on or name == "dkim_sign" end
+    end
+    if not on then
+      warn(child(child(root, "dkim", assigned.dkim), "sign", (assigned.dkim or {}).sign),
+        'keys are listed but the dkim_sign rule is off, so nothing is signed; expected "dkim_sign" in '
+        .. "server.extra_rules")
     end
   end
 

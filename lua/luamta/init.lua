@@ -133,6 +133,10 @@ function M.redis(name)
   return core.redis(name)
 end
 
+-- mta.dkim.key(path) -> a private key for msg:dkim_sign(key, domain, selector) | nil, err (docs/dkim.md). Load
+-- keys when the rule loads (once per Lua state), never in a handler: it reads a file.
+M.dkim = { key = core.dkim_key }
+
 -- mta.on_error(policy, service, err) -> the verdict of a failed call out (docs/callouts.md, "Failure policy"):
 -- "accept" gives nothing (the check is skipped and the next rule speaks), "tempfail" 451 4.3.0, "reject" 554
 -- 5.3.0. The failure is logged either way.
