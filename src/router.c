@@ -1666,12 +1666,26 @@ router_delete_files(const char *id)
 	iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
 }
 
+/* router_requeue_done - a requeue is a flush that says so: the attempt routes each open recipient with the rules
+ * loaded now (the router keeps no routing decision between attempts). */
+static void
+router_requeue_done(void *arg, int err)
+{
+	struct router_move	*mv = arg;
+
+	if (err == 0 && strncmp(mv->answer, "ok", 2) == 0) {
+		log_info("%s: requeued by the administrator", mv->id);
+		util_strlcpy(mv->answer, "ok: requeued", sizeof(mv->answer));
+	}
+	router_move_done(mv, err);
+}
+
 static void
 router_control(uint64_t ctl, const char *cmd, const char *id)
 {
 	static const struct { const char *name; enum router_op op; } ops[] = {
 		{ "flush", ROUTER_OP_FLUSH }, { "delete", ROUTER_OP_DELETE }, { "hold", ROUTER_OP_HOLD },
-		{ "release", ROUTER_OP_RELEASE },
+		{ "release", ROUTER_OP_RELEASE }, { "requeue", ROUTER_OP_FLUSH },
 	};
 	struct router_move	*mv;
 	size_t			 i;
@@ -1684,12 +1698,18 @@ router_control(uint64_t ctl, const char *cmd, const char *id)
 	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
 		if (strcmp(cmd, ops[i].name) == 0)
 			break;
-	if (i == sizeof(ops) / sizeof(ops[0])) {
-		router_ctl_answer(ctl, "error: unknown command; expected flush, delete, hold or release");
+	if (i == sizeof(ops) / sizeof(ops[0]) && strcmp(cmd, "active") != 0) {
+		router_ctl_answer(ctl, "error: unknown command; expected flush, delete, hold, release, requeue or "
+		    "active");
 		return;
 	}
 	if (id == NULL || !queueid_valid(id)) {
 		router_ctl_answer(ctl, "error: expected a queue ID");
+		return;
+	}
+	if (strcmp(cmd, "active") == 0) {	/* luamta queue --state active: is it being delivered now? */
+		router_ctl_answer(ctl, idmap_get(router_busy, router_key(id)) != NULL ? "ok: active" :
+		    "ok: not active");
 		return;
 	}
 	mv = xcalloc(1, sizeof(*mv));
@@ -1698,7 +1718,8 @@ router_control(uint64_t ctl, const char *cmd, const char *id)
 	util_strlcpy(mv->id, id, sizeof(mv->id));
 	mv->spool = xstrdup(router_cfg->spool);
 	mv->busy = idmap_get(router_busy, router_key(id)) != NULL;
-	if (mv->op == ROUTER_OP_HOLD && mv->busy) {
+	/* A flush or requeue of a message in the middle of an attempt would do nothing: say so. */
+	if ((mv->op == ROUTER_OP_HOLD || mv->op == ROUTER_OP_FLUSH) && mv->busy) {
 		free(mv->spool);
 		free(mv);
 		router_ctl_answer(ctl, "error: being delivered now; try again in a moment");
@@ -1706,7 +1727,8 @@ router_control(uint64_t ctl, const char *cmd, const char *id)
 	}
 	if (mv->op != ROUTER_OP_RELEASE)
 		router_unschedule(id);
-	iot_submit(router_io, router_move_work, router_move_done, mv, NULL);
+	iot_submit(router_io, router_move_work, strcmp(cmd, "requeue") == 0 ? router_requeue_done :
+	    router_move_done, mv, NULL);
 }
 
 static void
