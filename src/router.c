@@ -107,7 +107,8 @@ struct router_group {
 	int			 mxpref[ROUTER_MX_MAX];	/* MX preference; 0 for a host used without MX */
 	int			 mxfailed[ROUTER_MX_MAX];	/* its address lookup failed for now */
 	size_t			 nmx;
-	struct mta_addr		 found[ROUTER_MX_MAX][4];	/* per MX host, A then AAAA answers */
+	struct mta_addr		(*found)[4];	/* owns nmx rows: per MX host, A then AAAA answers (sized to
+						 * the MX list: a waiting group is small) */
 	size_t			 nfound[ROUTER_MX_MAX];
 	int			 dns_pending;
 	int			 dns_failed;	/* a lookup timed out or failed */
@@ -571,6 +572,7 @@ router_msg_free(struct router_msg *m)
 	idmap_del(router_busy, router_key(m->id));
 	for (i = 0; i < m->ngroups; i++) {
 		idmap_del(router_groups, m->groups[i]->id);
+		free(m->groups[i]->found);
 		free(m->groups[i]->idx);
 		free(m->groups[i]);
 	}
@@ -1221,6 +1223,7 @@ router_dns_done(uint64_t cookie, const struct dns_result *res)
 			router_group_ready(g);
 			return;
 		}
+		g->found = xcalloc(g->nmx ? g->nmx : 1, sizeof(*g->found));
 		g->dns_nxdomain = 1;	/* until an address lookup finds the name */
 		/* Hold the count up while asking: a cached answer comes back inside router_ask(), and must not
 		 * find the count at zero before the other questions are even asked. */
@@ -1261,8 +1264,11 @@ router_group_start(struct router_group *g)
 {
 	if (g->lmtp) {		/* "unix:/path" or "ip:port" / "[ip6]:port", checked by the loader */
 		const char	*a = router_cfg->lmtp;
-		struct mta_addr	*f = &g->found[0][0];
+		struct mta_addr	*f;
 		const char	*colon = strrchr(a, ':');
+
+		g->found = xcalloc(1, sizeof(*g->found));
+		f = &g->found[0][0];
 
 		util_strlcpy(g->mx[0], "lmtp", sizeof(g->mx[0]));
 		g->nmx = 1;
@@ -1284,6 +1290,7 @@ router_group_start(struct router_group *g)
 		return;
 	}
 	if (g->mode == LB_RELAY_IP) {
+		g->found = xcalloc(1, sizeof(*g->found));
 		util_strlcpy(g->mx[0], g->host, sizeof(g->mx[0]));
 		g->nmx = 1;
 		util_strlcpy(g->found[0][0].ip, g->host, sizeof(g->found[0][0].ip));
