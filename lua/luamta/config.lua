@@ -1086,6 +1086,7 @@ local http = record {
   { "max_response", whole(1), default = 1048576 },
   { "failures", whole(0), default = 5 },      -- circuit breaker: failures in a row that open it (0: never)
   { "cooldown", number(0, true), default = 30 },
+  { "ca_file", path },                        -- https: CA certificates (PEM) instead of the system store
 }
 
 -- A Redis address: "ip:port", "[ipv6]:port" or "unix:/path". No host names: hiredis would resolve them with

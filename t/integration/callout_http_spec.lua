@@ -144,3 +144,142 @@ describe("mta.http.request", function()
     c:close()
   end)
 end)
+
+-- https: a test CA and a server certificate it signed for api.example.test, a self-signed one, and Python https
+-- servers (certs.background) on free ports; dnsmasq gives api.example.test and other.example.test 127.0.0.1.
+local certs = require "t.helpers.certs"
+local dns = require "t.helpers.dns"
+
+local HTTPS_PY = [[
+import ssl, sys, time, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/slow": time.sleep(3); body = b"slow"
+        elif self.path == "/peer": body = str(self.client_address[1]).encode()
+        elif self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (b"chun", b"ked"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        else: body = b"fast"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+def serve(cert, key):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    print("port %d" % srv.server_address[1], flush=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+serve(sys.argv[1], sys.argv[2])
+time.sleep(3600)
+]]
+
+-- helo <path>.<case>.test: case "ca" (the CA-signed server, ca_file = the test CA), "self" (the self-signed one,
+-- system CA store), "wrong" (the CA-signed server under another name), "noverify" (self-signed, verify = false).
+local HTTPS_RULE = [[
+local mta = require "luamta"
+local urls = { ca = "https://api.example.test:GOOD/", wrong = "https://other.example.test:GOOD/",
+  self = "https://api.example.test:SELF/", noverify = "https://api.example.test:SELF/" }
+return { helo = function(s, name)
+  local path, case = name:match("^([a-z]+)%.([a-z]+)%.test$")
+  local status, headers, body = mta.http.request { url = urls[case] .. path, timeout = 8,
+    ca_file = (case == "ca" or case == "wrong") and "CAFILE" or nil, verify = case ~= "noverify" }
+  if not status then return mta.on_error("tempfail", "api", headers) end
+  return mta.reject(550, ("5.0.0 https %d %s"):format(status, body))
+end }
+]]
+
+describe("mta.http.request over https", function()
+  local srv, ns, pki, good, self_signed
+
+  setup(function()
+    pki = certs.new { cn = "api.example.test", expired = false }
+    local dir = pki.dir
+    local ca_key = pki:newkey(dir .. "/ca.key")
+    local function ok(out, rc) assert(rc == 0, out) end
+    ok(certs.openssl { "req", "-new", "-x509", "-key", ca_key, "-out", dir .. "/ca.crt", "-days", "30", "-sha256",
+      "-subj", "/CN=luamta test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+      "-addext", "keyUsage=critical,keyCertSign,cRLSign" })
+    local key = pki:newkey(dir .. "/api.key")
+    ok(certs.openssl { "req", "-new", "-key", key, "-subj", "/CN=api.example.test", "-out", dir .. "/api.csr" })
+    server.write_file(dir .. "/ext.cnf", "subjectAltName=DNS:api.example.test\nbasicConstraints=CA:FALSE\n")
+    ok(certs.openssl { "x509", "-req", "-in", dir .. "/api.csr", "-CA", dir .. "/ca.crt", "-CAkey", ca_key,
+      "-CAcreateserial", "-out", dir .. "/api.crt", "-days", "30", "-sha256", "-extfile", dir .. "/ext.cnf" })
+    good = certs.background(HTTPS_PY, { dir .. "/api.crt", key }, { name = "good" })
+    self_signed = certs.background(HTTPS_PY, { pki.cert, pki.key }, { name = "self" })
+    ns = dns.start { hosts = { ["api.example.test"] = "127.0.0.1", ["other.example.test"] = "127.0.0.1" } }
+    local rule = HTTPS_RULE:gsub("GOOD", tostring(good.port)):gsub("SELF", tostring(self_signed.port))
+      :gsub("CAFILE", dir .. "/ca.crt")
+    srv = server.start({ config = { dns = ns:daemon_config(), server = { workers = 1 } },
+      rules = { { "caller", rule } } })
+  end)
+
+  teardown(function()
+    if srv then srv:cleanup() end
+    if good then good:stop() end
+    if self_signed then self_signed:stop() end
+    if ns then ns:stop() end
+    if pki then pki:cleanup() end
+  end)
+
+  local function ehlo(name, timeout)
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    c:send("EHLO " .. name .. "\r\n")
+    local code, lines = c:read_reply(timeout or 15)
+    c:close()
+    return code, lines and lines[1]
+  end
+
+  it("succeeds against a server whose certificate the test CA signed, given that CA as ca_file", function()
+    assert.same({ 550, "550 5.0.0 https 200 fast" }, { ehlo("fast.ca.test") })
+    assert.same({ 550, "550 5.0.0 https 200 chunked" }, { ehlo("chunked.ca.test") })
+  end)
+
+  it("reuses its https connection for the next request", function()
+    local _, a = ehlo("peer.ca.test")
+    local _, b = ehlo("peer.ca.test")
+    assert.truthy(a:match("200 %d+$"), a)
+    assert.equal(a, b)
+  end)
+
+  it("gives a self-signed server's certificate a verification error, and the rule's failure policy applies", function()
+    assert.same({ 451, "451 4.3.0 Temporary failure, try again later" }, { ehlo("fast.self.test") })
+    assert.truthy(srv:wait_log('callout service="api" error="certificate verification failed: ', 5, nil, true))
+    assert.truthy(srv:wait_log('callout service="https api.example.test:' .. self_signed.port
+      .. '" error="certificate verification failed: ', 5, nil, true))
+  end)
+
+  it("refuses a certificate for another name than the URL's host", function()
+    assert.same({ 451, "451 4.3.0 Temporary failure, try again later" }, { ehlo("fast.wrong.test") })
+    assert.truthy(srv:wait_log('service="https other.example.test:' .. good.port
+      .. '" error="certificate verification failed: The certificate Common Name (CN) does not match', 5, nil, true))
+  end)
+
+  it("talks to a self-signed server only when the call says verify = false", function()
+    assert.same({ 550, "550 5.0.0 https 200 fast" }, { ehlo("fast.noverify.test") })
+  end)
+
+  it("does not block another session on the same worker while one waits for a slow https answer", function()
+    local a = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (a:read_reply()))
+    local t0 = socket.gettime()
+    a:send("EHLO slow.ca.test\r\n")
+    socket.sleep(0.2)
+    assert.same({ 550, "550 5.0.0 https 200 fast" }, { ehlo("fast.ca.test") })
+    assert.is_true(socket.gettime() - t0 < 2, "the fast answer waited for the slow one")
+    local _, lines = a:read_reply(10)
+    assert.equal("550 5.0.0 https 200 slow", lines[1])
+    assert.is_true(socket.gettime() - t0 >= 2.5)
+    a:close()
+  end)
+end)
