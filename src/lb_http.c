@@ -71,7 +71,8 @@ struct lb_http_conn {
 	struct lb_http_req	*req;		/* borrowed: the request in flight, NULL when idle */
 	int			 connected;	/* the TCP connection is up */
 	int			 reused;	/* has given a response before: a close may be the server's idle one */
-	int			 got;		/* octets of this response arrived */
+	int			 got;		/* reads that brought this response's octets */
+	int			 got_line;	/* an empty line came before the status line */
 	int			 version;	/* 0 or 1: HTTP/1.<version> */
 	int			 status;
 	int			 keepalive;	/* the connection may serve the next request */
@@ -414,7 +415,9 @@ lb_http_parse(struct lb_http_conn *c, struct evbuffer *in, const char **err)
 			rc = 0;
 			switch (c->state) {
 			case LB_HTTP_S_STATUS:
-				if ((rc = lb_http_status_line(c, line)) == 0)
+				if (len == 0 && c->got_line == 0)
+					c->got_line = 1;	/* one empty line first is tolerated (RFC 9112 2.2) */
+				else if ((rc = lb_http_status_line(c, line)) == 0)
 					c->state = LB_HTTP_S_HEADERS;
 				break;
 			case LB_HTTP_S_HEADERS:
@@ -598,7 +601,7 @@ lb_http_send(struct lb_http_conn *c, struct lb_http_req *r)
 	c->req = r;
 	r->conn = c;
 	c->state = LB_HTTP_S_STATUS;
-	c->got = 0;
+	c->got = c->got_line = 0;
 	c->status = 0;
 	c->header_octets = 0;
 	evbuffer_drain(c->headers, evbuffer_get_length(c->headers));

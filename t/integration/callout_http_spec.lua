@@ -4,7 +4,9 @@ local smtp = require "t.helpers.smtp"
 local tools = require "t.helpers.tools"
 local socket = require "socket"
 
--- A keep-alive HTTP/1.1 server: /fast, /slow (3 s), /big (200000 octets), /peer (the client's port).
+-- A keep-alive HTTP/1.1 server: /fast, /slow (3 s), /big (200000 octets), /peer (the client's port); /close (a
+-- body that ends at the close), /drop (a kept-alive answer, then the server closes anyway), /bad (no HTTP),
+-- /chunkbig (chunked, 120000 octets).
 local PY = [[
 import sys, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
@@ -12,6 +14,27 @@ class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
     def do_GET(self):
+        if self.path == "/close":
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.send_header("X-Test", "yes")
+            self.end_headers()
+            self.wfile.write(b"closed")
+            self.close_connection = True
+            return
+        if self.path == "/bad":
+            self.wfile.write(b"garbage\r\n\r\n")
+            self.close_connection = True
+            return
+        if self.path == "/chunkbig":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for _ in range(2):
+                self.wfile.write(b"%x\r\n%s\r\n" % (60000, b"y" * 60000))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if self.path == "/drop": self.close_connection = True
         if self.path == "/slow": time.sleep(3); body = b"slow"
         elif self.path == "/big": body = b"x" * 200000
         elif self.path == "/peer": body = str(self.client_address[1]).encode()
@@ -21,7 +44,15 @@ class H(BaseHTTPRequestHandler):
         self.send_header("X-Test", "yes")
         self.end_headers()
         self.wfile.write(body)
-    do_POST = do_GET
+    def do_POST(self):
+        if self.path != "/echo": return self.do_GET()
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        body += b" " + (self.headers["Content-Type"] or "").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Test", "yes")
+        self.end_headers()
+        self.wfile.write(body)
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 ]]
 
@@ -30,8 +61,10 @@ local mta = require "luamta"
 return { helo = function(s, name)
   local path, timeout = name:match("^([a-z]+)%.(%d*)")
   local port = path == "down" and DOWN or PORT
+  local post = path == "echo"
   local status, headers, body = mta.http.request { url = "http://127.0.0.1:" .. port .. "/" .. path,
-    timeout = tonumber(timeout) }
+    timeout = tonumber(timeout), body = post and "posted body" or nil,
+    headers = post and { ["Content-Type"] = "text/plain" } or nil }
   if not status then return mta.reject(550, "5.0.0 http error " .. headers) end
   return mta.reject(550, ("5.0.0 http %d %s %s"):format(status, tostring(headers["x-test"]), body))
 end }
@@ -123,6 +156,47 @@ describe("mta.http.request", function()
     local c = assert(smtp.connect(srv.host, srv.port))
     assert.equal(220, (c:read_reply()))
     assert.same({ 550, "550 5.0.0 http error response too large" }, { ehlo(c, "big.test") })
+    c:close()
+  end)
+
+  it("sends a POST body with its headers, twice on the kept connection", function()
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    for _ = 1, 2 do
+      assert.same({ 550, "550 5.0.0 http 200 yes posted body text/plain" }, { ehlo(c, "echo.test") })
+    end
+    c:close()
+  end)
+
+  it("reads a body that ends when the server closes the connection", function()
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    assert.same({ 550, "550 5.0.0 http 200 yes closed" }, { ehlo(c, "close.test") })
+    assert.same({ 550, "550 5.0.0 http 200 yes fast" }, { ehlo(c, "fast.test") })
+    c:close()
+  end)
+
+  it("opens a new connection when the server closed the one it kept alive", function()
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    for _ = 1, 3 do
+      assert.same({ 550, "550 5.0.0 http 200 yes fast" }, { ehlo(c, "drop.test") })
+    end
+    assert.same({ 550, "550 5.0.0 http 200 yes fast" }, { ehlo(c, "fast.test") })
+    c:close()
+  end)
+
+  it("gives an error for an answer that is not HTTP", function()
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    assert.same({ 550, "550 5.0.0 http error invalid response" }, { ehlo(c, "bad.test") })
+    c:close()
+  end)
+
+  it("cuts a chunked response over http.max_response with an error", function()
+    local c = assert(smtp.connect(srv.host, srv.port))
+    assert.equal(220, (c:read_reply()))
+    assert.same({ 550, "550 5.0.0 http error response too large" }, { ehlo(c, "chunkbig.test") })
     c:close()
   end)
 
