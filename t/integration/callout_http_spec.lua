@@ -262,11 +262,13 @@ time.sleep(3600)
 local HTTPS_RULE = [[
 local mta = require "luamta"
 local urls = { ca = "https://api.example.test:GOOD/", wrong = "https://other.example.test:GOOD/",
-  self = "https://api.example.test:SELF/", noverify = "https://api.example.test:SELF/" }
+  self = "https://api.example.test:SELF/", noverify = "https://api.example.test:SELF/",
+  noca = "https://api.example.test:GOOD/" }
 return { helo = function(s, name)
   local path, case = name:match("^([a-z]+)%.([a-z]+)%.test$")
   local status, headers, body = mta.http.request { url = urls[case] .. path, timeout = 8,
-    ca_file = (case == "ca" or case == "wrong") and "CAFILE" or nil, verify = case ~= "noverify" }
+    ca_file = (case == "ca" or case == "wrong") and "CAFILE" or case == "noca" and "/nonexistent/ca.pem" or nil,
+    verify = case ~= "noverify" }
   if not status then return mta.on_error("tempfail", "api", headers) end
   return mta.reject(550, ("5.0.0 https %d %s"):format(status, body))
 end }
@@ -337,6 +339,12 @@ describe("mta.http.request over https", function()
     assert.same({ 451, "451 4.3.0 Temporary failure, try again later" }, { ehlo("fast.wrong.test") })
     assert.truthy(srv:wait_log('service="https other.example.test:' .. good.port
       .. '" error="certificate verification failed: The certificate Common Name (CN) does not match', 5, nil, true))
+  end)
+
+  it("gives an error for a ca_file it cannot read", function()
+    assert.same({ 451, "451 4.3.0 Temporary failure, try again later" }, { ehlo("fast.noca.test") })
+    assert.truthy(srv:wait_log('callout service="api" error="cannot load the CA store /nonexistent/ca.pem: ', 5,
+      nil, true))
   end)
 
   it("talks to a self-signed server only when the call says verify = false", function()
