@@ -73,7 +73,7 @@ struct lb_run {
 };
 
 static const char *const lb_stage_names[LB_S_COUNT] = {
-	"connect", "helo", "auth", "mail", "rcpt", "data", "message", "close", "route"
+	"connect", "helo", "auth", "mail", "rcpt", "data", "message", "close", "route", "auth_attempt", "auth_failed"
 };
 static unsigned	 lb_generations;
 static struct idmap	*lb_runs;	/* id -> run, so that a late answer finds only live runs */

@@ -19,6 +19,8 @@ struct lb_run;
 enum lb_stage {
 	LB_S_CONNECT, LB_S_HELO, LB_S_AUTH, LB_S_MAIL, LB_S_RCPT, LB_S_DATA, LB_S_MESSAGE, LB_S_CLOSE,
 	LB_S_ROUTE,
+	LB_S_AUTH_ATTEMPT,	/* AUTH, before the password is checked: the rules may refuse the attempt */
+	LB_S_AUTH_FAILED,	/* AUTH, after a wrong password: for counting (the verdict is not used) */
 	LB_S_COUNT
 };
 

@@ -2,7 +2,9 @@
  * smtp_auth.c - SMTP AUTH (RFC 4954) for the inbound session: PLAIN (RFC 4616) and LOGIN, offered only under
  * TLS. The password is checked against the directory user's crypt(3) hash on a thread of its own (never on the
  * loop, and never in front of the spool's commits); the auth rules have the last word; failures from one address
- * get answers that wait longer each time.
+ * get answers that wait longer each time. Rules may take part (docs/rules.md): the auth_attempt stage runs before
+ * the password is checked and may refuse the attempt, the auth_failed stage after a wrong password (the bundled
+ * auth_throttle counts failures in Redis there, so that every node refuses a brute-forcing address).
  * A credential is never cut short: one that holds a NUL, a PLAIN response with other than three fields, or a
  * name or password longer than we keep is malformed (501), as a truncated one could match a shorter password.
  *	smtp_cmd_auth()		the AUTH command
@@ -20,9 +22,13 @@
 #include <event2/event.h>
 #include <mbedtls/base64.h>
 
+#include <lua.h>
+
 #include "iothread.h"
 #include "lb.h"
+#include "lb_types.h"
 #include "log.h"
+#include "policy.h"
 #include "trace.h"
 #include "smtp_internal.h"
 #include "smtp_session.h"
@@ -52,6 +58,13 @@ struct smtp_auth_fails {
 };
 
 static struct idmap	*smtp_auth_failures;	/* client IP hash -> struct smtp_auth_fails */
+static struct idmap	*smtp_auth_asking;	/* session id -> struct smtp_auth_job, while auth_attempt runs */
+
+/* The arguments of the auth_attempt and auth_failed stages: s and the name the client gave. */
+struct smtp_auth_args {
+	uint64_t	 session;
+	const char	*name;
+};
 
 static uint64_t
 smtp_ip_key(const char *ip)
@@ -100,9 +113,30 @@ smtp_auth_fail_reply(evutil_socket_t fd, short what, void *arg)
 	smtp_process(s);
 }
 
+static int
+smtp_auth_push(lua_State *L, void *arg)
+{
+	struct smtp_auth_args	*a = arg;
+
+	lb_session_push(L, a->session);		/* [.. s] */
+	lua_pushstring(L, a->name);		/* [.. s name] */
+	return 2;
+}
+
+/* smtp_auth_failed_done - the auth_failed rules are done; what they say does not change the 535. */
+static void
+smtp_auth_failed_done(uint64_t owner, const struct lb_verdict *v)
+{
+	(void)owner;
+	(void)v;
+}
+
 static void
 smtp_auth_failed(struct smtp_session *s, const char *name)
 {
+	struct smtp_auth_args	 args = { s->id, name };
+	struct lb_verdict	 v;
+	struct lb_run		*run;
 	struct smtp_auth_fails	*f;
 	uint64_t		 key = smtp_ip_key(s->ip);
 	struct timeval		 tv;
@@ -125,6 +159,11 @@ smtp_auth_failed(struct smtp_session *s, const char *name)
 	    "session=%s (failure %d from this address; answer in %.2f s)", SMTP_CLIENT(s),
 	    s->auth_mech ? s->auth_mech : "PLAIN", name, s->idstr, f->count, delay);
 	trace_session(s->id, TR_AUTH, "failed user=%s", name);
+	/* The rules count the failure while the answer is held back; the run goes on by itself, and finds the
+	 * session closed if the client leaves. */
+	if (lb_gen_has_stage(s->gen, LB_S_AUTH_FAILED))
+		(void)lb_run_start(s->gen, worker_base(), LB_S_AUTH_FAILED, smtp_auth_push, &args, s->id,
+		    smtp_auth_failed_done, &v, &run);
 	if (s->auth_delay == NULL)
 		s->auth_delay = evtimer_new(worker_base(), smtp_auth_fail_reply, s);
 	tv.tv_sec = (time_t)delay;
@@ -164,11 +203,70 @@ smtp_auth_done(void *arg, int err)
 	}
 }
 
-/* smtp_auth_check - verify name and password off the loop. Takes nothing; password is wiped by the caller. */
+static void
+smtp_auth_job_free(struct smtp_auth_job *j)
+{
+	explicit_bzero(j->password, sizeof(j->password));
+	free(j);
+}
+
+/*
+ * smtp_auth_attempt_end - the auth_attempt rules have spoken: check the password, or answer with their reply.
+ * later: they waited, so the session's input must be taken up again here (otherwise smtp_process() is running).
+ */
+static void
+smtp_auth_attempt_end(uint64_t owner, const struct lb_verdict *v, int later)
+{
+	struct smtp_auth_job	*j = idmap_get(smtp_auth_asking, owner);
+	struct smtp_session	*s = smtp_session_find(owner);
+	char			 reply[POL_REPLY_MAX];
+	enum pol_outcome	 out;
+
+	if (j == NULL)
+		fatal_bug("session %llu: auth_attempt answer without a job", (unsigned long long)owner);
+	idmap_del(smtp_auth_asking, owner);
+	if (s == NULL || s->bev == NULL) {	/* the client left while the rules ran */
+		smtp_auth_job_free(j);
+		worker_session_gone();
+		return;
+	}
+	if ((out = pol_reply(s->idstr, LB_S_AUTH_ATTEMPT, v, "", reply, sizeof(reply))) == POL_PASS) {
+		iot_submit(worker_auth_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
+		return;
+	}
+	log_info("%s: " SMTP_CLIENT_FMT ": AUTH for sasl_username=%s refused by the rules before the password check",
+	    s->idstr, SMTP_CLIENT(s), j->name);
+	trace_session(s->id, TR_AUTH, "refused user=%s", j->name);
+	smtp_auth_job_free(j);
+	s->waiting = 0;
+	if (smtp_reply(s, "%s", reply) == -1)
+		return;
+	if (out == POL_CLOSE) {
+		smtp_close(s);
+		return;
+	}
+	bufferevent_enable(s->bev, EV_READ);
+	if (later)
+		smtp_process(s);
+}
+
+static void
+smtp_auth_attempt_done(uint64_t owner, const struct lb_verdict *v)
+{
+	smtp_auth_attempt_end(owner, v, 1);
+}
+
+/*
+ * smtp_auth_check - verify name and password off the loop, after the auth_attempt rules if there are any. Takes
+ * nothing; password is wiped by the caller.
+ */
 static void
 smtp_auth_check(struct smtp_session *s, const char *name, const char *password)
 {
 	struct smtp_auth_job	*j = xcalloc(1, sizeof(*j));
+	struct smtp_auth_args	 args = { s->id, name };
+	struct lb_verdict	 v;
+	struct lb_run		*run;
 
 	j->session = s->id;
 	util_strlcpy(j->name, name, sizeof(j->name));
@@ -179,7 +277,16 @@ smtp_auth_check(struct smtp_session *s, const char *name, const char *password)
 	bufferevent_disable(s->bev, EV_READ);
 	/* The client's deadline stops while we check and hold back a failure; the next line gets a new one. */
 	evtimer_del(s->timer);
-	iot_submit(worker_auth_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
+	if (!lb_gen_has_stage(s->gen, LB_S_AUTH_ATTEMPT)) {
+		iot_submit(worker_auth_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
+		return;
+	}
+	if (smtp_auth_asking == NULL)
+		smtp_auth_asking = idmap_new();
+	idmap_put(smtp_auth_asking, s->id, j);
+	if (lb_run_start(s->gen, worker_base(), LB_S_AUTH_ATTEMPT, smtp_auth_push, &args, s->id,
+	    smtp_auth_attempt_done, &v, &run) == 0)
+		smtp_auth_attempt_end(s->id, &v, 0);	/* no rule waited */
 }
 
 /* smtp_auth_field_ok - 1 when n octets at p can be used whole as a name (max PROTO_ADDR_MAX) or password. */

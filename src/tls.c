@@ -5,7 +5,7 @@
  * callback appends to that output buffer and its receive callback takes from the input buffer, so it never
  * touches the socket and never waits. The handshake's end is announced from a zero timer, outside the filter
  * callbacks, because the owner may want to write (EHLO) or flush at that point.
- *	tls_server_new()/tls_client_new()	configurations (refcounted)
+ *	tls_server_new()/tls_client_new()	configurations (refcounted); tls_client_new_ca() with a CA file
  *	tls_wrap()				a TLS connection on a bufferevent
  *	tls_tickets_init()			session-ticket keys every worker shares (before the first fork)
  */
@@ -383,20 +383,29 @@ tls_server_new(const char *const *certs, const char *const *keys, size_t npairs,
 struct tls_conf *
 tls_client_new(int verify, char *err, size_t errsize)
 {
+	return tls_client_new_ca(verify, NULL, err, errsize);
+}
+
+struct tls_conf *
+tls_client_new_ca(int verify, const char *ca_file, char *err, size_t errsize)
+{
 	struct tls_conf	*t = xcalloc(1, sizeof(*t));
 	int		 rc;
 
 	t->refs = 1;
+	if (ca_file == NULL)
+		ca_file = TLS_CA_FILE;
 	if (tls_conf_common(t, MBEDTLS_SSL_IS_CLIENT, err, errsize) == -1) {
 		tls_conf_free(t);
 		return NULL;
 	}
 	if (verify) {
-		if ((rc = mbedtls_x509_crt_parse_file(&t->ca, TLS_CA_FILE)) < 0) {
+		/* > 0: that many certificates of the file could not be parsed; the others are used */
+		if ((rc = mbedtls_x509_crt_parse_file(&t->ca, ca_file)) < 0) {
 			char	 e[160];
 
 			tls_strerror(rc, e, sizeof(e));
-			snprintf(err, errsize, "cannot load the CA store %s: %s", TLS_CA_FILE, e);
+			snprintf(err, errsize, "cannot load the CA store %s: %s", ca_file, e);
 			tls_conf_free(t);
 			return NULL;
 		}
@@ -692,4 +701,29 @@ int
 tls_verified(struct tls_conn *c)
 {
 	return c->done && c->conf->verify && mbedtls_ssl_get_verify_result(&c->ssl) == 0;
+}
+
+int
+tls_verify_error(struct tls_conn *c, char *buf, size_t size)
+{
+	uint32_t	 flags;
+	char		 info[512], *p, *nl;
+	size_t		 n = 0;
+	int		 len;
+
+	if (c == NULL || !c->conf->verify || size == 0 || (flags = mbedtls_ssl_get_verify_result(&c->ssl)) == 0 ||
+	    flags == (uint32_t)-1)
+		return 0;
+	if ((len = mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags)) < 0)
+		info[0] = '\0';
+	buf[0] = '\0';
+	for (p = info; *p != '\0' && n + 1 < size; p = nl) {	/* one line per problem: join with "; " */
+		if ((nl = strchr(p, '\n')) != NULL)
+			*nl++ = '\0';
+		else
+			nl = p + strlen(p);
+		len = snprintf(buf + n, size - n, "%s%s", n > 0 ? "; " : "", p);
+		n = len < 0 ? size : n + (size_t)len;
+	}
+	return 1;
 }

@@ -30,6 +30,9 @@ int		 tls_tickets_init(void);
 /* tls_client_new - for the router's outbound STARTTLS. verify: check the next hop's certificate against the
  * system CA store and its name; otherwise encrypt without checking (opportunistic TLS, RFC 7435). */
 struct tls_conf	*tls_client_new(int verify, char *err, size_t errsize);
+/* tls_client_new_ca - the same, checking against the CA certificates in ca_file (PEM) instead of the system
+ * store when ca_file is not NULL (mta.http.request's https; docs/callouts.md). */
+struct tls_conf	*tls_client_new_ca(int verify, const char *ca_file, char *err, size_t errsize);
 void		 tls_conf_hold(struct tls_conf *);
 void		 tls_conf_release(struct tls_conf *);
 
@@ -45,6 +48,9 @@ struct bufferevent *tls_bev(struct tls_conn *);
 /* tls_describe - "TLSv1.2 TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384" once the handshake is over, else "". */
 const char	*tls_describe(struct tls_conn *);
 int		 tls_verified(struct tls_conn *);	/* 1 when the peer's certificate was checked and good */
+/* tls_verify_error - 1 when the peer's certificate was checked and found bad; buf gets mbedTLS's reasons
+ * ("The certificate is not correctly signed by the trusted CA; ..."). 0 otherwise. */
+int		 tls_verify_error(struct tls_conn *, char *buf, size_t size);
 /* tls_handshake_error - why the handshake failed, or NULL when it has not failed (yet), for an owner that hears
  * of the socket's end before the failure is announced. */
 const char	*tls_handshake_error(struct tls_conn *);

@@ -13,8 +13,8 @@
 -- The sandbox: the file sees string, table, math, utf8, pairs, ipairs, next, select, type, tostring, tonumber,
 -- error, assert and pcall (copies, so the file cannot change the server's own libraries), nothing else: no
 -- print, io, os, require or load. It may assign only the globals server, tls, dns, log, local_domains, directory,
--- inbound, routing, delivery, metrics, trace, http, redis, greylist, ratelimit and dkim; assigning any other name is an
--- error (with the nearest valid name suggested), reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
+-- inbound, routing, delivery, metrics, trace, http, redis, greylist, ratelimit, auth_throttle and dkim;
+-- assigning any other name is an error (with the nearest valid name suggested), reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
 -- directory.file is loaded the same way and must return { users = …, groups = … }.
 --
 -- Paths: a relative server.spool, server.rules_dir, tls.cert, tls.key, directory.file, dkim.sign[i].key or
@@ -43,7 +43,7 @@ local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
 local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
-  "metrics", "trace", "http", "redis", "greylist", "ratelimit", "dkim" }
+  "metrics", "trace", "http", "redis", "greylist", "ratelimit", "auth_throttle", "dkim" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -1089,6 +1089,7 @@ local http = record {
   { "max_response", whole(1), default = 1048576 },
   { "failures", whole(0), default = 5 },      -- circuit breaker: failures in a row that open it (0: never)
   { "cooldown", number(0, true), default = 30 },
+  { "ca_file", path },                        -- https: CA certificates (PEM) instead of the system store
 }
 
 -- A Redis address: "ip:port", "[ipv6]:port" or "unix:/path". No host names: hiredis would resolve them with
@@ -1209,10 +1210,18 @@ local dkim = record {
     end, default = {} },
 }
 
+-- Settings of rules/auth_throttle.lua.
+local auth_throttle = record {
+  { "redis", text },                          -- a name in redis = { … }; the rule needs one
+  { "on_error", on_error, default = "accept" },
+  { "failures", whole(1), default = 10 },     -- failed AUTH attempts from one address ...
+  { "window", whole(1), default = 900 },      -- ... within this many seconds, then AUTH is refused
+}
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
   inbound = inbound, routing = routing, delivery = delivery, metrics = metrics, trace = trace, http = http,
-  redis = redis, greylist = greylist, ratelimit = ratelimit, dkim = dkim,
+  redis = redis, greylist = greylist, ratelimit = ratelimit, auth_throttle = auth_throttle, dkim = dkim,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------

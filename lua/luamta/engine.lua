@@ -4,7 +4,8 @@ local core = require "luamta.core"
 
 local M = {}
 
-local STAGES = { "connect", "helo", "auth", "mail", "rcpt", "data", "message", "close", "route" }
+local STAGES = { "connect", "helo", "auth", "mail", "rcpt", "data", "message", "close", "route", "auth_attempt",
+  "auth_failed" }
 local is_stage = {}
 for _, name in ipairs(STAGES) do is_stage[name] = true end
 

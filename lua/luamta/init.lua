@@ -92,8 +92,9 @@ end
 M.dns = core.dns
 
 -- Call outs (docs/callouts.md) ---------------------------------------------------------------------------------
--- mta.http.request{ method, url, headers, body, timeout } -> status, headers, body | nil, err. Waits without
--- blocking; the host name is looked up with mta.dns (an IP address is used as it is); connections are kept.
+-- mta.http.request{ method, url, headers, body, timeout, verify, ca_file } -> status, headers, body | nil, err.
+-- Waits without blocking; the host name is looked up with mta.dns (an IP address is used as it is); connections
+-- are kept. https checks the certificate (system CA store, or ca_file / http.ca_file) unless verify = false.
 -- Errors: "timeout", "response too large", "connection failed", "connection closed", "circuit open", ...
 local http_cfg = M.config.http or {}
 M.http = {}
@@ -105,13 +106,14 @@ function M.http.request(req)
   if type(method) ~= "string" then error("mta.http.request: method must be a string", 2) end
   if req.headers ~= nil and type(req.headers) ~= "table" then error("mta.http.request: headers must be a table", 2) end
   if req.body ~= nil and type(req.body) ~= "string" then error("mta.http.request: body must be a string", 2) end
+  if req.verify ~= nil and type(req.verify) ~= "boolean" then error("mta.http.request: verify must be a boolean", 2) end
+  if req.ca_file ~= nil and type(req.ca_file) ~= "string" then error("mta.http.request: ca_file must be a string", 2) end
   local timeout = req.timeout or http_cfg.timeout or 10
   if type(timeout) ~= "number" or timeout <= 0 or timeout > 3600 then
     error("mta.http.request: timeout must be a number of seconds from 0 to 3600", 2)
   end
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
   if not scheme then return nil, "invalid url" end
-  if scheme:lower() == "https" then return nil, "https is not supported yet" end
   local host = rest:match("^%[([^%]]+)%]") or rest:match("^([^/:?#]+)")
   if not host then return nil, "invalid url" end
   local connect = host
@@ -122,7 +124,8 @@ function M.http.request(req)
   end
   return core.http_request { method = method:upper(), url = url, connect = connect, headers = req.headers,
     body = req.body, timeout = timeout, max_response = http_cfg.max_response or 1048576,
-    failures = http_cfg.failures or 5, cooldown = http_cfg.cooldown or 30 }
+    failures = http_cfg.failures or 5, cooldown = http_cfg.cooldown or 30, verify = req.verify ~= false,
+    ca_file = req.ca_file or http_cfg.ca_file }
 end
 
 -- mta.redis(NAME) -> a client for redis.NAME of the configuration: r:call(cmd, ...) and r:eval(script, keys,
