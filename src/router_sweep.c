@@ -61,6 +61,7 @@ struct router_sweep {
 	size_t			 ncomps;
 	char			 host[256];
 	int			 phase;			/* 0 not begun, 1 state/, 2 the Maildirs, 3 done */
+	struct spool_walk	*states_walk;		/* owns: phase 1 */
 	int			 relative;		/* delivery.maildir does not start with '/' */
 	struct router_sweep_level lv[ROUTER_SWEEP_DEPTH + 2];
 	size_t			 depth;
@@ -141,7 +142,7 @@ router_sweep_tmp_file(struct router_sweep *sw, DIR *d, const char *name)
 
 /* router_sweep_state - one entry of state/. */
 static void
-router_sweep_state(struct router_sweep *sw, DIR *d, const char *name)
+router_sweep_state(struct router_sweep *sw, const char *name)
 {
 	char		 p[4300];
 
@@ -161,13 +162,24 @@ router_sweep_work(void *arg)
 
 	while (n < ROUTER_SWEEP_STEP && sw->phase < 3) {
 		struct router_sweep_level	*lv;
+		char				 id[QUEUEID_SIZE];
+		double				 mtime;
 
+		if (sw->phase == 1 && sw->states_walk != NULL) {
+			/* state/ and its hashed sub-directories, through the spool's walk */
+			if (spool_walk_next(sw->states_walk, id, &mtime)) {
+				n++;
+				router_sweep_state(sw, id);
+				continue;
+			}
+			spool_walk_close(sw->states_walk);
+			sw->states_walk = NULL;
+		}
 		if (sw->depth == 0) {
 			/* The next phase: state/, then the Maildir template from its fixed part. */
-			if (++sw->phase == 1) {
-				spool_dir_path(sw->spool, SPOOL_D_STATE, sw->path, sizeof(sw->path));
-				router_sweep_open(sw, 0, strlen(sw->path));
-			} else if (sw->phase == 2 && sw->ncomps > 0) {
+			if (++sw->phase == 1)
+				sw->states_walk = spool_walk_open(sw->spool, SPOOL_D_STATE);
+			else if (sw->phase == 2 && sw->ncomps > 0) {
 				util_strlcpy(sw->path, sw->relative ? "." : "", sizeof(sw->path));
 				router_sweep_descend(sw, 0);
 			}
@@ -183,9 +195,7 @@ router_sweep_work(void *arg)
 		if (de->d_name[0] == '.' && (de->d_name[1] == '\0' || (de->d_name[1] == '.' && de->d_name[2] == '\0')))
 			continue;
 		sw->path[lv->len] = '\0';
-		if (sw->phase == 1)
-			router_sweep_state(sw, lv->d, de->d_name);
-		else if (lv->comp == sw->ncomps)
+		if (lv->comp == sw->ncomps)
 			router_sweep_tmp_file(sw, lv->d, de->d_name);
 		else if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN || de->d_type == DT_LNK) {
 			size_t	 len = lv->len;

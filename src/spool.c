@@ -42,10 +42,24 @@ spool_dir_path(const char *spool, enum spool_dir d, char *buf, size_t size)
 	snprintf(buf, size, "%s/%s", spool, spool_dirs[d]);
 }
 
+/* The hashed directories (spool.h): queue/ and state/, one sub-directory per last hex digit of the ID. */
+static const char	 spool_hex[] = "0123456789ABCDEF";
+
+static int
+spool_hashed(enum spool_dir d)
+{
+	return d == SPOOL_D_QUEUE || d == SPOOL_D_STATE;
+}
+
 void
 spool_path(const char *spool, enum spool_dir d, const char *id, char *buf, size_t size)
 {
-	snprintf(buf, size, "%s/%s/%s", spool, spool_dirs[d], id);
+	size_t	 n = strlen(id);
+
+	if (spool_hashed(d) && n > 0)
+		snprintf(buf, size, "%s/%s/%c/%s", spool, spool_dirs[d], id[n - 1], id);
+	else
+		snprintf(buf, size, "%s/%s/%s", spool, spool_dirs[d], id);
 }
 
 struct spool_job {
@@ -63,7 +77,7 @@ int
 spool_mkdirs(const char *spool, char *err, size_t errsize)
 {
 	char	 path[SPOOL_PATH_MAX];
-	size_t	 i;
+	size_t	 i, k, n;
 
 	for (i = 0; i < SPOOL_NDIRS; i++) {
 		spool_dir_path(spool, (enum spool_dir)i, path, sizeof(path));
@@ -71,8 +85,43 @@ spool_mkdirs(const char *spool, char *err, size_t errsize)
 			snprintf(err, errsize, "cannot create %s: %s", path, strerror(errno));
 			return -1;
 		}
+		for (k = 0; spool_hashed((enum spool_dir)i) && k < 16; k++) {
+			spool_dir_path(spool, (enum spool_dir)i, path, sizeof(path));
+			n = strlen(path);
+			snprintf(path + n, sizeof(path) - n, "/%c", spool_hex[k]);
+			if (util_mkdirs(path, 0700) == -1) {
+				snprintf(err, errsize, "cannot create %s: %s", path, strerror(errno));
+				return -1;
+			}
+		}
 	}
 	return 0;
+}
+
+/* spool_rehash - move the files a flat queue/ or state/ of an older version holds into their sub-directories. */
+static void
+spool_rehash(const char *spool, enum spool_dir dir)
+{
+	char		 path[SPOOL_PATH_MAX], to[SPOOL_PATH_MAX];
+	DIR		*d;
+	struct dirent	*de;
+	int		 moved = 0;
+
+	spool_dir_path(spool, dir, path, sizeof(path));
+	if ((d = opendir(path)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		if (!queueid_valid(de->d_name))
+			continue;
+		spool_path(spool, dir, de->d_name, to, sizeof(to));
+		if (renameat(dirfd(d), de->d_name, AT_FDCWD, to) == 0)
+			moved++;
+	}
+	closedir(d);
+	if (moved > 0) {
+		util_fsync_dir(path);
+		log_notice("spool: moved %d file(s) of %s into its hashed sub-directories", moved, path);
+	}
 }
 
 int
@@ -85,6 +134,8 @@ spool_prepare(const char *spool, char *err, size_t errsize)
 
 	if (spool_mkdirs(spool, err, errsize) == -1)
 		return -1;
+	spool_rehash(spool, SPOOL_D_QUEUE);
+	spool_rehash(spool, SPOOL_D_STATE);
 	/* A file in tmp/ never got its 250: the client will send it again. */
 	spool_dir_path(spool, SPOOL_D_TMP, path, sizeof(path));
 	if ((d = opendir(path)) != NULL) {
@@ -504,21 +555,46 @@ spool_quarantine(const char *spool, const char *id)
 }
 
 struct spool_walk {
-	DIR	*d;	/* owns */
+	char	 path[SPOOL_PATH_MAX];	/* the directory */
+	int	 hashed;
+	int	 sub;			/* hashed: the sub-directory being read (16: done) */
+	DIR	*d;			/* owns: the directory being read, or NULL */
 };
+
+/* spool_walk_dir - open the next directory of the walk; 0, or -1 when there is none left. */
+static int
+spool_walk_dir(struct spool_walk *w)
+{
+	char	 p[SPOOL_PATH_MAX + 4];
+
+	if (w->d != NULL) {
+		closedir(w->d);
+		w->d = NULL;
+	}
+	if (!w->hashed)
+		return -1;
+	while (w->sub < 16) {
+		snprintf(p, sizeof(p), "%s/%c", w->path, spool_hex[w->sub++]);
+		if ((w->d = opendir(p)) != NULL)
+			return 0;
+	}
+	return -1;
+}
 
 struct spool_walk *
 spool_walk_open(const char *spool, enum spool_dir dir)
 {
-	struct spool_walk	*w;
-	char			 path[SPOOL_PATH_MAX];
-	DIR			*d;
+	struct spool_walk	*w = xcalloc(1, sizeof(*w));
 
-	spool_dir_path(spool, dir, path, sizeof(path));
-	if ((d = opendir(path)) == NULL)
+	spool_dir_path(spool, dir, w->path, sizeof(w->path));
+	if ((w->hashed = spool_hashed(dir)))
+		spool_walk_dir(w);
+	else
+		w->d = opendir(w->path);
+	if (w->d == NULL) {
+		free(w);
 		return NULL;
-	w = xcalloc(1, sizeof(*w));
-	w->d = d;
+	}
 	return w;
 }
 
@@ -528,7 +604,12 @@ spool_walk_next(struct spool_walk *w, char id[QUEUEID_SIZE], double *mtime)
 	struct dirent	*de;
 	struct stat	 st;
 
-	while ((de = readdir(w->d)) != NULL) {
+	while (w->d != NULL) {
+		if ((de = readdir(w->d)) == NULL) {
+			if (spool_walk_dir(w) == -1)
+				return 0;
+			continue;
+		}
 		if (!queueid_valid(de->d_name))
 			continue;
 		if (fstatat(dirfd(w->d), de->d_name, &st, 0) == -1)
@@ -545,7 +626,8 @@ spool_walk_close(struct spool_walk *w)
 {
 	if (w == NULL)
 		return;
-	closedir(w->d);
+	if (w->d != NULL)
+		closedir(w->d);
 	free(w);
 }
 

@@ -9,10 +9,12 @@
  *
  *	<spool>/tmp/		messages being written; swept at start (they never got their 250)
  *	<spool>/incoming/	committed messages the router has not taken yet
- *	<spool>/queue/		messages the router has taken (being delivered, or deferred); a file's mtime is
- *				the time of its next attempt (as Postfix's deferred queue), arrival before its first
+ *	<spool>/queue/X/	messages the router has taken (being delivered, or deferred); a file's mtime is
+ *				the time of its next attempt (as Postfix's deferred queue), arrival before its first.
+ *				X is the last hex digit of the ID (Postfix's hash_queue_depth 1): no directory holds
+ *				more than a sixteenth of a large queue; spool_prepare() moves an older flat queue in
  *	<spool>/hold/		messages an administrator held (luamta queue hold)
- *	<spool>/state/		one state file per message with recorded outcomes
+ *	<spool>/state/X/	one state file per message with recorded outcomes, hashed as queue/
  *	<spool>/corrupt/	files the router could not read, kept for a person to look at
  */
 #ifndef SPOOL_H

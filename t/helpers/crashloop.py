@@ -327,8 +327,8 @@ def main():
         # Drain: the queue empties with the daemon running (the sink is up all along).
         deadline = time.time() + a.drain
         def queued():
-            return [n for sub in ("incoming", "queue", "state") for n in os.listdir(os.path.join(d.spool, sub))
-                    if os.path.isdir(os.path.join(d.spool, sub))]
+            return [n for sub in ("incoming", "queue", "state")
+                    for _, _, files in os.walk(os.path.join(d.spool, sub)) for n in files]
         while time.time() < deadline and queued():
             time.sleep(0.2)
         left = queued()
@@ -400,7 +400,7 @@ def main():
                     problems.append("%s: a next-hop duplicate with no router crash in between" % token)
         for sub in ("tmp", "incoming", "queue", "state", "corrupt"):
             p = os.path.join(d.spool, sub)
-            left = os.listdir(p) if os.path.isdir(p) else []
+            left = [n for _, _, files in os.walk(p) for n in files]
             if left:
                 problems.append("spool %s/ not empty: %s" % (sub, left[:5]))
         left = os.listdir(os.path.join(maildir, "tmp"))

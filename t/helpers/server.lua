@@ -483,11 +483,20 @@ function Server:wait_maildir(user, domain, n, timeout)
   return self:maildir_files(user, domain)
 end
 
+-- spool_file(dir, id) -> the path of message id's file in <spool>/<dir>: queue/ and state/ are hashed by the
+-- ID's last digit (docs/admin.md, "The spool")
+function Server:spool_file(dir, id)
+  if dir == "queue" or dir == "state" then return self.spool .. "/" .. dir .. "/" .. id:sub(-1) .. "/" .. id end
+  return self.spool .. "/" .. dir .. "/" .. id
+end
+
 -- queue_files() -> the names of the queued messages: <spool>/incoming (not yet taken by the router) and
--- <spool>/queue, sorted
+-- <spool>/queue's sub-directories, sorted
 function Server:queue_files()
   local names = list_dir(self.spool .. "/incoming")
-  for _, n in ipairs(list_dir(self.spool .. "/queue")) do names[#names + 1] = n end
+  for _, sub in ipairs(list_dir(self.spool .. "/queue")) do
+    for _, n in ipairs(list_dir(self.spool .. "/queue/" .. sub)) do names[#names + 1] = n end
+  end
   table.sort(names)
   return names
 end

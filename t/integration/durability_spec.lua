@@ -44,7 +44,7 @@ describe("a crash (kill -9 of the master and all children)", function()
       mark), srv:log())
     assert.same({ qid }, srv:queue_files())
     -- The queue file is the envelope of spool.h followed by the message.
-    local qf = server.read_file(srv.spool .. "/queue/" .. qid)
+    local qf = server.read_file(srv:spool_file("queue", qid))
     local env = qf:match("^(.-\nend\n)")
     assert.truthy(env, qf)
     assert.matches("^LUAMTA%-QUEUE 1\nid " .. qid .. "\n", env)

@@ -141,7 +141,7 @@ return { route = function(msg, rcpt) return mta.defer("4.4.0 held by the integra
     end
     srv:stop()
     local bad = ids[2]
-    local f = assert(io.open(srv.spool .. "/queue/" .. bad, "wb"))
+    local f = assert(io.open(srv:spool_file("queue", bad), "wb"))
     f:write("this is not a luamta queue file\n")
     f:close()
     os.remove(srv.rules_dir .. "/routing.lua")   -- the bundled routing delivers to the Maildir
@@ -158,5 +158,50 @@ return { route = function(msg, rcpt) return mta.defer("4.4.0 held by the integra
     socket.sleep(1.5)
     local n = select(2, srv:log():sub(mark + 1):gsub(bad .. ": cannot read queue file", ""))
     assert.equal(1, n)
+  end)
+end)
+
+describe("a spool of an older version, with flat queue/ and state/", function()
+  local srv
+
+  setup(function()
+    srv = server.start {}
+  end)
+
+  teardown(function()
+    if srv then srv:cleanup() end
+  end)
+
+  it("is moved into the hashed sub-directories at start and its messages are delivered", function()
+    srv:write_rule("routing", [[
+local mta = require "luamta"
+return { route = function(msg, rcpt) return mta.defer("4.4.0 held by the integration test") end }
+]])
+    srv:reload()
+    local mark = srv:log_mark()
+    local ids = send_many(srv, 2, "jdoe@example.test", "flat")
+    for _, id in ipairs(ids) do
+      assert.truthy(srv:wait_log(id .. ": to=<jdoe@example%.test>,[^\n]*status=deferred", 5, mark), srv:log())
+    end
+    srv:stop()
+    for _, id in ipairs(ids) do   -- where an older version kept them
+      for _, dir in ipairs { "queue", "state" } do
+        assert(os.rename(srv:spool_file(dir, id), srv.spool .. "/" .. dir .. "/" .. id))
+      end
+    end
+    os.remove(srv.rules_dir .. "/routing.lua")
+    mark = srv:log_mark()
+    srv:restart()
+    local files = srv:wait_maildir("jdoe", nil, 2, 10)
+    assert.equal(2, #files, srv:log():sub(mark + 1))
+    assert.truthy(srv:wait_log("spool: moved 2 file%(s%) of [^\n]*/queue into its hashed sub%-directories", 5, mark),
+      srv:log():sub(mark + 1))
+    assert.truthy(srv:wait_log("spool: moved 2 file%(s%) of [^\n]*/state into", 5, mark))
+    assert.truthy(server.wait_until(function() return #srv:queue_files() == 0 end, 5), "the queue empties")
+    local n = 0
+    for name in require("lfs").dir(srv.spool .. "/queue") do
+      if name:match("^%x$") then n = n + 1 end
+    end
+    assert.equal(16, n, "sixteen sub-directories")
   end)
 end)

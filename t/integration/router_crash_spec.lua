@@ -49,7 +49,7 @@ describe("kill -9 of every process while a remote delivery is deferred", functio
       assert.equal(1, #hop:messages(), "exactly once at the next hop")
       assert.equal(1, #srv:maildir_files("jdoe"), "exactly once in the Maildir")
       assert.same({}, srv:queue_files())
-      assert.is_nil(server.read_file(srv.spool .. "/state/" .. qid), "the state file is gone with the message")
+      assert.is_nil(server.read_file(srv:spool_file("state", qid)), "the state file is gone with the message")
     end)
 
   it("keeps a message held by the administrator in hold/ across kill -9; release then delivers it", function()

@@ -178,12 +178,12 @@ describe("luamta queue hold, release, delete and flush, with the next hop down a
 
   it("delete ID removes the message and its state: not listed, never delivered", function()
     local qid = deferred("c@down.test", "delete me")
-    assert.truthy(server.read_file(srv.spool .. "/state/" .. qid), "the first attempt is on record")
+    assert.truthy(server.read_file(srv:spool_file("state", qid)), "the first attempt is on record")
     local out, rc = srv:luamta("queue delete " .. qid)
     assert.equal(0, rc, out)
     assert.truthy(out:find("^ok: deleted"), out)
     assert.truthy(server.wait_until(function() return #srv:queue_files() == 0 end, 5))
-    assert.truthy(server.wait_until(function() return server.read_file(srv.spool .. "/state/" .. qid) == nil end, 5),
+    assert.truthy(server.wait_until(function() return server.read_file(srv:spool_file("state", qid)) == nil end, 5),
       "the state file goes too")
     local list = srv:luamta("queue list")
     assert.is_nil(list:find(qid, 1, true), list)
@@ -247,7 +247,7 @@ describe("luamta queue delete while a delivery is in progress (a next hop that n
     assert.truthy(server.wait_until(function() return #srv:queue_files() == 0 end, 3), "the queue file goes")
     socket.sleep(2.5)
     assert.equal(1, sink.count_lines(srv, { qid .. ": to=<a@mute.test>" }, mark), "no second attempt")
-    assert.is_nil(server.read_file(srv.spool .. "/state/" .. qid), "no state file left")
+    assert.is_nil(server.read_file(srv:spool_file("state", qid)), "no state file left")
     local list = srv:luamta("queue list")
     assert.is_nil(list:find(qid, 1, true), list)
   end)
