@@ -162,23 +162,11 @@ master_child_name(const struct master_child *c, char *buf, size_t size)
 	return buf;
 }
 
-/* master_queue_size - messages in <spool>/queue, for STATUS=; -1 when it cannot be read. */
+/* master_queue_size - messages in the queue (incoming/ and queue/), for STATUS=. */
 static long
 master_queue_size(void)
 {
-	char		 path[4200];
-	DIR		*d;
-	struct dirent	*de;
-	long		 n = 0;
-
-	snprintf(path, sizeof(path), "%s/queue", master_spool);
-	if ((d = opendir(path)) == NULL)
-		return -1;
-	while ((de = readdir(d)) != NULL)
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
+	return spool_count_queued(master_spool);
 }
 
 static void

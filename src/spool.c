@@ -621,6 +621,39 @@ spool_walk_next(struct spool_walk *w, char id[QUEUEID_SIZE], double *mtime)
 	return 0;
 }
 
+long
+spool_count_queued(const char *spool)
+{
+	static const enum spool_dir dirs[] = { SPOOL_D_INCOMING, SPOOL_D_QUEUE };
+	char		 path[SPOOL_PATH_MAX + 4];
+	DIR		*d;
+	struct dirent	*de;
+	long		 n = 0;
+	size_t		 k;
+	int		 sub;
+
+	for (k = 0; k < 2; k++)
+		for (sub = spool_hashed(dirs[k]) ? 0 : -1; sub < 16; sub++) {
+			spool_dir_path(spool, dirs[k], path, sizeof(path));
+			if (sub >= 0) {
+				size_t	 len = strlen(path);
+
+				snprintf(path + len, sizeof(path) - len, "/%c", spool_hex[sub]);
+			}
+			if ((d = opendir(path)) == NULL) {
+				if (sub < 0)
+					break;
+				continue;
+			}
+			while ((de = readdir(d)) != NULL)
+				n += queueid_valid(de->d_name);
+			closedir(d);
+			if (sub < 0)
+				break;
+		}
+	return n;
+}
+
 void
 spool_walk_close(struct spool_walk *w)
 {

@@ -135,6 +135,8 @@ struct spool_walk;
 struct spool_walk *spool_walk_open(const char *spool, enum spool_dir);	/* NULL when it cannot be read */
 int		 spool_walk_next(struct spool_walk *, char id[QUEUEID_SIZE], double *mtime);
 void		 spool_walk_close(struct spool_walk *);
+/* spool_count_queued - messages in incoming/ and queue/ (names only, no stat). Blocking. */
+long		 spool_count_queued(const char *spool);
 /* spool_state_sweep - remove id's state file if it has no queue file in queue/ or hold/ (it finished); 1 if so. */
 int		 spool_state_sweep(const char *spool, const char *id);
 
