@@ -25,6 +25,7 @@
 struct lsn {
 	struct evconnlistener	*ev;
 	const struct cfg_listen	*cfg;		/* borrowed */
+	struct smtp_host	*host;		/* borrowed */
 	struct event		*pause;		/* owned: resume accepting after an error */
 };
 
@@ -76,7 +77,7 @@ lsn_accept_cb(struct evconnlistener *ev, evutil_socket_t fd, struct sockaddr *sa
 {
 	struct lsn	*l = arg;
 
-	smtp_session_start(fd, sa, (socklen_t)salen, l->cfg);
+	smtp_session_start(l->host, fd, sa, (socklen_t)salen, l->cfg);
 }
 
 static void
@@ -102,11 +103,12 @@ lsn_error_cb(struct evconnlistener *ev, void *arg)
 }
 
 struct lsn *
-lsn_start(struct event_base *base, int fd, const struct cfg_listen *cfg)
+lsn_start(struct event_base *base, int fd, const struct cfg_listen *cfg, struct smtp_host *host)
 {
 	struct lsn	*l = xcalloc(1, sizeof(*l));
 
 	l->cfg = cfg;
+	l->host = host;
 	/* No LEV_OPT_CLOSE_ON_FREE: the master keeps the socket for the workers it starts later. */
 	l->ev = evconnlistener_new(base, lsn_accept_cb, l, LEV_OPT_REUSEABLE, 0, fd);	/* 0: already listening */
 	if (l->ev == NULL)

@@ -28,6 +28,7 @@
 #include "maildrop.h"
 #include "pickup.h"
 #include "simulate.h"
+#include "smtp_session.h"
 #include "util.h"
 
 #define PICKUP_RETRY		60	/* seconds before a file that got 4xx is tried again */
@@ -58,6 +59,7 @@ struct pickup_job {
 
 static struct {
 	struct event_base	*base;
+	struct smtp_host	*host;		/* borrowed: the worker's, for the sessions */
 	struct iothread		*iot;
 	struct event		*timer;
 	char			 spool[4096];
@@ -387,7 +389,7 @@ pickup_take_done(void *arg, int err)
 		pk.script.to[pk.script.nto++] = pk.msg.rcpts[i];
 	pk.text = pickup_headers(&pk.msg);
 	pk.script.message_text = pk.text;
-	if (sim_start(pk.base, &pickup_lsn, &pk.script, &pk.got, PICKUP_TIMEOUT, pickup_session_done, NULL) == -1) {
+	if (sim_start(pk.host, &pickup_lsn, &pk.script, &pk.got, PICKUP_TIMEOUT, pickup_session_done, NULL) == -1) {
 		log_error("pickup: %s: cannot start a session: %s", j->name, strerror(errno));
 		pickup_retry_later(j->name);
 		maildrop_msg_clear(&pk.msg);
@@ -419,13 +421,15 @@ pickup_timer_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 int
-pickup_start(struct event_base *base, const struct config *cfg, char *err, size_t errsize)
+pickup_start(struct smtp_host *host, const struct config *cfg, char *err, size_t errsize)
 {
-	struct timeval	 second = { 1, 0 };
+	struct event_base	*base = host->base;
+	struct timeval		 second = { 1, 0 };
 
 	if (maildrop_prepare(cfg->spool, err, errsize) == -1)
 		return -1;
 	pk.base = base;
+	pk.host = host;
 	util_strlcpy(pk.spool, cfg->spool, sizeof(pk.spool));
 	util_strlcpy(pk.hostname, cfg->hostname, sizeof(pk.hostname));
 	pk.max_size = cfg->max_message_size;

@@ -8,10 +8,10 @@
 #include <stddef.h>
 
 struct config;
-struct event_base;
+struct smtp_host;
 
 /* pickup_start - create the maildrop when missing and take its files, now and every second. 0, or -1 with err. */
-int	 pickup_start(struct event_base *, const struct config *, char *err, size_t errsize);
+int	 pickup_start(struct smtp_host *, const struct config *, char *err, size_t errsize);
 void	 pickup_stop(void);
 
 #endif

@@ -2,7 +2,7 @@
  * simulate.c - luamta simulate. The session side is the server's own smtp_session.c, started on one end of a
  * socketpair as if a client had connected from --ip; this file plays the client on the other end and prints
  * the dialogue, while the rules' verdicts are logged to stdout between the lines. The spool is never touched
- * (smtp_session_dry_run). DNS goes to the configured servers, so list and DNSBL answers are the real ones.
+ * (the host's dry_run). DNS goes to the configured servers, so list and DNSBL answers are the real ones.
  * sim_run() is the dialogue itself, shared with `luamta test` (scenario.c), which records the replies instead
  * of printing them and answers DNS from the scenario's fixtures.
  */
@@ -280,9 +280,10 @@ sim_addr(const struct sim_script *sc, struct sockaddr_storage *ss, socklen_t *ss
 }
 
 int
-sim_start(struct event_base *base, const struct cfg_listen *lsn, const struct sim_script *sc,
+sim_start(struct smtp_host *host, const struct cfg_listen *lsn, const struct sim_script *sc,
     struct sim_replies *got, double timeout, sim_done_fn *done, void *arg)
 {
+	struct event_base	*base = host->base;
 	struct sim		*m;
 	struct sockaddr_storage	 ss;
 	socklen_t		 sslen;
@@ -306,7 +307,7 @@ sim_start(struct event_base *base, const struct cfg_listen *lsn, const struct si
 	tv.tv_sec = (time_t)timeout;
 	tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
 	evtimer_add(m->timer, &tv);
-	smtp_session_start(fds[0], (struct sockaddr *)&ss, sslen, lsn);
+	smtp_session_start(host, fds[0], (struct sockaddr *)&ss, sslen, lsn);
 	return 0;
 }
 
@@ -339,6 +340,7 @@ sim_run(struct lb_gen *g, const struct sim_script *sc, struct sim_replies *got, 
 	static struct cfg_listen lsn = { .text = "simulate", .host = "", .port = 0 };
 	const struct config	*cfg = lb_gen_config(g);
 	struct event_base	*base;
+	struct smtp_host	*host;
 	char			 err[512];
 	struct timeval		 tv = { SIM_TIMEOUT, 0 };
 	int			 fds[2];
@@ -353,8 +355,8 @@ sim_run(struct lb_gen *g, const struct sim_script *sc, struct sim_replies *got, 
 		fprintf(stderr, "%s\n", err);
 		return -1;
 	}
-	smtp_session_dry_run();
-	worker_embed(base, g);
+	host = worker_embed(base, g);
+	host->dry_run = 1;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == -1) {
 		fprintf(stderr, "luamta: socketpair: %s\n", strerror(errno));
 		return -1;
@@ -367,7 +369,7 @@ sim_run(struct lb_gen *g, const struct sim_script *sc, struct sim_replies *got, 
 	m.bev = bufferevent_socket_new(base, fds[1], BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(m.bev, sim_read_cb, NULL, sim_event_cb, &m);
 	bufferevent_enable(m.bev, EV_READ);
-	smtp_session_start(fds[0], (struct sockaddr *)&ss, sslen, &lsn);
+	smtp_session_start(host, fds[0], (struct sockaddr *)&ss, sslen, &lsn);
 	event_base_loopexit(base, &tv);
 	event_base_dispatch(base);
 	if (m.step != SIM_S_DONE) {

@@ -51,12 +51,13 @@ void		 sim_replies_free(struct sim_replies *);
 /* sim_done_fn - a sim_start() dialogue is over; got is the caller's. */
 typedef void	 sim_done_fn(void *arg, struct sim_replies *got);
 struct cfg_listen;
+struct smtp_host;
 /*
- * sim_start - the same dialogue on the caller's loop (a worker's: the session is a real one that queues), with
- * the session believing it came in on lsn; done(arg, got) runs once when it is over or after timeout seconds.
- * sc and got must live until then. 0, or -1 when it could not start.
+ * sim_start - the same dialogue on the caller's loop (a worker's: the session is a real one that queues, on
+ * host), with the session believing it came in on lsn; done(arg, got) runs once when it is over or after
+ * timeout seconds. sc and got must live until then. 0, or -1 when it could not start.
  */
-int		 sim_start(struct event_base *, const struct cfg_listen *lsn, const struct sim_script *sc,
+int		 sim_start(struct smtp_host *, const struct cfg_listen *lsn, const struct sim_script *sc,
 		    struct sim_replies *got, double timeout, sim_done_fn *done, void *arg);
 const char	*sim_stage_name(enum sim_stage);
 

@@ -33,7 +33,6 @@
 #include "smtp_internal.h"
 #include "smtp_session.h"
 #include "util.h"
-#include "worker.h"
 
 enum smtp_auth_step { SMTP_AUTH_PLAIN = 1, SMTP_AUTH_LOGIN_USER, SMTP_AUTH_LOGIN_PASS };
 
@@ -101,6 +100,15 @@ smtp_auth_work(void *arg)
 	return 0;
 }
 
+/* smtp_auth_iot - the host's password thread, made on the first AUTH: most processes never see one. */
+static struct iothread *
+smtp_auth_iot(struct smtp_host *host)
+{
+	if (host->auth_iot == NULL)
+		host->auth_iot = iot_new(host->base);
+	return host->auth_iot;
+}
+
 static void
 smtp_auth_fail_reply(evutil_socket_t fd, short what, void *arg)
 {
@@ -162,10 +170,10 @@ smtp_auth_failed(struct smtp_session *s, const char *name)
 	/* The rules count the failure while the answer is held back; the run goes on by itself, and finds the
 	 * session closed if the client leaves. */
 	if (lb_gen_has_stage(s->gen, LB_S_AUTH_FAILED))
-		(void)lb_run_start(s->gen, worker_base(), LB_S_AUTH_FAILED, smtp_auth_push, &args, s->id,
+		(void)lb_run_start(s->gen, s->host->base, LB_S_AUTH_FAILED, smtp_auth_push, &args, s->id,
 		    smtp_auth_failed_done, &v, &run);
 	if (s->auth_delay == NULL)
-		s->auth_delay = evtimer_new(worker_base(), smtp_auth_fail_reply, s);
+		s->auth_delay = evtimer_new(s->host->base, smtp_auth_fail_reply, s);
 	tv.tv_sec = (time_t)delay;
 	tv.tv_usec = (suseconds_t)((delay - (double)tv.tv_sec) * 1e6);
 	s->waiting = 1;
@@ -182,7 +190,7 @@ smtp_auth_done(void *arg, int err)
 
 	if (s == NULL || s->bev == NULL) {	/* the client left while the password was checked */
 		free(j);
-		worker_session_gone();		/* a stopping worker may have waited for this job alone */
+		smtp_host_gone();		/* a stopping worker may have waited for this job alone */
 		return;
 	}
 	s->waiting = 0;
@@ -227,11 +235,11 @@ smtp_auth_attempt_end(uint64_t owner, const struct lb_verdict *v, int later)
 	idmap_del(smtp_auth_asking, owner);
 	if (s == NULL || s->bev == NULL) {	/* the client left while the rules ran */
 		smtp_auth_job_free(j);
-		worker_session_gone();
+		smtp_host_gone();
 		return;
 	}
 	if ((out = pol_reply(s->idstr, LB_S_AUTH_ATTEMPT, v, "", reply, sizeof(reply))) == POL_PASS) {
-		iot_submit(worker_auth_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
+		iot_submit(smtp_auth_iot(s->host), smtp_auth_work, smtp_auth_done, j, NULL);
 		return;
 	}
 	log_info("%s: " SMTP_CLIENT_FMT ": AUTH for sasl_username=%s refused by the rules before the password check",
@@ -278,13 +286,13 @@ smtp_auth_check(struct smtp_session *s, const char *name, const char *password)
 	/* The client's deadline stops while we check and hold back a failure; the next line gets a new one. */
 	evtimer_del(s->timer);
 	if (!lb_gen_has_stage(s->gen, LB_S_AUTH_ATTEMPT)) {
-		iot_submit(worker_auth_iot(), smtp_auth_work, smtp_auth_done, j, NULL);
+		iot_submit(smtp_auth_iot(s->host), smtp_auth_work, smtp_auth_done, j, NULL);
 		return;
 	}
 	if (smtp_auth_asking == NULL)
 		smtp_auth_asking = idmap_new();
 	idmap_put(smtp_auth_asking, s->id, j);
-	if (lb_run_start(s->gen, worker_base(), LB_S_AUTH_ATTEMPT, smtp_auth_push, &args, s->id,
+	if (lb_run_start(s->gen, s->host->base, LB_S_AUTH_ATTEMPT, smtp_auth_push, &args, s->id,
 	    smtp_auth_attempt_done, &v, &run) == 0)
 		smtp_auth_attempt_end(s->id, &v, 0);	/* no rule waited */
 }

@@ -44,7 +44,6 @@
 #include "spool.h"
 #include "tls.h"
 #include "util.h"
-#include "worker.h"
 
 #define SMTP_INPUT_HIGH	(256 * 1024)	/* stop reading while this much input waits (a client racing ahead) */
 /* Stop reading while this much output waits (a client that never reads its replies); resume once it is out. */
@@ -64,7 +63,6 @@ static struct idmap	*smtp_sessions;
 static struct smtp_session *smtp_all;		/* list of every session, for shutdown */
 static uint64_t		 smtp_next_id;
 static int		 smtp_shutting_down;
-static int		 smtp_dry_run;		/* luamta simulate: decide everything, queue nothing */
 
 static const char *const smtp_state_names[SMTP_S_COUNT] = {
 	"CONNECT", "GREETED", "READY", "RCPT", "BODY", "BDAT", "REFUSED", "AUTH", "CLOSING"
@@ -113,12 +111,6 @@ static void	smtp_write_cb(struct bufferevent *, void *);
 static void	smtp_event_cb(struct bufferevent *, short, void *);
 static int	smtp_tls_start(struct smtp_session *, struct tls_conf *);
 static size_t	smtp_output_pending(struct smtp_session *);
-
-void
-smtp_session_dry_run(void)
-{
-	smtp_dry_run = 1;
-}
 
 int
 smtp_session_set_user(uint64_t id, const char *user)
@@ -426,7 +418,7 @@ smtp_ask(struct smtp_session *s, struct smtp_wait *w)
 		return;
 	}
 	idmap_put(smtp_waits, s->id, w);
-	if (lb_run_start(s->gen, worker_base(), w->stage, pushers[w->after], s, s->id, smtp_policy_done, &v,
+	if (lb_run_start(s->gen, s->host->base, w->stage, pushers[w->after], s, s->id, smtp_policy_done, &v,
 	    &run) == 1) {
 		s->run = run;
 		s->waiting = 1;
@@ -618,18 +610,29 @@ smtp_timer_cb(evutil_socket_t fd, short what, void *arg)
 	smtp_close(s);
 }
 
+/* The host of this process's sessions, for the end of jobs that outlive their session. */
+static struct smtp_host	*smtp_process_host;
+
 void
-smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cfg_listen *lsn)
+smtp_host_gone(void)
+{
+	if (smtp_process_host != NULL && smtp_process_host->gone != NULL)
+		smtp_process_host->gone();
+}
+
+void
+smtp_session_start(struct smtp_host *host, int fd, struct sockaddr *sa, socklen_t salen, const struct cfg_listen *lsn)
 {
 	struct smtp_session	*s;
-	struct event_base	*base = worker_base();
+	struct event_base	*base = host->base;
 	unsigned long long	 key;
-	const struct config	*cfg = lb_gen_config(worker_gen());
+	const struct config	*cfg = lb_gen_config(host->gen);
 
 	if (smtp_sessions == NULL) {
 		smtp_sessions = idmap_new();
 		smtp_waits = idmap_new();
 	}
+	smtp_process_host = host;
 	if (connlimit_acquire(sa, cfg->max_connections_per_ip, cfg->max_connections, &key) == -1) {
 		static const char	 busy[] = "421 4.7.0 Too many connections\r\n";
 		char			 ip[INET6_ADDRSTRLEN] = "?";
@@ -650,7 +653,8 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	snprintf(s->idstr, sizeof(s->idstr), "%016" PRIX64, s->id);
 	s->connlimit_key = key;
 	s->lsn = lsn;
-	s->gen = worker_gen();
+	s->host = host;
+	s->gen = host->gen;
 	lb_gen_hold(s->gen);
 	s->cfg = lb_gen_config(s->gen);
 	s->vars_ref = LUA_NOREF;
@@ -681,12 +685,12 @@ smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cf
 	log_debug("%s: client port %d, listener %s", s->idstr, s->port, lsn->text);
 	trace_session(s->id, TR_CONNECT, "ip=%s port=%d listener=%s", s->ip, s->port, lsn->text);
 	if (lsn->tls == CFG_TLS_IMPLICIT) {	/* port 465 style: TLS before anything else (RFC 8314) */
-		if (worker_tls() == NULL) {
+		if (s->host->tls == NULL) {
 			log_error("%s: listener %s wants TLS but no certificate is loaded", s->idstr, lsn->text);
 			smtp_close(s);
 			return;
 		}
-		if (smtp_tls_start(s, worker_tls()) == -1)
+		if (smtp_tls_start(s, s->host->tls) == -1)
 			return;
 	}
 
@@ -1065,7 +1069,7 @@ smtp_cmd_help(struct smtp_session *s, const char *arg)
 int
 smtp_starttls_offered(const struct smtp_session *s)
 {
-	return s->lsn->tls == CFG_TLS_STARTTLS && worker_tls() != NULL && !s->tls;
+	return s->lsn->tls == CFG_TLS_STARTTLS && s->host->tls != NULL && !s->tls;
 }
 
 static void
@@ -1091,7 +1095,7 @@ smtp_tls_ready(void *arg, int ok, const char *why)
 static int
 smtp_tls_start(struct smtp_session *s, struct tls_conf *conf)
 {
-	struct tls_conn	*c = tls_wrap(worker_base(), s->bev, conf, NULL, smtp_tls_ready, s);
+	struct tls_conn	*c = tls_wrap(s->host->base, s->bev, conf, NULL, smtp_tls_ready, s);
 
 	if (c == NULL) {
 		log_error("%s: cannot start TLS", s->idstr);
@@ -1140,7 +1144,7 @@ smtp_cmd_starttls(struct smtp_session *s, const char *arg)
 	s->helo[0] = '\0';
 	s->esmtp = 0;
 	smtp_enter_state(s, SMTP_S_GREETED);
-	smtp_tls_start(s, worker_tls());
+	smtp_tls_start(s, s->host->tls);
 }
 
 /* End of message -------------------------------------------------------------------------------------------- */
@@ -1238,12 +1242,13 @@ smtp_commit_done(uint64_t id, const char *queue_id, int err)
 			log_info("%s: message-id=%s", queue_id, s->tx->msgid);
 	}
 	if (err == 0) {
-		worker_message_queued(queue_id);
+		if (s->host->queued != NULL)
+			s->host->queued(queue_id);
 	}
 	if (s == NULL) {
 		if (err == 0)	/* queued, but the client left before the 250: it may send it again */
 			log_notice("%s: queued, but the client left before the reply", queue_id);
-		worker_session_gone();	/* when stopping, this may have been the last thing to wait for */
+		smtp_host_gone();	/* when stopping, this may have been the last thing to wait for */
 		return;
 	}
 	s->waiting = 0;
@@ -1314,7 +1319,7 @@ smtp_commit(struct smtp_session *s)
 		smtp_reply(s, "%s", spool_reply_for(EINVAL));
 		return;
 	}
-	if (smtp_dry_run) {
+	if (s->host->dry_run) {
 		struct smtp_header	*h;
 
 		for (h = s->tags; h != NULL; h = h->next)	/* what the rules added, for luamta test */
@@ -1332,7 +1337,7 @@ smtp_commit(struct smtp_session *s)
 	s->waiting = 1;
 	bufferevent_disable(s->bev, EV_READ);
 	evtimer_del(s->timer);		/* our disk, not the client: smtp_commit_done() arms it again */
-	spool_commit(worker_iot(), s->cfg->spool, s->tx->queue_id, head, body, smtp_commit_done, s->id);
+	spool_commit(s->host->iot, s->cfg->spool, s->tx->queue_id, head, body, smtp_commit_done, s->id);
 }
 
 /* smtp_end_of_data - the final dot (or BDAT LAST) arrived: decide, then queue or refuse. */
@@ -1866,7 +1871,7 @@ smtp_free(struct smtp_session *s)
 		connlimit_release(s->connlimit_key);
 		s->connlimit_key = 0;
 		if (s->connect_done &&
-		    lb_run_start(s->gen, worker_base(), LB_S_CLOSE, smtp_push_session, s, s->id, smtp_close_done,
+		    lb_run_start(s->gen, s->host->base, LB_S_CLOSE, smtp_push_session, s, s->id, smtp_close_done,
 		    &v, &run) == 1) {
 			s->run = run;	/* the close rules wait for something; free when they finish */
 			return;
@@ -1891,7 +1896,7 @@ smtp_free(struct smtp_session *s)
 		s->next->prev = s->prev;
 	lb_gen_release(s->gen);
 	free(s);
-	worker_session_gone();
+	smtp_host_gone();
 }
 
 /* smtp_shutdown_one - say goodbye to a session that is between transactions; busy ones finish first. */

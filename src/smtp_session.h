@@ -118,10 +118,31 @@ struct smtp_session {
 	struct event		*auth_delay;		/* owned: holds a failed AUTH's reply back (brute force) */
 	double			 close_deadline;	/* CLOSING: free by then even if the client does not read */
 	struct smtp_session	*prev, *next;		/* all sessions of this worker */
+	struct smtp_host	*host;			/* borrowed */
 };
 
-/* smtp_session_start - take a connected socket (fd) and serve it. */
-void			 smtp_session_start(int fd, struct sockaddr *sa, socklen_t salen, const struct cfg_listen *);
+/*
+ * struct smtp_host - what sessions need from the process that runs them (worker.c, or simulate's embedding),
+ * filled by that process and borrowed by every session: the session asks it, and never calls back into the
+ * worker. gen and tls change when the process reloads; a session keeps the generation it started on.
+ */
+struct smtp_host {
+	struct event_base	*base;
+	struct lb_gen		*gen;		/* borrowed: the generation new sessions start on */
+	struct iothread		*iot;		/* commits */
+	struct iothread		*auth_iot;	/* password checks (crypt(3) is slow on purpose); NULL until the first
+						 * AUTH, when smtp_auth.c makes it; the host frees it */
+	struct tls_conf		*tls;		/* borrowed; NULL when TLS is not configured */
+	void			(*queued)(const char *id);	/* a message is committed: tell the router */
+	void			(*gone)(void);	/* a session or its last job ended (a stopping process may exit) */
+	int			 dry_run;	/* luamta simulate: decide everything, queue nothing */
+};
+
+/* smtp_session_start - take a connected socket (fd) and serve it with host (borrowed for the session's life). */
+void			 smtp_session_start(struct smtp_host *, int fd, struct sockaddr *sa, socklen_t salen,
+			    const struct cfg_listen *);
+/* smtp_host_gone - a job that outlived its session ended: tell the host (smtp_auth.c, smtp_session.c). */
+void			 smtp_host_gone(void);
 /* smtp_session_find - the live session with this id, or NULL (it left while we waited). */
 struct smtp_session	*smtp_session_find(uint64_t id);
 /* smtp_session_shutdown - stop: idle sessions get 421 and close now, busy ones after their transaction. */
@@ -129,8 +150,6 @@ void			 smtp_session_shutdown(void);
 void			 smtp_session_close_all(void);	/* the deadline passed: close everything */
 size_t			 smtp_session_count(void);
 const char		*smtp_state_name(enum smtp_state);
-/* For luamta simulate: commit nothing; authenticate a session as if AUTH had succeeded; the newest session. */
-void			 smtp_session_dry_run(void);
 int			 smtp_session_set_user(uint64_t id, const char *user);
 int			 smtp_session_set_tls(uint64_t id, const char *desc);	/* as if STARTTLS had succeeded */
 int			 smtp_session_set_local_user(uint64_t id, const char *user);	/* pickup: s.local_user */

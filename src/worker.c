@@ -32,49 +32,15 @@
 
 #define WORKER_DRAIN	60	/* seconds open sessions get to finish after SIGTERM */
 
-static struct event_base	*worker_evbase;
-static struct lb_gen		*worker_current;	/* held */
-static struct iothread		*worker_io;
-static struct iothread		*worker_auth_io;	/* password hashes: not behind (or in front of) commits */
+/* What the sessions borrow (smtp_session.h): the loop, the generation (held), the disk thread, the password
+ * thread (not behind, or in front of, commits; made by the first AUTH), the TLS configuration (held). */
+static struct smtp_host		 worker_host;
 static struct lsn		**worker_lsns;
 static struct cfg_listen	*worker_lcfg;		/* owned copy: sessions borrow it for their lifetime */
 static int			 worker_nlsn;
 static int			 worker_stop;
 static int			 worker_router_fd = -1;
 static struct event		*worker_drain_ev;
-static struct tls_conf		*worker_tlsconf;	/* held; NULL without tls.cert/tls.key */
-
-struct event_base *
-worker_base(void)
-{
-	return worker_evbase;
-}
-
-struct lb_gen *
-worker_gen(void)
-{
-	return worker_current;
-}
-
-struct iothread *
-worker_iot(void)
-{
-	return worker_io;
-}
-
-struct iothread *
-worker_auth_iot(void)
-{
-	if (worker_auth_io == NULL)	/* made on the first AUTH: most workers never see one */
-		worker_auth_io = iot_new(worker_evbase);
-	return worker_auth_io;
-}
-
-struct tls_conf *
-worker_tls(void)
-{
-	return worker_tlsconf;
-}
 
 /* worker_tls_load - the certificate and key of gen; keeps the current ones if they do not load (-1, with err). */
 static int
@@ -83,31 +49,25 @@ worker_tls_load(const struct config *cfg, char *err, size_t errsize)
 	struct tls_conf	*t;
 
 	if (cfg->ntls_pairs == 0) {
-		tls_conf_release(worker_tlsconf);
-		worker_tlsconf = NULL;
+		tls_conf_release(worker_host.tls);
+		worker_host.tls = NULL;
 		return 0;
 	}
 	if ((t = tls_server_new((const char *const *)cfg->tls_certs, (const char *const *)cfg->tls_keys,
 	    cfg->ntls_pairs, cfg->tls_ticket_period, err, errsize)) == NULL) {
-		log_error("tls: %s; %s", err, worker_tlsconf ? "keeping the certificate already loaded" :
+		log_error("tls: %s; %s", err, worker_host.tls ? "keeping the certificate already loaded" :
 		    "STARTTLS and implicit TLS are off");
 		return -1;
 	}
-	tls_conf_release(worker_tlsconf);	/* connections hold their own reference */
-	worker_tlsconf = t;
+	tls_conf_release(worker_host.tls);	/* connections hold their own reference */
+	worker_host.tls = t;
 	return 0;
 }
 
-int
-worker_stopping(void)
-{
-	return worker_stop;
-}
-
-void
+/* worker_message_queued - tell the router, best effort: it drains incoming/ every second anyway. */
+static void
 worker_message_queued(const char *id)
 {
-	/* A datagram per message; if the router's buffer is full it finds the file on its next scan. */
 	if (worker_router_fd != -1)
 		(void)!send(worker_router_fd, id, strlen(id), MSG_DONTWAIT | MSG_NOSIGNAL);
 }
@@ -115,12 +75,12 @@ worker_message_queued(const char *id)
 static void
 worker_maybe_exit(void)
 {
-	if (worker_stop && smtp_session_count() == 0 && iot_pending(worker_io) == 0 &&
-	    (worker_auth_io == NULL || iot_pending(worker_auth_io) == 0))
-		event_base_loopexit(worker_evbase, NULL);
+	if (worker_stop && smtp_session_count() == 0 && iot_pending(worker_host.iot) == 0 &&
+	    (worker_host.auth_iot == NULL || iot_pending(worker_host.auth_iot) == 0))
+		event_base_loopexit(worker_host.base, NULL);
 }
 
-void
+static void
 worker_session_gone(void)
 {
 	worker_maybe_exit();
@@ -132,9 +92,9 @@ worker_reload(void)
 	struct lb_gen	*g;
 	char		*errors = NULL, *warnings = NULL, err[512], why[600];
 
-	g = lb_gen_new(lb_gen_config(worker_current)->path, LB_ROLE_WORKER, &errors, &warnings);
+	g = lb_gen_new(lb_gen_config(worker_host.gen)->path, LB_ROLE_WORKER, &errors, &warnings);
 	if (g == NULL) {
-		log_error("reload failed; keeping policy generation %u. %s", lb_gen_number(worker_current),
+		log_error("reload failed; keeping policy generation %u. %s", lb_gen_number(worker_host.gen),
 		    errors ? errors : "");
 		metrics_reload(0);
 		master_report_reload(0, errors);
@@ -144,10 +104,10 @@ worker_reload(void)
 	}
 	free(warnings);
 	log_info("reload: policy generation %u replaces %u; open sessions finish on the old one",
-	    lb_gen_number(g), lb_gen_number(worker_current));
+	    lb_gen_number(g), lb_gen_number(worker_host.gen));
 	metrics_reload(1);
-	lb_gen_release(worker_current);
-	worker_current = g;
+	lb_gen_release(worker_host.gen);
+	worker_host.gen = g;
 	/* A renewed certificate takes effect for new connections. */
 	if (worker_tls_load(lb_gen_config(g), err, sizeof(err)) == -1) {
 		snprintf(why, sizeof(why), "%s: tls: %s; kept the certificate already loaded",
@@ -163,7 +123,7 @@ worker_drain_cb(evutil_socket_t fd, short what, void *arg)
 	log_notice("stop: %zu session(s) still open after %d seconds; closing them", smtp_session_count(),
 	    WORKER_DRAIN);
 	smtp_session_close_all();
-	event_base_loopexit(worker_evbase, NULL);
+	event_base_loopexit(worker_host.base, NULL);
 }
 
 static void
@@ -185,20 +145,23 @@ worker_signal_cb(evutil_socket_t sig, short what, void *arg)
 		lsn_stop(worker_lsns[i]);
 	worker_nlsn = 0;
 	smtp_session_shutdown();
-	worker_drain_ev = evtimer_new(worker_evbase, worker_drain_cb, NULL);
+	worker_drain_ev = evtimer_new(worker_host.base, worker_drain_cb, NULL);
 	evtimer_add(worker_drain_ev, &tv);
 	worker_maybe_exit();
 }
 
-void
+struct smtp_host *
 worker_embed(struct event_base *base, struct lb_gen *gen)
 {
 	char	 err[512];
 
-	worker_evbase = base;
-	worker_current = gen;
-	worker_io = iot_new(base);
+	worker_host.base = base;
+	worker_host.gen = gen;
+	worker_host.iot = iot_new(base);
+	worker_host.gone = worker_session_gone;
+	worker_host.queued = NULL;
 	(void)worker_tls_load(lb_gen_config(gen), err, sizeof(err));
+	return &worker_host;
 }
 
 int
@@ -212,49 +175,51 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	snprintf(role, sizeof(role), "worker %d", number);
 	log_set_role(role);
 	signal(SIGPIPE, SIG_IGN);
-	worker_current = gen;
+	worker_host.gen = gen;
 	worker_router_fd = router_fd;
-	if ((worker_evbase = event_base_new()) == NULL)
+	if ((worker_host.base = event_base_new()) == NULL)
 		fatal("worker: cannot create an event base");
-	worker_io = iot_new(worker_evbase);
-	iot_count_commits(worker_io);
+	worker_host.iot = iot_new(worker_host.base);
+	iot_count_commits(worker_host.iot);
+	worker_host.queued = worker_message_queued;
+	worker_host.gone = worker_session_gone;
 	(void)worker_tls_load(cfg, err, sizeof(err));
-	if (dns_init(worker_evbase, cfg->dns_servers, cfg->dns_timeout, cfg->dns_tries, err, sizeof(err)) == -1)
+	if (dns_init(worker_host.base, cfg->dns_servers, cfg->dns_timeout, cfg->dns_tries, err, sizeof(err)) == -1)
 		fatal("%s", err);
-	if (cfg->trace_enabled && trace_open(worker_evbase, cfg->trace_dir, cfg->trace_keep_days, cfg->trace_max_mb,
+	if (cfg->trace_enabled && trace_open(worker_host.base, cfg->trace_dir, cfg->trace_keep_days, cfg->trace_max_mb,
 	    role, 1, err, sizeof(err)) == -1)
 		log_warn("%s; sessions are not traced", err);
 	worker_lcfg = xcalloc((size_t)nfds, sizeof(*worker_lcfg));
 	worker_lsns = xcalloc((size_t)nfds, sizeof(*worker_lsns));
 	for (i = 0; i < nfds && (size_t)i < cfg->nlisten; i++) {
 		worker_lcfg[i] = cfg->listen[i];
-		worker_lsns[i] = lsn_start(worker_evbase, fds[i], &worker_lcfg[i]);
+		worker_lsns[i] = lsn_start(worker_host.base, fds[i], &worker_lcfg[i], &worker_host);
 	}
 	worker_nlsn = i;
-	sigs[0] = evsignal_new(worker_evbase, SIGHUP, worker_signal_cb, NULL);
-	sigs[1] = evsignal_new(worker_evbase, SIGTERM, worker_signal_cb, NULL);
-	sigs[2] = evsignal_new(worker_evbase, SIGINT, worker_signal_cb, NULL);
+	sigs[0] = evsignal_new(worker_host.base, SIGHUP, worker_signal_cb, NULL);
+	sigs[1] = evsignal_new(worker_host.base, SIGTERM, worker_signal_cb, NULL);
+	sigs[2] = evsignal_new(worker_host.base, SIGINT, worker_signal_cb, NULL);
 	for (i = 0; i < 3; i++)
 		evsignal_add(sigs[i], NULL);
-	if (number == 1 && pickup_start(worker_evbase, cfg, err, sizeof(err)) == -1)	/* one pickup per server */
+	if (number == 1 && pickup_start(&worker_host, cfg, err, sizeof(err)) == -1)	/* one pickup per server */
 		log_error("pickup: %s; sendmail's messages wait in the maildrop", err);
 	log_info("ready: policy generation %u, %d listener(s)", lb_gen_number(gen), worker_nlsn);
 	master_report_ready();
 
-	event_base_dispatch(worker_evbase);
+	event_base_dispatch(worker_host.base);
 
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	if (worker_drain_ev != NULL)
 		event_free(worker_drain_ev);
-	iot_free(worker_io);
-	iot_free(worker_auth_io);
+	iot_free(worker_host.iot);
+	iot_free(worker_host.auth_iot);
 	pickup_stop();
 	dns_shutdown();
 	trace_close();
-	tls_conf_release(worker_tlsconf);
-	lb_gen_release(worker_current);
-	event_base_free(worker_evbase);
+	tls_conf_release(worker_host.tls);
+	lb_gen_release(worker_host.gen);
+	event_base_free(worker_host.base);
 	log_info("stopped");
 	return 0;
 }
