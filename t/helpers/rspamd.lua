@@ -11,7 +11,11 @@
 --
 -- The test's rules (local.d/rspamd.lua) add a prefilter: a message with a header "X-Test-Action: <action>" gets
 -- that action from rspamd ("soft reject", "add header", "rewrite subject", "greylist", ...), with the message
--- "test action <action>". GTUBE is rspamd's own: it gives "reject" with "Gtube pattern".
+-- "test action <action>". GTUBE is rspamd's own: it gives "reject" with "Gtube pattern". A postfilter asks (in the
+-- milter block of every answer) to add "X-Test-Envelope: helo=<Helo> hostname=<Hostname> user=<User>", what
+-- rspamd was told ("nil" for a field it did not get).
+-- opts.nameserver ("127.0.0.1:port", a t/helpers/dns.lua dnsmasq): rspamd's DNS, and SPF and DMARC are checked
+-- for loopback clients too, so that a spec can see SPF and DMARC verdicts in Authentication-Results.
 local server = require "t.helpers.server"
 local tools = require "t.helpers.tools"
 local socket = require "socket"
@@ -32,9 +36,18 @@ rspamd_config:register_symbol {
     end
   end,
 }
+rspamd_config:register_symbol {
+  name = 'LUAMTA_TEST_ENVELOPE',
+  type = 'postfilter',
+  priority = 10,
+  callback = function(task)
+    task:set_milter_reply { add_headers = { ['X-Test-Envelope'] = string.format('helo=%s hostname=%s user=%s',
+      tostring(task:get_helo()), tostring(task:get_hostname()), tostring(task:get_user())) } }
+  end,
+}
 ]]
 
-local function conf(dir, port)
+local function conf(dir, port, nameserver)
   return ([[
 .include "$CONFDIR/common.conf"
 options {
@@ -46,11 +59,11 @@ options {
   dynamic_conf = "%s/db/rspamd_dynamic";
   tempdir = "%s/run";
   explicit_modules = ["settings"];
-  dns { nameserver = ["127.0.0.1:9"]; timeout = 0.1s; retransmits = 1; }
+  dns { nameserver = ["%s"]; timeout = %s; retransmits = 1; }
 }
 logging { type = "file"; filename = "%s/rspamd.log"; level = "info"; }
 worker "normal" { bind_socket = "127.0.0.1:%d"; count = 1; task_timeout = 8s; }
-]]):format(dir, dir, dir, dir, dir, dir, port)
+]]):format(dir, dir, dir, dir, dir, nameserver or "127.0.0.1:9", nameserver and "1s" or "0.1s", dir, port)
 end
 
 -- The modules that would only wait for DNS answers that never come, off; milter_headers adds
@@ -87,7 +100,7 @@ function M.start(opts)
   self.url = "http://127.0.0.1:" .. self.port
   for _, sub in ipairs { "db", "run", "local.d", "dkim" } do lfs.mkdir(self.dir .. "/" .. sub) end
   server.write_file(self.dir .. "/tld.dat", "test\norg\ncom\nnet\n")
-  server.write_file(self.dir .. "/rspamd.conf", conf(self.dir, self.port))
+  server.write_file(self.dir .. "/rspamd.conf", conf(self.dir, self.port, opts.nameserver))
   local files = {}
   for k, v in pairs(LOCAL_D) do files[k] = v end
   files["rspamd.lua"] = RULES
@@ -100,6 +113,10 @@ function M.start(opts)
     self.dkim_public = out:match("([A-Za-z0-9+/=]+)%s*$")
     files["dkim_signing.conf"] = ('path = "%s/dkim/$domain.$selector.key";\nselector = "%s";\nsign_local = true;\n'
       .. "allow_hdrfrom_mismatch = true;\n"):format(self.dir, opts.dkim.selector)
+  end
+  if opts.nameserver then
+    files["spf.conf"] = "check_local = true;\n"
+    files["dmarc.conf"] = "check_local = true;\n"
   end
   for k, v in pairs(opts.local_d or {}) do files[k] = v end
   for k, v in pairs(files) do server.write_file(self.dir .. "/local.d/" .. k, v) end

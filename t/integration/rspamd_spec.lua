@@ -3,6 +3,7 @@
 local server = require "t.helpers.server"
 local smtp = require "t.helpers.smtp"
 local rspamd = require "t.helpers.rspamd"
+local dns = require "t.helpers.dns"
 local socket = require "socket"
 
 -- DKIM_VERIFY: exit 0 when the message on stdin carries a DKIM signature that python3-dkim accepts, with the public
@@ -134,6 +135,8 @@ describe("rspamd, running", function()
     assert.matches("ip: 127%.0%.0%.1", line)
     assert.matches("from: <alice@example%.test>", line)
     assert.matches("rcpts: <jdoe@example%.test,postmaster@example%.test>", line)
+    local mail = newest(srv, "jdoe", delivered)
+    assert.same({ "helo=client.example.org hostname=nil user=nil" }, headers(mail, "X-Test-Envelope"))
   end)
 
   it("tempfails with 451 4.7.1 on soft reject", function()
@@ -165,6 +168,39 @@ describe("rspamd, running", function()
     assert.equal(1, #subject)
     assert.matches("lunch on friday", subject[1], 1, true)
     assert.not_equal("lunch on friday", subject[1])
+  end)
+end)
+
+describe("rspamd with DNS", function()
+  local ns, r, srv
+
+  setup(function()
+    ns = dns.start {
+      hosts = { ["client.example.test"] = "127.0.0.1" },      -- and the PTR of 127.0.0.1 back to it
+      txt = { ["example.test"] = "v=spf1 ip4:127.0.0.0/8 -all", ["_dmarc.example.test"] = "v=DMARC1; p=reject" },
+      zones = { "example.test", "example.org" },
+    }
+    r = rspamd.start { nameserver = ns.server }
+    srv = server.start { config = { server = { extra_rules = { "rspamd" } }, dns = ns:daemon_config(),
+      rspamd = { url = r.url, timeout = 10, on_error = "tempfail" } } }
+  end)
+
+  teardown(function()
+    if srv then srv:cleanup() end
+    if r then r:cleanup() end
+    if ns then ns:stop() end
+  end)
+
+  it("brings SPF and DMARC verdicts in Authentication-Results, and tells rspamd the verified client name", function()
+    local code, text = send(srv, message())
+    assert.equal(250, code, text)
+    local mail = newest(srv, "jdoe", 1)
+    local ar = headers(mail, "Authentication-Results")
+    assert.equal(1, #ar, mail)
+    assert.matches("spf=pass (mx.example.test: domain of alice@example.test designates 127.0.0.1 as permitted "
+      .. "sender) smtp.mailfrom=alice@example.test", ar[1], 1, true)
+    assert.matches("dmarc=pass", ar[1], 1, true)
+    assert.same({ "helo=client.example.org hostname=client.example.test user=nil" }, headers(mail, "X-Test-Envelope"))
   end)
 end)
 
