@@ -4,6 +4,8 @@ local server = require "t.helpers.server"
 local smtp = require "t.helpers.smtp"
 local rspamd = require "t.helpers.rspamd"
 local dns = require "t.helpers.dns"
+local certs = require "t.helpers.certs"
+local mime = require "mime"
 local socket = require "socket"
 
 -- DKIM_VERIFY: exit 0 when the message on stdin carries a DKIM signature that python3-dkim accepts, with the public
@@ -65,26 +67,37 @@ local function headers(text, name)
   return out
 end
 
--- newest(srv, user) -> the content of the newest message in user's Maildir, waiting for count messages
-local function newest(srv, user, count)
-  local files = srv:wait_maildir(user, "example.test", count, 10)
-  assert(#files >= count, "no message in the Maildir of " .. user)
-  table.sort(files, function(a, b) return a.name < b.name end)
-  return files[#files].content
+-- fetch(srv, user, reply) -> the content of the message that got this reply ("250 ... queued as ID"), once it is
+-- in user's Maildir (found by the id in luamta's Received field)
+local function fetch(srv, user, reply)
+  local qid = assert(reply:match("queued as (%S+)"), reply)
+  local found = server.wait_until(function()
+    for _, f in ipairs(srv:maildir_files(user, "example.test")) do
+      if f.content and f.content:find(" id " .. qid, 1, true) then return f.content end
+    end
+  end, 10)
+  assert(found, "message " .. qid .. " is not in the Maildir of " .. user)
+  return found
 end
 
 describe("rspamd, running", function()
-  local r, srv, delivered = nil, nil, 0
+  local PASSWORD = "rspamd-spec-Pa55"
+  local r, srv, pki, proxy
 
   setup(function()
     r = rspamd.start { dkim = { domain = "example.test", selector = "s1" } }
-    srv = server.start { config = { server = { extra_rules = { "rspamd" } },
+    pki = certs.new { expired = false }
+    srv = server.start { config = { server = { extra_rules = { "rspamd" } }, tls = { cert = pki.cert, key = pki.key },
+      directory = { users = { { address = "postmaster@example.test" },
+        { address = "jdoe@example.test", password = certs.crypt(PASSWORD) } } },
       rspamd = { url = r.url, timeout = 10, on_error = "tempfail" } } }
   end)
 
   teardown(function()
+    if proxy then proxy:stop() end
     if srv then srv:cleanup() end
     if r then r:cleanup() end
+    if pki then pki:cleanup() end
   end)
 
   it("rejects GTUBE with 554 5.7.1 and rspamd's message, and logs the score and symbols", function()
@@ -100,8 +113,7 @@ describe("rspamd, running", function()
     local code, text = send(srv, message { "Authentication-Results: mx.example.test; spf=pass (forged)",
       "X-Spam-Score: -100.00 / 15.00" })
     assert.equal(250, code, text)
-    delivered = delivered + 1
-    local mail = newest(srv, "jdoe", delivered)
+    local mail = fetch(srv, "jdoe", text)
     local ar = headers(mail, "Authentication-Results")
     assert.equal(1, #ar, mail)                       -- the forged one is gone (rspamd's remove_headers)
     assert.matches("^mx%.example%.test;", ar[1])     -- authserv-id from the MTA-Name we sent
@@ -124,7 +136,6 @@ describe("rspamd, running", function()
   it("gives rspamd the envelope: every recipient, the queue id, the client and its HELO", function()
     local code, text = send(srv, message(), { "jdoe@example.test", "postmaster@example.test" })
     assert.equal(250, code, text)
-    delivered = delivered + 1
     local qid = text:match("queued as (%S+)")
     local line = server.wait_until(function()
       for l in r:log():gmatch("[^\n]+") do
@@ -135,8 +146,26 @@ describe("rspamd, running", function()
     assert.matches("ip: 127%.0%.0%.1", line)
     assert.matches("from: <alice@example%.test>", line)
     assert.matches("rcpts: <jdoe@example%.test,postmaster@example%.test>", line)
-    local mail = newest(srv, "jdoe", delivered)
+    local mail = fetch(srv, "jdoe", text)
     assert.same({ "helo=client.example.org hostname=nil user=nil" }, headers(mail, "X-Test-Envelope"))
+  end)
+
+  it("tells rspamd the AUTH user, which rspamd signs for and names in Authentication-Results", function()
+    proxy = certs.proxy(srv.port, "starttls")
+    local c = certs.session(proxy, { helo = "laptop.example.test", timeout = 20 })
+    local code, lines = c:cmd("AUTH PLAIN " .. mime.b64("\0jdoe@example.test\0" .. PASSWORD))
+    assert.equal(235, code, lines and lines.text)
+    local text = smtp.message({ "From: John <jdoe@example.test>", "To: postmaster@example.test", "Subject: report",
+      "Date: Mon, 07 Dec 2026 10:00:00 +0000", "Message-ID: <rspamd-spec-auth@example.test>" }, "Numbers.\n")
+    code, lines = smtp.send_mail(c, "jdoe@example.test", { "postmaster@example.test" }, text)
+    c:cmd("QUIT")
+    c:close()
+    assert.equal(250, code, lines and lines.text)
+    local mail = fetch(srv, "postmaster", lines.text)
+    assert.same({ "helo=laptop.example.test hostname=nil user=jdoe@example.test" }, headers(mail, "X-Test-Envelope"))
+    assert.matches("smtp.auth=jdoe@example.test", headers(mail, "Authentication-Results")[1], 1, true)
+    assert.equal(1, #headers(mail, "DKIM-Signature"))
+    assert.truthy(dkim_verifies(srv.dir, mail, r.dkim_public))
   end)
 
   it("tempfails with 451 4.7.1 on soft reject", function()
@@ -154,8 +183,7 @@ describe("rspamd, running", function()
   it("adds X-Spam: Yes on add header, in place of one the sender wrote", function()
     local code, text = send(srv, message { "X-Test-Action: add header", "X-Spam: No" })
     assert.equal(250, code, text)
-    delivered = delivered + 1
-    local mail = newest(srv, "jdoe", delivered)
+    local mail = fetch(srv, "jdoe", text)
     assert.same({ "Yes" }, headers(mail, "X-Spam"))
     assert.equal(1, #headers(mail, "X-Spam-Score"))
   end)
@@ -163,8 +191,7 @@ describe("rspamd, running", function()
   it("rewrites the subject on rewrite subject", function()
     local code, text = send(srv, message { "X-Test-Action: rewrite subject" })
     assert.equal(250, code, text)
-    delivered = delivered + 1
-    local subject = headers(newest(srv, "jdoe", delivered), "Subject")
+    local subject = headers(fetch(srv, "jdoe", text), "Subject")
     assert.equal(1, #subject)
     assert.matches("lunch on friday", subject[1], 1, true)
     assert.not_equal("lunch on friday", subject[1])
@@ -194,7 +221,7 @@ describe("rspamd with DNS", function()
   it("brings SPF and DMARC verdicts in Authentication-Results, and tells rspamd the verified client name", function()
     local code, text = send(srv, message())
     assert.equal(250, code, text)
-    local mail = newest(srv, "jdoe", 1)
+    local mail = fetch(srv, "jdoe", text)
     local ar = headers(mail, "Authentication-Results")
     assert.equal(1, #ar, mail)
     assert.matches("spf=pass (mx.example.test: domain of alice@example.test designates 127.0.0.1 as permitted "
@@ -228,7 +255,7 @@ describe("rspamd, unreachable", function()
       rspamd = { url = "http://127.0.0.1:" .. server.free_port() } } }
     local code, text = send(srv, message())
     assert.equal(250, code, text)
-    local mail = newest(srv, "jdoe", 1)
+    local mail = fetch(srv, "jdoe", text)
     assert.same({}, headers(mail, "X-Spam-Score"))
   end)
 
@@ -286,7 +313,7 @@ return { message = function(s, msg)
   msg:add_header("X-Removed", ("%d text=%d size=%d"):format(n, before - #msg:text(), before - msg.size))
 end }
 ]]
-  local srv, count = nil, 0
+  local srv
 
   setup(function()
     srv = server.start { rules = { { "probe", PROBE } } }
@@ -302,8 +329,7 @@ end }
       "X-A: three" }, "X-A: not a header\n")
     local code, reply = send(srv, text)
     assert.equal(250, code, reply)
-    count = count + 1
-    local mail = newest(srv, "jdoe", count)
+    local mail = fetch(srv, "jdoe", reply)
     assert.matches("X-A: not a header", mail, 1, true)
     return table.concat(headers(mail, "X-A"), "|"), headers(mail, "X-Removed")[1]
   end
