@@ -107,7 +107,7 @@ function M.start(opts)
   if opts.dkim then
     local openssl = tools.need("openssl")
     local key = ("%s/dkim/%s.%s.key"):format(self.dir, opts.dkim.domain, opts.dkim.selector)
-    local out, rc = server.run(("%s genrsa -out %s 2048 && %s rsa -in %s -pubout -outform DER | base64 -w0")
+    local out, rc = server.run(("%s genrsa -out %s 2048 && %s rsa -in %s -pubout -outform DER 2>/dev/null | base64 -w0")
       :format(openssl, server.sh_quote(key), openssl, server.sh_quote(key)))
     assert(rc == 0, "openssl: " .. out)
     self.dkim_public = out:match("([A-Za-z0-9+/=]+)%s*$")
