@@ -122,14 +122,17 @@ function M.start(opts)
   for k, v in pairs(files) do server.write_file(self.dir .. "/local.d/" .. k, v) end
   local vars = ("--var=LOCAL_CONFDIR=%s --var=DBDIR=%s/db --var=RUNDIR=%s/run --var=LOGDIR=%s"):format(self.dir,
     self.dir, self.dir, self.dir)
-  local out = server.run(("cd %s && setsid %s -f -u root -g root --insecure -c %s/rspamd.conf %s "
-    .. ">%s/stdout.log 2>&1 & echo $!"):format(server.sh_quote(self.dir), bin, self.dir, vars, self.dir))
+  -- One simple command in the background, so that $! is setsid's pid, which then is rspamd's main process and
+  -- the id of its own process group (setsid execs it; it is not a group leader, as job control is off).
+  local out = server.run(("setsid %s -f -u root -g root --insecure -c %s/rspamd.conf %s >%s/stdout.log 2>&1 & "
+    .. "echo $!"):format(bin, self.dir, vars, self.dir))
   self.pid = tonumber(out:match("(%d+)"))
   assert(self.pid, "rspamd did not start: " .. out)
   local up = server.wait_until(function()
     local r = http_get(self.port, "/ping")
     return r and r:find("pong", 1, true)
   end, M.START_TIMEOUT, 0.1)
+  self.main = tonumber(server.read_file(self.dir .. "/run/rspamd.pid") or "")   -- the same pid, as rspamd says
   if not up then
     local log = self:log()
     self:stop()
@@ -143,19 +146,31 @@ function Rspamd:log()
   return (server.read_file(self.dir .. "/rspamd.log") or "") .. (server.read_file(self.dir .. "/stdout.log") or "")
 end
 
--- stop(): the main process and its workers (one process group, from setsid), by PID; bounded.
+-- stop(): the main process and its workers (one process group, from setsid), by PID; bounded. Raises when a
+-- process is left, so that a spec never leaves an rspamd behind without saying so.
 function Rspamd:stop()
   if not self.pid then return end
-  server.run(("kill -TERM -- -%d"):format(self.pid))
-  local gone = server.wait_until(function() return #server.group_members(self.pid) == 0 end, 5, 0.05)
-  if not gone then server.run(("kill -KILL -- -%d"):format(self.pid)) end
-  server.wait_until(function() return #server.group_members(self.pid) == 0 end, 5, 0.05)
+  local function left()
+    local n = #server.group_members(self.pid)
+    if self.main and self.main ~= self.pid and server.alive(self.main) then n = n + 1 end
+    return n
+  end
+  local function signal(sig)
+    server.run(("kill -%s -%d"):format(sig, self.pid))   -- dash: no "--"
+    if self.main and self.main ~= self.pid then server.run(("kill -%s %d"):format(sig, self.main)) end
+  end
+  signal("TERM")
+  if not server.wait_until(function() return left() == 0 end, 5, 0.05) then signal("KILL") end
+  local gone = server.wait_until(function() return left() == 0 end, 5, 0.05)
+  local pid = self.pid
   self.pid = nil
+  assert(gone, ("rspamd (process group %d) is still running"):format(pid))
 end
 
 function Rspamd:cleanup()
-  self:stop()
+  local ok, err = pcall(self.stop, self)
   server.run("rm -rf " .. server.sh_quote(self.dir))
+  if not ok then error(err, 0) end
 end
 
 return M

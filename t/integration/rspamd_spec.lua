@@ -96,8 +96,8 @@ describe("rspamd, running", function()
   teardown(function()
     if proxy then proxy:stop() end
     if srv then srv:cleanup() end
-    if r then r:cleanup() end
     if pki then pki:cleanup() end
+    if r then r:cleanup() end       -- last: it raises if rspamd does not stop
   end)
 
   it("rejects GTUBE with 554 5.7.1 and rspamd's message, and logs the score and symbols", function()
@@ -214,8 +214,8 @@ describe("rspamd with DNS", function()
 
   teardown(function()
     if srv then srv:cleanup() end
-    if r then r:cleanup() end
     if ns then ns:stop() end
+    if r then r:cleanup() end       -- last: it raises if rspamd does not stop
   end)
 
   it("brings SPF and DMARC verdicts in Authentication-Results, and tells rspamd the verified client name", function()
