@@ -1,9 +1,11 @@
 /*
  * lb_message.c - the message object of the message stage (SPEC section 7): msg.size, msg.queue_id,
- * msg:header(name), msg:headers(name), msg:add_header(name, value), msg:body(), msg:dkim_sign(key, domain,
- * selector) (lb_dkim.c). It reads the message the
- * session holds in memory; headers added here are written above the message when it is queued. Like the
- * session, the userdata holds the session id and answers nil, "session closed" once the session is gone.
+ * msg:header(name), msg:headers(name), msg:add_header(name, value), msg:remove_header(name, index),
+ * msg:body(), msg:text(), msg:dkim_sign(key, domain, selector) (lb_dkim.c). It reads the message the session
+ * holds in memory; headers added here are written above the message when it is queued, and msg:remove_header()
+ * takes fields out of the message itself (the header fields of the message as received, not those added by
+ * rules). Like the session, the userdata holds the session id and answers nil, "session closed" once the
+ * session is gone.
  */
 #include "config.h"
 
@@ -71,6 +73,33 @@ lb_header_end(const char *p, size_t len)
 }
 
 /*
+ * lb_message_next_field - the field that starts at *i (before hend): its start and end (after its last line's
+ * LF) in *start and *end, and *i moved past it. Returns 0 at the end of the header section.
+ */
+static int
+lb_message_next_field(const char *p, size_t hend, size_t *i, size_t *start, size_t *end)
+{
+	if (*i >= hend)
+		return 0;
+	*start = *i;
+	/* A field runs until a line that does not start with white space. */
+	do {
+		const char	*nl = memchr(p + *i, '\n', hend - *i);
+
+		*i = nl ? (size_t)(nl - p) + 1 : hend;
+	} while (*i < hend && (p[*i] == ' ' || p[*i] == '\t'));
+	*end = *i;
+	return 1;
+}
+
+/* lb_message_field_is - the field at p[start..end) is called name (nlen octets), in any case. */
+static int
+lb_message_field_is(const char *p, size_t start, size_t end, const char *name, size_t nlen)
+{
+	return end - start > nlen && strncasecmp(p + start, name, nlen) == 0 && p[start + nlen] == ':';
+}
+
+/*
  * lb_message_find_headers - push the values of every field called name (or only the first when first_only),
  * unfolded (CRLF + WSP becomes the WSP) and with leading white space removed. Returns how many were pushed
  * into the table on top of the stack.
@@ -78,22 +107,13 @@ lb_header_end(const char *p, size_t len)
 static int
 lb_message_find_headers(lua_State *L, struct smtp_tx *tx, const char *name, int first_only)
 {
-	size_t		 len, hend, i = 0, nlen = strlen(name);
+	size_t		 len, hend, i = 0, start, end, nlen = strlen(name);
 	const char	*p = lb_message_text(tx, &len);
 	int		 found = 0, fields = 0;
 
 	hend = lb_header_end(p, len);
-	while (i < hend && fields++ < LB_HEADERS_MAX) {
-		size_t	 start = i, end;
-
-		/* A field runs until a line that does not start with white space. */
-		do {
-			const char	*nl = memchr(p + i, '\n', hend - i);
-
-			i = nl ? (size_t)(nl - p) + 1 : hend;
-		} while (i < hend && (p[i] == ' ' || p[i] == '\t'));
-		end = i;
-		if (end - start > nlen && strncasecmp(p + start, name, nlen) == 0 && p[start + nlen] == ':') {
+	while (fields++ < LB_HEADERS_MAX && lb_message_next_field(p, hend, &i, &start, &end)) {
+		if (lb_message_field_is(p, start, end, name, nlen)) {
 			luaL_Buffer	 b;
 			size_t		 k = start + nlen + 1;
 
@@ -184,6 +204,72 @@ lb_message_dkim_sign(lua_State *L)
 	return lb_dkim_sign(L, tx);
 }
 
+/* msg:text() - the whole message as received (header and body), as one string. */
+static int
+lb_message_text_fn(lua_State *L)
+{
+	struct smtp_tx	*tx = lb_message_check(L, 1);
+	size_t		 len;
+	const char	*p;
+
+	if (tx == NULL)
+		return lb_message_closed(L);
+	p = lb_message_text(tx, &len);
+	lua_pushlstring(L, p, len);
+	return 1;
+}
+
+/*
+ * msg:remove_header(name [, index]) - take fields called name out of the message: index 0 (the default) every
+ * one, n > 0 the n-th, n < 0 the n-th from the end (as rspamd's milter reply counts). Returns how many were
+ * removed. The message is copied without them into a new buffer, which replaces the old one.
+ */
+static int
+lb_message_remove_header(lua_State *L)
+{
+	struct smtp_tx	*tx = lb_message_check(L, 1);
+	const char	*name = luaL_checkstring(L, 2);
+	lua_Integer	 index = luaL_optinteger(L, 3, 0);
+	size_t		 len, hend, i = 0, start, end, kept = 0, nlen = strlen(name);
+	struct evbuffer	*out;
+	const char	*p;
+	lua_Integer	 count = 0, n = 0, want;
+	int		 fields = 0, removed = 0;
+
+	if (tx == NULL)
+		return lb_message_closed(L);
+	if (nlen == 0)
+		return luaL_argerror(L, 2, "header name must not be empty");
+	p = lb_message_text(tx, &len);
+	hend = lb_header_end(p, len);
+	while (fields++ < LB_HEADERS_MAX && lb_message_next_field(p, hend, &i, &start, &end))
+		if (lb_message_field_is(p, start, end, name, nlen))
+			count++;
+	want = index < 0 ? count + index + 1 : index;
+	if (count == 0 || (index < 0 && want < 1) || want > count) {	/* -n past the first is none, not all */
+		lua_pushinteger(L, 0);
+		return 1;
+	}
+	out = evbuffer_new();
+	i = 0;
+	fields = 0;
+	while (fields++ < LB_HEADERS_MAX && lb_message_next_field(p, hend, &i, &start, &end)) {
+		if (!lb_message_field_is(p, start, end, name, nlen))
+			continue;
+		n++;
+		if (want != 0 && n != want)
+			continue;
+		evbuffer_add(out, p + kept, start - kept);	/* what comes before this field */
+		kept = end;
+		removed++;
+	}
+	evbuffer_add(out, p + kept, len - kept);
+	evbuffer_free(tx->data);
+	tx->data = out;
+	lua_pushinteger(L, removed);
+	return 1;
+}
+
 static int
 lb_message_index(lua_State *L)
 {
@@ -228,6 +314,8 @@ lb_message_open(lua_State *L)
 		{ "add_header", lb_message_add_header },
 		{ "body", lb_message_body },
 		{ "dkim_sign", lb_message_dkim_sign },
+		{ "text", lb_message_text_fn },
+		{ "remove_header", lb_message_remove_header },
 		{ NULL, NULL }
 	};
 

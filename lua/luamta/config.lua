@@ -13,8 +13,9 @@
 -- The sandbox: the file sees string, table, math, utf8, pairs, ipairs, next, select, type, tostring, tonumber,
 -- error, assert and pcall (copies, so the file cannot change the server's own libraries), nothing else: no
 -- print, io, os, require or load. It may assign only the globals server, tls, dns, log, local_domains, directory,
--- inbound, routing, delivery, metrics, trace, http, redis, greylist, ratelimit, auth_throttle and dkim;
--- assigning any other name is an error (with the nearest valid name suggested), reading an undefined name stops the file. It runs with a budget of about 10 million VM instructions.
+-- inbound, routing, delivery, metrics, trace, http, redis, greylist, ratelimit, auth_throttle, dkim and rspamd;
+-- assigning any other name is an error (with the nearest valid name suggested), reading an undefined name stops the file. It runs
+-- with a budget of about 10 million VM instructions.
 -- directory.file is loaded the same way and must return { users = …, groups = … }.
 --
 -- Paths: a relative server.spool, server.rules_dir, tls.cert, tls.key, directory.file, dkim.sign[i].key or
@@ -43,7 +44,7 @@ local BUDGET = 10000000     -- VM instructions a configuration file may run
 local HOOK_STEP = 1000      -- the count hook runs every HOOK_STEP instructions
 
 local SECTIONS = { "server", "tls", "dns", "log", "local_domains", "directory", "inbound", "routing", "delivery",
-  "metrics", "trace", "http", "redis", "greylist", "ratelimit", "auth_throttle", "dkim" }
+  "metrics", "trace", "http", "redis", "greylist", "ratelimit", "auth_throttle", "dkim", "rspamd" }
 local IS_SECTION = {}
 for _, name in ipairs(SECTIONS) do IS_SECTION[name] = true end
 
@@ -1218,10 +1219,36 @@ local auth_throttle = record {
   { "window", whole(1), default = 900 },      -- ... within this many seconds, then AUTH is refused
 }
 
+-- Settings of rules/rspamd.lua. A header name, or false for none.
+local function header_name(v, at)
+  if v == false then return false end
+  if type(v) ~= "string" or not v:match("^[!-9;-~]+$") or #v > 76 then
+    return type_error(at, v, "a header field name (printable ASCII without ':' or spaces), or false for none")
+  end
+  return v
+end
+local function http_url(v, at)
+  if type(v) ~= "string" or not v:match("^[hH][tT][tT][pP][sS]?://[^/%s]+[^%s]*$") then
+    return type_error(at, v, 'an http url, as in "http://127.0.0.1:11333"')
+  end
+  return v
+end
+local rspamd = record({
+  { "url", http_url, default = "http://127.0.0.1:11333" },   -- /checkv2 is added when the url has no path
+  { "timeout", number(0, true), default = 5 },
+  { "max_size", whole(1), default = 10485760 },               -- larger messages are not scanned
+  { "on_error", on_error, default = "accept" },
+  { "spam_header", header_name, default = "X-Spam" },         -- "Yes" on the add header action
+  { "score_header", header_name, default = "X-Spam-Score" },  -- on every scanned message
+}, function(out, at)
+  if out.timeout and out.timeout > 3600 then err(child(at, "timeout", out.timeout), "expected at most 3600 seconds") end
+end)
+
 local SCHEMA = {
   server = server, tls = tls, dns = dns, log = log, local_domains = strings, directory = directory,
   inbound = inbound, routing = routing, delivery = delivery, metrics = metrics, trace = trace, http = http,
   redis = redis, greylist = greylist, ratelimit = ratelimit, auth_throttle = auth_throttle, dkim = dkim,
+  rspamd = rspamd,
 }
 
 -- The sandbox ---------------------------------------------------------------------------------------------------

@@ -345,7 +345,10 @@ local function options(desc, port, bh_port)
   for _, name in ipairs(sorted_keys(desc.txt)) do
     local parts = {}
     for _, t in ipairs(list_of(desc.txt[name])) do
-      parts[#parts + 1] = '"' .. t:gsub('[\\"]', "\\%0") .. '"'
+      -- dnsmasq reads its command line as it is: quotes would be part of the text, and a comma always starts
+      -- the next string (only its configuration files know quoting)
+      if t:find(",", 1, true) then error("dns helper: txt[" .. name .. "]: a comma cannot be given to dnsmasq", 3) end
+      parts[#parts + 1] = t
     end
     o[#o + 1] = "--txt-record=" .. named(name) .. "," .. table.concat(parts, ",")
   end

@@ -17,7 +17,7 @@ M.PROGRAMS = {
   ["dovecot-lmtp"] = "dovecot-lmtpd",
   setpriv = "util-linux", make = "make",
   ["systemd-analyze"] = "systemd", man = "man-db",
-  ["redis-server"] = "redis-server", ["redis-cli"] = "redis-tools",
+  ["redis-server"] = "redis-server", ["redis-cli"] = "redis-tools", rspamd = "rspamd",
 }
 M.PROGRAMS["lua5.4"] = "lua5.4"
 M.PERL = { ["Net::SSLeay"] = "libnet-ssleay-perl" }

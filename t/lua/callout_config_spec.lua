@@ -33,6 +33,18 @@ describe("call out settings", function()
     assert.matches('redis.third.tiemout: unknown key; did you mean "timeout"?', text, 1, true)
   end)
 
+  it("fill the rspamd defaults and take false for a header that is not wanted", function()
+    assert.same({ url = "http://127.0.0.1:11333", timeout = 5, max_size = 10485760, on_error = "accept",
+      spam_header = "X-Spam", score_header = "X-Spam-Score" }, assert(load("")).rspamd)
+    local cfg = assert(load('rspamd = { url = "http://[::1]:11333/checkv2", score_header = false, timeout = 0.5 }\n'))
+    assert.is_false(cfg.rspamd.score_header)
+    assert.equal(0.5, cfg.rspamd.timeout)
+    local _, errors = load("rspamd = {\n  timeout = 7200,\n  on_error = \"drop\",\n}\n")
+    local text = table.concat(errors, "\n")
+    assert.matches(FILE .. ":3: rspamd.timeout: expected at most 3600 seconds", text, 1, true)
+    assert.matches('rspamd.on_error: got string "drop"; expected one of', text, 1, true)
+  end)
+
   it("check http.max_response", function()
     local _, errors = load("http = { max_response = 0 }\n")
     assert.matches("http.max_response: got number 0; expected a whole number >= 1", errors[1], 1, true)

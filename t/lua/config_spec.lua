@@ -158,7 +158,7 @@ tls = { cert = "cert.pem", key = "/etc/ssl/private/key.pem" }
       local errors = errors_of('server = { spool = "/s" }\nzzzzzz = 1\n')
       assert.equal('/etc/luamta/luamta.lua:2: zzzzzz: unknown name; expected one of server, tls, dns, log, '
                    .. "local_domains, directory, inbound, routing, delivery, metrics, trace, http, redis, greylist, "
-                   .. "ratelimit, auth_throttle, dkim", errors[1])
+                   .. "ratelimit, auth_throttle, dkim, rspamd", errors[1])
     end)
 
     it("stops at a read of an undefined name and says where it is", function()
