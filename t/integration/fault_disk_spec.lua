@@ -1,7 +1,7 @@
 -- t/integration/fault_disk_spec.lua - disk errors at the commit of a message (docs/reliability.md, "Faults"),
 -- injected with strace into the running worker (no special filesystem): fsync failing with EIO. The client gets
 -- 451 4.3.0, never 250; the log says why; the spool keeps no half file; once the fault stops, the next message is
--- accepted and delivered.
+-- accepted and delivered. Under a file size limit (ulimit -f) a message too big is refused the same way.
 local server = require "t.helpers.server"
 local smtp = require "t.helpers.smtp"
 local tools = require "t.helpers.tools"
@@ -84,5 +84,49 @@ describe("a disk error at the commit of a message", function()
     assert.truthy(got:find("Subject: after EIO", 1, true), got)
     assert.is_nil(got:find("Subject: under EIO", 1, true), "the refused message is never delivered")
     assert.truthy(files)
+  end)
+end)
+
+describe("a file size limit (ulimit -f) on the daemon", function()
+  local srv, dir
+
+  setup(function()
+    dir = server.tempdir()
+    local wrapper = dir .. "/luamta"
+    local f = assert(io.open(wrapper, "w"))
+    f:write("#!/bin/sh\nulimit -f 64\nexec '" .. server.BIN .. "' \"$@\"\n")
+    f:close()
+    os.execute("chmod +x '" .. wrapper .. "'")
+    local bin = server.BIN
+    server.BIN = wrapper
+    local ok, s = pcall(server.start, {})
+    server.BIN = bin
+    assert(ok, s)
+    srv = s
+  end)
+
+  teardown(function()
+    if srv then srv:stop() srv:cleanup() end
+    if dir then os.execute("rm -rf '" .. dir .. "'") end
+  end)
+
+  it("a message over it: 451 4.3.0 (EFBIG), the worker lives, no half file; a small one is delivered", function()
+    local mark = srv:log_mark()
+    local c = assert(smtp.connect("127.0.0.1", srv.port, { timeout = 10 }))
+    c:greet("client.test")
+    local code, lines = smtp.send_mail(c, "alice@client.test", { "jdoe@example.test" },
+      smtp.message({ "Subject: too big" }, string.rep(string.rep("y", 70) .. "\r\n", 3000)))
+    assert.equal(451, code, lines and (lines.text or lines[1]))
+    assert.truthy(lines.text:find("4.3.0", 1, true), lines.text)
+    -- the same session goes on
+    assert.equal(250, (c:cmd("NOOP")))
+    c:cmd("QUIT", 1)
+    c:close()
+    assert.truthy(srv:wait_log("spool commit failed: File too large", 5, mark, true), srv:log():sub(mark + 1))
+    assert.is_nil(srv:log():sub(mark + 1):find("died", 1, true), srv:log():sub(mark + 1))
+    assert.equal(0, count(srv.spool .. "/tmp"), "no half file in tmp/")
+    code, lines = send(srv, "small")
+    assert.equal(250, code, lines and lines.text)
+    assert.truthy(srv:wait_maildir("jdoe", nil, 1, 10))
   end)
 end)
