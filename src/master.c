@@ -621,6 +621,7 @@ master_run(const char *cfgpath)
 	    socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, master_status) == -1)
 		fatal("socketpair: %s", strerror(errno));
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);	/* a file over RLIMIT_FSIZE fails with EFBIG (a 4xx), never kills */
 
 	if ((master_base = event_base_new()) == NULL)
 		fatal("cannot create an event base");

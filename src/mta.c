@@ -157,23 +157,42 @@ mta_stuff_end(struct evbuffer *out, int state)
 		evbuffer_add(out, "\r\n", 2);
 }
 
-/* mta_dsn_of - the enhanced status code at the start of a reply text, or one derived from the code. */
+/*
+ * mta_status_of - what a reply decides: only a 2xx accepts and only a 5xx refuses for good; anything else (a
+ * 4xx, or a 1xx, 3xx or 6xx-9xx where none belongs: "354" to RCPT) defers, so that no server's odd reply can
+ * stand for a delivery.
+ */
+static enum mta_status
+mta_status_of(int code)
+{
+	return code / 100 == 2 ? MTA_SENT : code / 100 == 5 ? MTA_BOUNCED : MTA_DEFERRED;
+}
+
+/*
+ * mta_dsn_of - the enhanced status code at the start of a reply text, or one derived from the code: its class is
+ * always the one of mta_status_of(code).
+ */
 static void
 mta_dsn_of(int code, const char *text, char *dsn, size_t size)
 {
 	const char	*p = text;
-	size_t		 n = 0;
+	size_t		 n = 2, d;
+	int		 part, ok = 1;
 
+	/* RFC 3463 2: class "." subject "." detail, subject and detail of 1 to 3 digits. */
 	if ((p[0] == '2' || p[0] == '4' || p[0] == '5') && p[1] == '.' && p[0] == '0' + code / 100) {
-		while (n < 11 && (isdigit((unsigned char)p[n]) || p[n] == '.'))
-			n++;
-		if (n >= 5 && n < size && (p[n] == ' ' || p[n] == '\0')) {
+		for (part = 0; part < 2 && ok; part++) {
+			for (d = 0; isdigit((unsigned char)p[n]) && d < 4; d++)
+				n++;
+			ok = d >= 1 && d <= 3 && (part == 1 || p[n++] == '.');
+		}
+		if (ok && n < size && (p[n] == ' ' || p[n] == '\0')) {
 			memcpy(dsn, p, n);
 			dsn[n] = '\0';
 			return;
 		}
 	}
-	snprintf(dsn, size, "%d.0.0", code / 100);
+	snprintf(dsn, size, "%d.0.0", code / 100 == 2 || code / 100 == 5 ? code / 100 : 4);
 }
 
 static void
@@ -196,7 +215,7 @@ mta_rcpt_reply(struct mta_tx *tx, size_t i, int code, const char *reply)
 	char	 dsn[16];
 
 	mta_dsn_of(code, reply + (strlen(reply) > 4 ? 4 : strlen(reply)), dsn, sizeof(dsn));
-	mta_rcpt_set(tx, i, code >= 500 ? MTA_BOUNCED : code >= 400 ? MTA_DEFERRED : MTA_SENT, dsn, reply);
+	mta_rcpt_set(tx, i, mta_status_of(code), dsn, reply);
 }
 
 /* mta_tx_finish - every undecided recipient gets (st, dsn, text); the caller hears about it; tx is freed. */
@@ -637,8 +656,13 @@ mta_reply(struct mta_conn *c, int code, const char *reply)
 			evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
 			return;
 		}
+		if (code / 100 != 4 && code / 100 != 5) {	/* "250" before the data was sent: no delivery */
+			snprintf(why, sizeof(why), "answered DATA with \"%s\", not 354", reply);
+			mta_tx_end(c, MTA_DEFERRED, "4.5.0", why);
+			return;
+		}
 		mta_dsn_of(code, strlen(reply) > 4 ? reply + 4 : "", dsn, sizeof(dsn));
-		mta_tx_end(c, code >= 500 ? MTA_BOUNCED : MTA_DEFERRED, dsn, reply);
+		mta_tx_end(c, code / 100 == 5 ? MTA_BOUNCED : MTA_DEFERRED, dsn, reply);
 		return;
 	case MTA_S_BODY:
 		mta_dsn_of(code, strlen(reply) > 4 ? reply + 4 : "", dsn, sizeof(dsn));
@@ -657,7 +681,7 @@ mta_reply(struct mta_conn *c, int code, const char *reply)
 		if (tx->rcpt_ok == 0 || !tx->mail_ok)
 			mta_tx_end(c, MTA_DEFERRED, "4.0.0", "no recipient accepted");
 		else
-			mta_tx_end(c, code / 100 == 2 ? MTA_SENT : code >= 500 ? MTA_BOUNCED : MTA_DEFERRED, dsn, reply);
+			mta_tx_end(c, mta_status_of(code), dsn, reply);
 		return;
 	default:
 		mta_conn_fail(c, "sent a reply we did not ask for");
@@ -680,6 +704,12 @@ mta_read_cb(struct bufferevent *bev, void *arg)
 		    !isdigit((unsigned char)line[2]) || (len > 3 && line[3] != ' ' && line[3] != '-')) {
 			free(line);
 			mta_conn_fail(c, "sent a malformed reply");
+			return;
+		}
+		/* Every line of a multiline reply has the same code (RFC 5321 4.2.1): else which one would count? */
+		if (c->reply_len > 0 && memcmp(c->reply, line, 3) != 0) {
+			free(line);
+			mta_conn_fail(c, "sent a multiline reply with different codes");
 			return;
 		}
 		last = len == 3 || line[3] == ' ';

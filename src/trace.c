@@ -132,8 +132,9 @@ trace_prune(void)
 		n++;
 	}
 	closedir(d);
-	/* Names start with the hour, so name order is age order. */
-	qsort(files, n, sizeof(*files), trace_name_cmp);
+	/* Names start with the hour, so name order is age order. (No files: files is NULL, which qsort may not get.) */
+	if (n > 0)
+		qsort(files, n, sizeof(*files), trace_name_cmp);
 	for (i = 0; i < n && total > (off_t)tr.max_mb * 1024 * 1024; i++) {
 		snprintf(path, sizeof(path), "%s/%s", tr.dir, files[i].name);
 		if (unlink(path) == 0)

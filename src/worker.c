@@ -175,6 +175,7 @@ worker_main(int number, struct lb_gen *gen, int *fds, int nfds, int router_fd)
 	snprintf(role, sizeof(role), "worker %d", number);
 	log_set_role(role);
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);	/* a file over RLIMIT_FSIZE fails with EFBIG (a 4xx), never kills */
 	worker_host.gen = gen;
 	worker_router_fd = router_fd;
 	if ((worker_host.base = event_base_new()) == NULL)

@@ -1,13 +1,15 @@
 /*
  * fuzz_smtp_proto.c - libFuzzer target for src/smtp_proto.c. Feeds arbitrary octets to every function and checks
  * that outputs stay NUL-terminated inside their bounds, that errors carry a reply, and that an accepted path parses
- * again to the same address. Built and run by t/fuzz/run.
+ * again to the same address; proto_line_max(), proto_non_smtp() and proto_utf8_ok() are compared with references
+ * written another way (RFC 3629's table of well-formed sequences for UTF-8). Built and run by t/fuzz/run.
  */
 #include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "smtp_proto.h"
 
@@ -94,6 +96,90 @@ fuzz_path(enum proto_verb verb, const char *arg)
 	assert(q.addr.is_utf8 == p.addr.is_utf8 && q.nparams == 0);
 }
 
+/* fuzz_utf8_ref - RFC 3629 4 (Unicode Table 3-7): the well-formed byte sequences, one row at a time. */
+static int
+fuzz_utf8_ref(const unsigned char *s, size_t n)
+{
+	size_t	 i = 0, k, len;
+	unsigned char lo, hi;
+
+	while (i < n) {
+		unsigned char	 c = s[i];
+
+		lo = 0x80;
+		hi = 0xbf;
+		if (c < 0x80)
+			len = 1;
+		else if (c >= 0xc2 && c <= 0xdf)
+			len = 2;
+		else if (c >= 0xe0 && c <= 0xef) {
+			len = 3;
+			if (c == 0xe0)
+				lo = 0xa0;	/* overlong */
+			else if (c == 0xed)
+				hi = 0x9f;	/* surrogates */
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			len = 4;
+			if (c == 0xf0)
+				lo = 0x90;	/* overlong */
+			else if (c == 0xf4)
+				hi = 0x8f;	/* past U+10FFFF */
+		} else
+			return 0;
+		if (n - i < len)
+			return 0;
+		for (k = 1; k < len; k++) {
+			unsigned char	 lo_k = k == 1 ? lo : 0x80, hi_k = k == 1 ? hi : 0xbf;
+
+			if (s[i + k] < lo_k || s[i + k] > hi_k)
+				return 0;
+		}
+		i += len;
+	}
+	return 1;
+}
+
+/* fuzz_non_smtp_ref - an HTTP method first, or a first word of printable ASCII ending in ":" (a header). */
+static int
+fuzz_non_smtp_ref(const char *line, size_t len)
+{
+	size_t	 w;
+
+	if ((len >= 4 && strncasecmp(line, "GET ", 4) == 0) || (len >= 5 && strncasecmp(line, "POST ", 5) == 0) ||
+	    (len >= 8 && strncasecmp(line, "CONNECT ", 8) == 0))
+		return 1;
+	for (w = 0; w < len && line[w] > 0x20 && line[w] < 0x7f; w++)
+		;
+	return w > 1 && memchr(line, ':', w) != NULL && memchr(line, ':', w) != line;
+}
+
+/* The line-level checks of the session: how long a line may be, non-SMTP clients, UTF-8. */
+static void
+fuzz_line(const char *buf, size_t n)
+{
+	size_t	 max, k;
+	int	 r;
+
+	max = proto_line_max(buf, n);
+	assert(max == (n >= 5 && strncasecmp(buf, "AUTH ", 5) == 0 ? PROTO_AUTH_LINE_MAX : PROTO_LINE_MAX));
+	for (k = 0; k < n && k < 8; k++)	/* a shorter head never allows more than the whole one */
+		assert(proto_line_max(buf, k) <= (size_t)PROTO_AUTH_LINE_MAX && proto_line_max(buf, k) >= PROTO_LINE_MAX);
+
+	r = proto_non_smtp(buf, n);
+	assert(r == 0 || r == 1);
+	assert(r == fuzz_non_smtp_ref(buf, n));
+
+	r = proto_utf8_ok(buf, n);
+	assert(r == 0 || r == 1);
+	assert(r == fuzz_utf8_ref((const unsigned char *)buf, n));
+	if (r && n > 0)			/* a well-formed string cut before a lead octet stays well-formed */
+		for (k = n - 1; k > 0; k--)
+			if (((unsigned char)buf[k] & 0xc0) != 0x80) {
+				assert(proto_utf8_ok(buf, k) == 1);
+				break;
+			}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -106,6 +192,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	memcpy(buf, data, n);
 	buf[n] = '\0';
+
+	fuzz_line(buf, n);
 
 	/* The raw line, NULs and all: only len bounds the verb match. */
 	arg = NULL;

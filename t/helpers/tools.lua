@@ -15,7 +15,7 @@ M.PROGRAMS = {
   timeout = "coreutils", setsid = "util-linux", unshare = "util-linux", promtool = "prometheus",
   ["fail2ban-regex"] = "fail2ban", pflogsumm = "pflogsumm", dovecot = "dovecot-core",
   ["dovecot-lmtp"] = "dovecot-lmtpd",
-  setpriv = "util-linux", make = "make",
+  setpriv = "util-linux", make = "make", strace = "strace", faketime = "faketime",
   ["systemd-analyze"] = "systemd", man = "man-db",
   ["redis-server"] = "redis-server", ["redis-cli"] = "redis-tools", rspamd = "rspamd",
 }
