@@ -236,6 +236,8 @@ spool_reply_for(int err)
 {
 	if (err == ENOSPC || err == EDQUOT)
 		return "452 4.3.1 Insufficient system storage";
+	if (err == EFBIG)	/* the file size limit (ulimit -f, or SPOOL_FILE_MAX): sending again cannot help */
+		return "552 5.3.4 Message size exceeds fixed limit";
 	return "451 4.3.0 Queue file write error";
 }
 

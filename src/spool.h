@@ -74,7 +74,8 @@ void		 spool_commit(struct iothread *, const char *spool, const char *id, struct
  */
 int		 spool_write_message(const char *spool, const struct qf_env *env, struct evbuffer *body);
 
-/* spool_reply_for - the SMTP reply for a failed commit: 452 4.3.1 for a full disk, 451 4.3.0 otherwise. */
+/* spool_reply_for - the SMTP reply for a failed commit: 452 4.3.1 for a full disk, 552 5.3.4 for a file over the
+ * size limit (EFBIG, as Postfix's queue_file_size_limit), 451 4.3.0 otherwise. */
 const char	*spool_reply_for(int err);
 
 /* A message read back: its envelope, its state lines and (some of) its file. */

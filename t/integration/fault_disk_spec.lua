@@ -1,7 +1,8 @@
 -- t/integration/fault_disk_spec.lua - disk errors at the commit of a message (docs/reliability.md, "Faults"),
 -- injected with strace into the running worker (no special filesystem): fsync failing with EIO. The client gets
 -- 451 4.3.0, never 250; the log says why; the spool keeps no half file; once the fault stops, the next message is
--- accepted and delivered. Under a file size limit (ulimit -f) a message too big is refused the same way.
+-- accepted and delivered. Under a file size limit (ulimit -f) a message too big gets 552 5.3.4, as Postfix's
+-- queue_file_size_limit, and nothing else changes.
 local server = require "t.helpers.server"
 local smtp = require "t.helpers.smtp"
 local tools = require "t.helpers.tools"
@@ -110,14 +111,14 @@ describe("a file size limit (ulimit -f) on the daemon", function()
     if dir then os.execute("rm -rf '" .. dir .. "'") end
   end)
 
-  it("a message over it: 451 4.3.0 (EFBIG), the worker lives, no half file; a small one is delivered", function()
+  it("a message over it: 552 5.3.4 (EFBIG), the worker lives, no half file; a small one is delivered", function()
     local mark = srv:log_mark()
     local c = assert(smtp.connect("127.0.0.1", srv.port, { timeout = 10 }))
     c:greet("client.test")
     local code, lines = smtp.send_mail(c, "alice@client.test", { "jdoe@example.test" },
       smtp.message({ "Subject: too big" }, string.rep(string.rep("y", 70) .. "\r\n", 3000)))
-    assert.equal(451, code, lines and (lines.text or lines[1]))
-    assert.truthy(lines.text:find("4.3.0", 1, true), lines.text)
+    assert.equal(552, code, lines and (lines.text or lines[1]))
+    assert.truthy(lines.text:find("5.3.4 Message size exceeds fixed limit", 1, true), lines.text)
     -- the same session goes on
     assert.equal(250, (c:cmd("NOOP")))
     c:cmd("QUIT", 1)
