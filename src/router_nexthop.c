@@ -101,7 +101,6 @@ router_mta_done(uint64_t cookie, const struct mta_result *res)
 	router_msg_step_done(g->m);
 }
 
-/* router_group_send - one SMTP transaction for the group, or wait for a slot to its next hop. */
 /* The body of a message goes out a chunk at a time, read on the body thread (mta.h, mta_read_fn). */
 struct router_chunk {
 	uint64_t		 handle;
@@ -159,6 +158,7 @@ router_body_read(uint64_t cookie, uint64_t handle, unsigned long long off, size_
 	iot_submit(router_body, router_chunk_work, router_chunk_done, ch, NULL);
 }
 
+/* router_group_send - one SMTP transaction for the group, or wait for a slot to its next hop. */
 static void
 router_group_send(struct router_group *g)
 {
