@@ -20,7 +20,9 @@ no message arrived for --stall seconds (default 120) once the server runs ("stal
 key=value pairs (epoch times, KiB):
     what= first= done= got= peak_rss_kib= peak_at= peak_procs= peak_active= max_active= routers= samples=
     rollup_at_peak= (luamta: Rss/Pss/Anonymous of the router, read at most 1 s before the peak)
---timeline writes one line per 0.2 s sample: seconds since start, delivered, rss_kib, processes, active.
+--timeline writes one line per 0.2 s sample: seconds since start, delivered, rss_kib, processes, active, and
+cpu_s, the user + system CPU seconds of those processes so far (/proc/PID/stat; Postfix: of the smtp processes
+alive at the sample, so it can go down).
 Never writes to /proc, never signals anything; exits on its own within the deadline.
 """
 
@@ -99,6 +101,18 @@ def descendants(root):
         out[p] = info[p]
         todo.extend(children.get(p, ()))
     return out
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def rollup(pid):
@@ -202,8 +216,9 @@ def main():
                 if rss > peak[0]:
                     peak = (rss, now, len(mine), active, last_roll)
                 if tl:
-                    tl.write("%.1f %d %d %d %s\n" % (now - start, n - base, rss, len(mine),
-                                                     "-" if active is None else active))
+                    tl.write("%.1f %d %d %d %s %.2f\n" % (now - start, n - base, rss, len(mine),
+                                                          "-" if active is None else active,
+                                                          sum(cpu_seconds(p) for p in mine)))
         time.sleep(0.02)
     if tl:
         tl.close()
