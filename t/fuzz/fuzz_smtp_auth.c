@@ -70,21 +70,36 @@ lb_directory_password(struct lb_gen *g, const char *name, char *addr, size_t add
 	return -1;
 }
 
-struct iothread *
-worker_auth_iot(void)
+void
+smtp_host_gone(void)
 {
-	return NULL;
 }
 
-struct event_base *
-worker_base(void)
+/* No auth_attempt or auth_failed stage: the rules are not what this target is about. */
+int
+lb_gen_has_stage(const struct lb_gen *g, enum lb_stage st)
 {
-	return fuzz_base;
+	return 0;
+}
+
+int
+lb_run_start(struct lb_gen *g, struct event_base *b, enum lb_stage st, lb_push_fn *push, void *arg, uint64_t owner,
+    lb_done_fn *done, struct lb_verdict *out, struct lb_run **pending)
+{
+	abort();
 }
 
 void
-worker_session_gone(void)
+lb_session_push(struct lua_State *L, uint64_t session_id)
 {
+	abort();
+}
+
+/* The host's password thread is set in fuzz_reset, so smtp_auth.c never makes one. */
+struct iothread *
+iot_new(struct event_base *b)
+{
+	abort();
 }
 
 /* Never reached from a response: only a finished check (which the stub above never runs) gets there. */
@@ -162,13 +177,17 @@ fuzz_reset(struct smtp_session *s)
 {
 	static struct bufferevent	*bev;
 	static struct event		*timer;
+	static struct smtp_host		 host;
 
 	if (fuzz_base == NULL) {
 		fuzz_base = event_base_new();
 		bev = bufferevent_socket_new(fuzz_base, -1, 0);
 		timer = evtimer_new(fuzz_base, smtp_auth_fail_reply, NULL);
+		host.base = fuzz_base;
+		host.auth_iot = (struct iothread *)&host;	/* never used: iot_submit above is a stub */
 	}
 	memset(s, 0, sizeof(*s));
+	s->host = &host;
 	s->tls = 1;
 	s->bev = bev;
 	s->timer = timer;
