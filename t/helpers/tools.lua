@@ -13,7 +13,7 @@ M.PROGRAMS = {
   swaks = "swaks", openssl = "openssl", dnsmasq = "dnsmasq-base", ["smtp-sink"] = "postfix",
   ["smtp-source"] = "postfix", python3 = "python3", ss = "iproute2", ps = "procps", pgrep = "procps",
   timeout = "coreutils", setsid = "util-linux", unshare = "util-linux", promtool = "prometheus",
-  ["fail2ban-regex"] = "fail2ban", pflogsumm = "pflogsumm", dovecot = "dovecot-core",
+  ["fail2ban-regex"] = "fail2ban", ["fail2ban-server"] = "fail2ban", ["fail2ban-client"] = "fail2ban", pflogsumm = "pflogsumm", dovecot = "dovecot-core",
   ["dovecot-lmtp"] = "dovecot-lmtpd",
   setpriv = "util-linux", make = "make", strace = "strace", faketime = "faketime",
   ["systemd-analyze"] = "systemd", man = "man-db",
