@@ -519,7 +519,6 @@ master_drop_privileges(const struct config *cfg)
 {
 	struct passwd	*pw;
 	char		 path[4200], err[512];
-	size_t		 i;
 
 	if (cfg->user == NULL)
 		return 0;
@@ -527,15 +526,12 @@ master_drop_privileges(const struct config *cfg)
 		log_error("server.user: no user %s", cfg->user);
 		return -1;
 	}
-	/* The spool, its directories (spool.h), and the default Maildir root. */
-	for (i = 0; i < SPOOL_NDIRS + 2; i++) {
-		if (i < SPOOL_NDIRS)
-			spool_dir_path(cfg->spool, (enum spool_dir)i, path, sizeof(path));
-		else
-			snprintf(path, sizeof(path), "%s%s", cfg->spool, i == SPOOL_NDIRS ? "" : "/mailboxes");
-		if (chown(path, pw->pw_uid, pw->pw_gid) == -1 && errno != ENOENT)
-			log_warn("chown %s: %s", path, strerror(errno));
-	}
+	/* The spool and every directory in it (spool.h), and the default Maildir root. */
+	if (spool_chown(cfg->spool, pw->pw_uid, pw->pw_gid, err, sizeof(err)) == -1)
+		log_warn("%s", err);
+	snprintf(path, sizeof(path), "%s/mailboxes", cfg->spool);
+	if (chown(path, pw->pw_uid, pw->pw_gid) == -1 && errno != ENOENT)
+		log_warn("chown %s: %s", path, strerror(errno));
 	if (chown(master_pidfile, pw->pw_uid, pw->pw_gid) == -1)
 		log_warn("chown %s: %s", master_pidfile, strerror(errno));
 	if (master_become_user(cfg->user, err, sizeof(err)) == -1) {

@@ -98,6 +98,31 @@ spool_mkdirs(const char *spool, char *err, size_t errsize)
 	return 0;
 }
 
+int
+spool_chown(const char *spool, uid_t uid, gid_t gid, char *err, size_t errsize)
+{
+	char	 path[SPOOL_PATH_MAX];
+	size_t	 i, k, n;
+
+	if (chown(spool, uid, gid) == -1) {
+		snprintf(err, errsize, "chown %s: %s", spool, strerror(errno));
+		return -1;
+	}
+	for (i = 0; i < SPOOL_NDIRS; i++)
+		for (k = 0; k < (spool_hashed((enum spool_dir)i) ? 17 : 1); k++) {
+			spool_dir_path(spool, (enum spool_dir)i, path, sizeof(path));
+			if (k > 0) {
+				n = strlen(path);
+				snprintf(path + n, sizeof(path) - n, "/%c", spool_hex[k - 1]);
+			}
+			if (chown(path, uid, gid) == -1 && errno != ENOENT) {
+				snprintf(err, errsize, "chown %s: %s", path, strerror(errno));
+				return -1;
+			}
+		}
+	return 0;
+}
+
 /* spool_rehash - move the files a flat queue/ or state/ of an older version holds into their sub-directories. */
 static void
 spool_rehash(const char *spool, enum spool_dir dir)

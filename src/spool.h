@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "queue_file.h"
 #include "queueid.h"
@@ -55,6 +56,8 @@ typedef void	 spool_done_fn(uint64_t owner, const char *id, int err);
 
 /* spool_mkdirs - create every spool directory that is missing. 0, or -1 with err. */
 int		 spool_mkdirs(const char *spool, char *err, size_t errsize);
+/* spool_chown - hand the spool and every directory in it (the hashed ones too) to uid:gid. 0, or -1 with err. */
+int		 spool_chown(const char *spool, uid_t uid, gid_t gid, char *err, size_t errsize);
 /* spool_prepare - create every spool directory and remove what a crash left in tmp/. Startup only. */
 int		 spool_prepare(const char *spool, char *err, size_t errsize);
 

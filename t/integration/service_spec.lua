@@ -3,6 +3,7 @@
 -- every process took the new configuration, check and reload validating as server.user, and the service
 -- manager's notifications (READY=1, RELOADING=1, STOPPING=1, STATUS=) read from a datagram socket we own.
 local server = require "t.helpers.server"
+local smtp = require "t.helpers.smtp"
 local tools = require "t.helpers.tools"
 local socket = require "socket"
 local lfs = require "lfs"
@@ -186,6 +187,21 @@ describe("check and reload validate as server.user", function()
 
   -- Switching users needs root; the test machines (CI) run the suite as root.
   local root = (run("id -u"):match("%d+")) == "0"
+
+  it("as server.user, a message is taken into the hashed queue and delivered", function()
+    if not root then return pending("needs root to switch to server.user") end
+    srv = as_nobody("644")
+    run("mkdir -p " .. sh_quote(srv.dir .. "/mailboxes") .. " && chown nobody " .. sh_quote(srv.dir .. "/mailboxes"))
+    srv:launch(10)
+    local c = smtp.session(srv.host, srv.port)
+    local code, lines = smtp.send_mail(c, "alice@example.org", "jdoe@example.test",
+      smtp.message({ "Subject: as nobody" }, "hello\r\n"))
+    c:close()
+    assert.equal(250, code, lines and lines.text)
+    local files = srv:wait_maildir("jdoe", nil, 1, 10)
+    assert.equal(1, #files, srv:log())
+    assert.truthy(server.wait_until(function() return #srv:queue_files() == 0 end, 5), "the queue empties")
+  end)
 
   it("check fails on a TLS key that only root can read", function()
     if not root then return pending("needs root to switch to server.user") end
