@@ -334,6 +334,13 @@ function Server:processes()
   return group_members(self.pgid)
 end
 
+-- process_titled(title) -> the pid of the daemon's process with that title ("luamta: router"), or nil
+function Server:process_titled(title)
+  for _, pid in ipairs(self:processes()) do
+    if (read_file("/proc/" .. pid .. "/cmdline") or ""):find(title, 1, true) then return pid end
+  end
+end
+
 function Server:is_running()
   return #self:processes() > 0
 end

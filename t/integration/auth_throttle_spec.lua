@@ -4,8 +4,7 @@
 -- under TLS through t/helpers/certs.lua's proxy, each test from its own 127.0.0.x (counts are per address).
 local server = require "t.helpers.server"
 local certs = require "t.helpers.certs"
-local tools = require "t.helpers.tools"
-local socket = require "socket"
+local redis = require "t.helpers.redis"
 local mime = require "mime"
 
 local PASSWORD = "c0rrect-h0rse-spec"
@@ -13,34 +12,18 @@ local THROTTLED = "454 4.7.0 Too many failed authentication attempts, try again 
 
 local function plain(user, password) return "AUTH PLAIN " .. (mime.b64("\0" .. user .. "\0" .. password)) end
 
-local function wait_port(port, up)
-  local deadline = socket.gettime() + 10
-  repeat
-    local c = socket.connect("127.0.0.1", port)
-    if c then c:close() end
-    if (c ~= nil) == up then return true end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  return false
-end
-
 describe("auth_throttle on two nodes with one Redis", function()
-  local pki, a, b, rpid, rport, rdir
+  local pki, a, b, rs
   local proxies, clients = {}, {}
 
   setup(function()
-    rport = server.free_port()
-    rdir = server.tempdir()
-    local out = server.run(("setsid %s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s "
-      .. ">/dev/null 2>&1 & echo $!"):format(tools.need("redis-server"), rport, server.sh_quote(rdir)))
-    rpid = tonumber(out:match("(%d+)"))
-    assert(wait_port(rport, true), "redis-server did not start")
+    rs = redis.start()
     pki = certs.new { expired = false }
     local config = {
       server = { extra_rules = { "auth_throttle" } },
       tls = { cert = pki.cert, key = pki.key },
       directory = { users = { { address = "jdoe@example.test", password = certs.crypt(PASSWORD) } } },
-      redis = { shared = { address = "127.0.0.1:" .. rport, failures = 100, timeout = 1 } },
+      redis = { shared = { address = rs.address, failures = 100, timeout = 1 } },
       auth_throttle = { redis = "shared", failures = 3, window = 60, on_error = "tempfail" },
     }
     a = server.start({ config = config })
@@ -51,8 +34,7 @@ describe("auth_throttle on two nodes with one Redis", function()
     for _, c in ipairs(clients) do c:close() end
     for _, p in pairs(proxies) do p:stop() end
     for _, s in ipairs { a, b } do if s then s:cleanup() end end
-    if rpid then os.execute("kill " .. rpid .. " 2>/dev/null") end
-    if rdir then server.run("rm -rf " .. server.sh_quote(rdir)) end
+    if rs then rs:cleanup() end
     if pki then pki:cleanup() end
   end)
 
@@ -106,9 +88,7 @@ describe("auth_throttle on two nodes with one Redis", function()
   end)
 
   it("applies auth_throttle.on_error when Redis is down", function()
-    os.execute("kill " .. rpid)
-    assert(wait_port(rport, false))
-    rpid = nil
+    rs:stop()
     assert.equal("451 4.3.0 Temporary failure, try again later", auth(session(b, "127.0.0.64"), PASSWORD))
     assert.truthy(b:wait_log('callout service="auth_throttle redis shared"', 5, nil, true))
   end)

@@ -1,19 +1,8 @@
 -- t/integration/callout_cluster_spec.lua: two luamta nodes share greylisting through one redis-server (docs/callouts.md).
 local server = require "t.helpers.server"
 local smtp = require "t.helpers.smtp"
-local tools = require "t.helpers.tools"
+local redis = require "t.helpers.redis"
 local socket = require "socket"
-
-local function wait_port(port, up)
-  local deadline = socket.gettime() + 10
-  repeat
-    local c = socket.connect("127.0.0.1", port)
-    if c then c:close() end
-    if (c ~= nil) == up then return true end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  return false
-end
 
 local function rcpt_reply(srv, from, to)
   local c = assert(smtp.connect(srv.host, srv.port))
@@ -29,18 +18,14 @@ local function rcpt_reply(srv, from, to)
 end
 
 describe("greylist on two nodes with one Redis", function()
-  local a, b, mem, rpid, rport
+  local a, b, mem, rs
 
   setup(function()
-    rport = server.free_port()
-    local out = server.run(("setsid %s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s "
-      .. ">/dev/null 2>&1 & echo $!"):format(tools.need("redis-server"), rport, server.sh_quote(server.tempdir())))
-    rpid = tonumber(out:match("(%d+)"))
-    assert(wait_port(rport, true), "redis-server did not start")
+    rs = redis.start()
     local config = {
       server = { extra_rules = { "greylist" } },
       inbound = { relay = { enforce = "all" } },
-      redis = { shared = { address = "127.0.0.1:" .. rport, failures = 100 } },
+      redis = { shared = { address = rs.address, failures = 100 } },
       greylist = { delay = 1, redis = "shared", on_error = "tempfail" },
     }
     a = server.start({ config = config })
@@ -51,7 +36,7 @@ describe("greylist on two nodes with one Redis", function()
 
   teardown(function()
     for _, s in ipairs { a, b, mem } do s:cleanup() end
-    if rpid then os.execute("kill " .. rpid .. " 2>/dev/null") end
+    if rs then rs:cleanup() end
   end)
 
   it("answers 451 on node A and accepts the retry after the delay on node B", function()
@@ -69,9 +54,7 @@ describe("greylist on two nodes with one Redis", function()
   end)
 
   it("applies greylist.on_error when Redis is down", function()
-    os.execute("kill " .. rpid)
-    assert(wait_port(rport, false))
-    rpid = nil
+    rs:stop()
     assert.equal("451 4.3.0 Temporary failure, try again later", rcpt_reply(a, "z@sender.test", "jdoe@example.test"))
     assert.truthy(a:wait_log('callout service="greylist redis shared"', 5, nil, true))
   end)
@@ -91,17 +74,13 @@ describe("greylist on two nodes with one Redis", function()
 end)
 
 describe("ratelimit on two nodes with one Redis", function()
-  local a, b, rpid, rport
+  local a, b, rs
 
   setup(function()
-    rport = server.free_port()
-    local out = server.run(("setsid %s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s "
-      .. ">/dev/null 2>&1 & echo $!"):format(tools.need("redis-server"), rport, server.sh_quote(server.tempdir())))
-    rpid = tonumber(out:match("(%d+)"))
-    assert(wait_port(rport, true), "redis-server did not start")
+    rs = redis.start()
     local config = {
       server = { extra_rules = { "ratelimit" } },
-      redis = { default = { address = "127.0.0.1:" .. rport } },
+      redis = { default = { address = rs.address } },
       ratelimit = { redis = "default", limits = { { key = "ip", messages = 3, window = 60 },
         { key = "sender", recipients = 2, window = 60 } } },
     }
@@ -111,7 +90,7 @@ describe("ratelimit on two nodes with one Redis", function()
 
   teardown(function()
     for _, s in ipairs { a, b } do s:cleanup() end
-    if rpid then os.execute("kill " .. rpid .. " 2>/dev/null") end
+    if rs then rs:cleanup() end
   end)
 
   local function mail(c, from)
@@ -140,9 +119,7 @@ describe("ratelimit on two nodes with one Redis", function()
   end)
 
   it("lets mail through when Redis is down and on_error is accept", function()
-    os.execute("kill " .. rpid)
-    assert(wait_port(rport, false))
-    rpid = nil
+    rs:stop()
     local c = assert(smtp.connect(a.host, a.port))
     assert.equal(220, (c:read_reply()))
     c:send("EHLO client.test\r\n")

@@ -1,6 +1,7 @@
 -- t/integration/callout_redis_spec.lua: mta.redis against a redis-server started here (docs/callouts.md).
 local server = require "t.helpers.server"
 local smtp = require "t.helpers.smtp"
+local redis = require "t.helpers.redis"
 local tools = require "t.helpers.tools"
 local socket = require "socket"
 
@@ -32,41 +33,20 @@ return { helo = function(s, name)
 end }
 ]]
 
-local function wait_port(port, up)
-  local deadline = socket.gettime() + 10
-  repeat
-    local c = socket.connect("127.0.0.1", port)
-    if c then c:close() end
-    if (c ~= nil) == up then return true end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  return false
-end
-
-local function start_redis(port, dir)
-  local bin = tools.need("redis-server")
-  local out = server.run(("setsid %s --port %d --bind 127.0.0.1 --save '' --appendonly no --dir %s "
-    .. ">/dev/null 2>&1 & echo $!"):format(bin, port, server.sh_quote(dir)))
-  local pid = tonumber(out:match("(%d+)"))
-  assert(wait_port(port, true), "redis-server did not start")
-  return pid
-end
-
 describe("mta.redis", function()
-  local srv, rpid, rport, rdir
+  local srv, rs
 
   setup(function()
-    rport, rdir = server.free_port(), server.tempdir()
-    rpid = start_redis(rport, rdir)
+    rs = redis.start()
     srv = server.start({
-      config = { redis = { default = { address = "127.0.0.1:" .. rport, timeout = 1, failures = 3, cooldown = 2 } } },
+      config = { redis = { default = { address = rs.address, timeout = 1, failures = 3, cooldown = 2 } } },
       rules = { { "caller", RULE } },
     })
   end)
 
   teardown(function()
     if srv then srv:cleanup() end
-    if rpid then os.execute("kill " .. rpid .. " 2>/dev/null") end
+    if rs then rs:cleanup() end
   end)
 
   local function ask(name)
@@ -88,15 +68,13 @@ describe("mta.redis", function()
   it("runs a script with EVALSHA, and loads it again after SCRIPT FLUSH", function()
     assert.equal("550 5.0.0 redis 5 nil", ask("eval.test"))
     assert.equal("550 5.0.0 redis 10 nil", ask("eval.test"))
-    server.run(("%s -p %d SCRIPT FLUSH"):format(tools.need("redis-cli"), rport))
+    server.run(("%s -p %d SCRIPT FLUSH"):format(tools.need("redis-cli"), rs.port))
     assert.equal("550 5.0.0 redis 15 nil", ask("eval.test"))
   end)
 
   it("fails calls while Redis is down, opens the breaker, and reconnects when it is back", function()
     assert.equal("550 5.0.0 redis PONG nil", ask("policy.test"))
-    os.execute("kill " .. rpid)
-    assert(wait_port(rport, false))
-    rpid = nil
+    rs:stop()
     local r1 = ask("policy.test")
     assert.equal("451 4.3.0 Temporary failure, try again later", r1)
     ask("policy.test")
@@ -106,7 +84,7 @@ describe("mta.redis", function()
     assert.equal("451 4.3.0 Temporary failure, try again later", ask("policy.test"))
     assert.is_true(socket.gettime() - t0 < 0.5)
     assert.truthy(srv:wait_log('callout service="redis default" error="circuit open" on_error=tempfail', 5, nil, true))
-    rpid = start_redis(rport, rdir)
+    rs:restart()
     socket.sleep(2.5)
     local back
     for _ = 1, 20 do

@@ -7,16 +7,6 @@ local sink = require "t.helpers.sink"
 local smtp = require "t.helpers.smtp"
 local socket = require "socket"
 
--- router_pid(srv) -> the pid of the process titled "luamta: router"
-local function router_pid(srv)
-  for _, pid in ipairs(srv:processes()) do
-    local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
-    local s = f and f:read("a") or ""
-    if f then f:close() end
-    if s:find("luamta: router", 1, true) then return pid end
-  end
-end
-
 local function signal(sig, pid)
   assert(os.execute("kill -" .. sig .. " " .. pid))
 end
@@ -37,6 +27,24 @@ local function send_many(srv, n, rcpt, tag)
   return ids
 end
 
+-- queued_then_stopped(srv, n, tag) -> the IDs of n messages to jdoe that a routing rule deferred, once they are on
+-- record as deferred and the server is stopped; the bundled routing (Maildir) is back for the next start
+local function queued_then_stopped(srv, n, tag)
+  srv:write_rule("routing", [[
+local mta = require "luamta"
+return { route = function(msg, rcpt) return mta.defer("4.4.0 held by the integration test") end }
+]])
+  srv:reload()
+  local mark = srv:log_mark()
+  local ids = send_many(srv, n, "jdoe@example.test", tag)
+  for _, id in ipairs(ids) do
+    assert.truthy(srv:wait_log(id .. ": to=<jdoe@example%.test>,[^\n]*status=deferred", 5, mark), srv:log())
+  end
+  srv:stop()
+  os.remove(srv.rules_dir .. "/routing.lua")
+  return ids
+end
+
 describe("the router's wake-up", function()
   local srv, stopped
   local N = 800
@@ -54,7 +62,7 @@ describe("the router's wake-up", function()
     function()
       -- A stopped router reads nothing: the workers' socket to it fills (its send buffer holds a few hundred
       -- datagrams) and they drop the rest, as they do when a busy router falls behind.
-      stopped = assert(router_pid(srv), "no router process")
+      stopped = assert(srv:process_titled("luamta: router"), "no router process")
       signal("STOP", stopped)
       local ids = send_many(srv, N, "jdoe@example.test", "woken")
       assert.equal(N, #ids)
@@ -90,7 +98,7 @@ describe("routing.active_limit", function()
   end)
 
   it("after a restart on a queue of 20, holds at most 4 messages at a time and delivers them all", function()
-    local pid = assert(router_pid(srv), "no router process")
+    local pid = assert(srv:process_titled("luamta: router"), "no router process")
     signal("STOP", pid)
     local ids = send_many(srv, 20, "far@outside.test", "limited")
     srv:kill9()   -- the 20 never reached the router: they wait in incoming/
@@ -129,23 +137,12 @@ describe("a queue file corrupted while the server was stopped", function()
   end)
 
   it("is moved to corrupt/ with its state file, and the other messages are delivered", function()
-    srv:write_rule("routing", [[
-local mta = require "luamta"
-return { route = function(msg, rcpt) return mta.defer("4.4.0 held by the integration test") end }
-]])
-    srv:reload()
-    local mark = srv:log_mark()
-    local ids = send_many(srv, 3, "jdoe@example.test", "kept")
-    for _, id in ipairs(ids) do
-      assert.truthy(srv:wait_log(id .. ": to=<jdoe@example%.test>,[^\n]*status=deferred", 5, mark), srv:log())
-    end
-    srv:stop()
+    local ids = queued_then_stopped(srv, 3, "kept")
     local bad = ids[2]
     local f = assert(io.open(srv:spool_file("queue", bad), "wb"))
     f:write("this is not a luamta queue file\n")
     f:close()
-    os.remove(srv.rules_dir .. "/routing.lua")   -- the bundled routing delivers to the Maildir
-    mark = srv:log_mark()
+    local mark = srv:log_mark()
     srv:restart()
     local files = srv:wait_maildir("jdoe", nil, 2, 10)
     assert.equal(2, #files, srv:log():sub(mark + 1))
@@ -173,24 +170,13 @@ describe("a spool of an older version, with flat queue/ and state/", function()
   end)
 
   it("is moved into the hashed sub-directories at start and its messages are delivered", function()
-    srv:write_rule("routing", [[
-local mta = require "luamta"
-return { route = function(msg, rcpt) return mta.defer("4.4.0 held by the integration test") end }
-]])
-    srv:reload()
-    local mark = srv:log_mark()
-    local ids = send_many(srv, 2, "jdoe@example.test", "flat")
-    for _, id in ipairs(ids) do
-      assert.truthy(srv:wait_log(id .. ": to=<jdoe@example%.test>,[^\n]*status=deferred", 5, mark), srv:log())
-    end
-    srv:stop()
+    local ids = queued_then_stopped(srv, 2, "flat")
     for _, id in ipairs(ids) do   -- where an older version kept them
       for _, dir in ipairs { "queue", "state" } do
         assert(os.rename(srv:spool_file(dir, id), srv.spool .. "/" .. dir .. "/" .. id))
       end
     end
-    os.remove(srv.rules_dir .. "/routing.lua")
-    mark = srv:log_mark()
+    local mark = srv:log_mark()
     srv:restart()
     local files = srv:wait_maildir("jdoe", nil, 2, 10)
     assert.equal(2, #files, srv:log():sub(mark + 1))

@@ -7,14 +7,6 @@ local smtp = require "t.helpers.smtp"
 
 local MIB = 1024 * 1024
 
--- router_pid(srv) -> the pid of the process titled "luamta: router"
-local function router_pid(srv)
-  for _, pid in ipairs(srv:processes()) do
-    local s = server.read_file("/proc/" .. pid .. "/cmdline") or ""
-    if s:find("luamta: router", 1, true) then return pid end
-  end
-end
-
 -- peak_kib(pid) -> VmHWM, the process's resident set at its largest, in KiB
 local function peak_kib(pid)
   local s = server.read_file("/proc/" .. pid .. "/status") or ""
@@ -61,7 +53,7 @@ describe("a large message", function()
   end)
 
   it("reaches the next hop and the Maildir intact, dot lines unstuffed, and the router stays small", function()
-    local pid = assert(router_pid(srv), "no router process")
+    local pid = assert(srv:process_titled("luamta: router"), "no router process")
     local before = peak_kib(pid)
     local bodies = {}
     for i = 1, 3 do
