@@ -275,15 +275,22 @@ router_record_work(void *arg)
 		if (r->outcome == R_DEFERRED || r->outcome == R_HOLD || r->outcome == R_OPEN)
 			open_left = 1;
 	}
-	if (open_left)
-		evbuffer_add(state, line, qf_state_event(line, sizeof(line), "attempt", util_now()));
+	if (!open_left) {
+		/*
+		 * Every recipient has its outcome (a bounce is queued by now): removing the queue file is the record,
+		 * with no state line first (docs/reliability.md, "Duplicates"). A crash before the removal delivers
+		 * again, exactly as a crash before a state line would; the line would only cost a file created,
+		 * fsynced and removed per message. Postfix's qmgr likewise just removes a finished queue file.
+		 */
+		evbuffer_free(state);
+		return spool_finish(m->spool, m->id);
+	}
+	evbuffer_add(state, line, qf_state_event(line, sizeof(line), "attempt", util_now()));
 	err = spool_state_append(m->spool, m->id, (const char *)evbuffer_pullup(state, -1),
 	    evbuffer_get_length(state));
 	evbuffer_free(state);
 	if (err != 0)
 		return err;
-	if (!open_left)	/* every recipient has its outcome on disk: the message goes */
-		return spool_finish(m->spool, m->id);
 	/* Its next attempt, for the walk of queue/ (a timer may come first; after a restart only this is left). */
 	for (i = 0; i < m->q.env.nrcpts && m->rcpts[i].outcome != R_DEFERRED && m->rcpts[i].outcome != R_OPEN; i++)
 		;
