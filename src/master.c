@@ -38,6 +38,7 @@
 
 #include "cfg.h"
 #include "connlimit.h"
+#include "iothread.h"
 #include "lb.h"
 #include "listen.h"
 #include "log.h"
@@ -79,6 +80,9 @@ static int			 master_nfds;
 static int			 master_notify[2] = { -1, -1 };	/* [0] router reads, [1] workers write */
 static int			 master_stopping;
 static struct event_base	*master_base;
+static struct iothread		*master_iot;	/* counts the queue for STATUS=, off the loop */
+static long			 master_queued = -1;	/* the last count; -1 before the first */
+static int			 master_counting;
 static char			 master_pidfile[4200];
 static int			 master_lockfd = -1;	/* the locked pid file; children share the lock */
 static int			 master_status[2] = { -1, -1 };	/* [0] the master reads, [1] children write */
@@ -162,25 +166,56 @@ master_child_name(const struct master_child *c, char *buf, size_t size)
 	return buf;
 }
 
-/* master_queue_size - messages in the queue (incoming/ and queue/), for STATUS=. */
-static long
-master_queue_size(void)
-{
-	return spool_count_queued(master_spool);
-}
-
+/* master_notify_status - STATUS= with the last count of the queue (prefix: READY=1 and the like, or ""). */
 static void
 master_notify_status(const char *prefix)
 {
-	notify_send("%sSTATUS=%d worker(s) and the router running; %ld message(s) in the queue", prefix,
-	    master_nchildren - 1, master_queue_size());
+	if (master_queued < 0)
+		notify_send("%sSTATUS=%d worker(s) and the router running; the queue not counted yet", prefix,
+		    master_nchildren - 1);
+	else
+		notify_send("%sSTATUS=%d worker(s) and the router running; %ld message(s) in the queue", prefix,
+		    master_nchildren - 1, master_queued);
+}
+
+/*
+ * The count reads incoming/ and queue/ a name at a time: seconds with a million messages, so it runs on the
+ * master's I/O thread and STATUS= says what the last count found (docs/admin.md, "Running as a service").
+ */
+static int
+master_count_work(void *arg)
+{
+	long	*n = arg;
+
+	*n = spool_count_queued(master_spool);
+	return 0;
+}
+
+static void
+master_count_done(void *arg, int err)
+{
+	long	*n = arg;
+
+	master_queued = *n;
+	free(n);
+	master_counting = 0;
+	if (master_ready_sent && !master_reloading && !master_stopping)
+		master_notify_status("");
+}
+
+static void
+master_count_start(void)
+{
+	if (master_counting || master_iot == NULL)
+		return;
+	master_counting = 1;
+	iot_submit(master_iot, master_count_work, master_count_done, xcalloc(1, sizeof(long)), NULL);
 }
 
 static void
 master_status_cb(evutil_socket_t fd, short what, void *arg)
 {
-	if (master_ready_sent && !master_reloading && !master_stopping)
-		master_notify_status("");
+	master_count_start();
 }
 
 /* master_reload_write - <spool>/reload.status for `luamta reload`: "<pid> <seq>", ok|failed, one line per why. */
@@ -292,7 +327,7 @@ master_child_by_slot(int slot)
 static void
 master_report_cb(evutil_socket_t fd, short what, void *arg)
 {
-	char			 buf[MASTER_WHY_MAX + 64];
+	char			 buf[MASTER_WHY_MAX + 64], ready[64];
 	struct master_child	*c;
 	ssize_t			 n;
 	int			 slot, ok, used = 0, i, all;
@@ -317,8 +352,8 @@ master_report_cb(evutil_socket_t fd, short what, void *arg)
 		if (all) {
 			master_ready_sent = 1;
 			log_info("ready: every worker and the router loaded their state");
-			notify_send("READY=1\nMAINPID=%ld\nSTATUS=%d worker(s) and the router running; %ld message(s) "
-			    "in the queue", (long)master_pid, master_nchildren - 1, master_queue_size());
+			snprintf(ready, sizeof(ready), "READY=1\nMAINPID=%ld\n", (long)master_pid);
+			master_notify_status(ready);
 		}
 	}
 	master_reload_check();
@@ -350,6 +385,7 @@ master_child_exec(int slot)
 	event_reinit(master_base);
 	event_base_free(master_base);	/* the child builds its own loop */
 	master_base = NULL;
+	master_iot = NULL;	/* its thread stayed in the master; the child never touches it */
 	/* Only now: closed before event_reinit(), the fd number would go to the new epoll fd, and the reinit
 	 * would add the report event on it (EINVAL, and libevent's warnings on stderr). */
 	close(master_status[0]);
@@ -633,6 +669,8 @@ master_run(const char *cfgpath)
 	}
 	report = event_new(master_base, master_status[0], EV_READ | EV_PERSIST, master_report_cb, NULL);
 	event_add(report, NULL);
+	master_iot = iot_new(master_base);
+	master_count_start();	/* done long before the children are ready, unless the queue is huge */
 	status = event_new(master_base, -1, EV_PERSIST, master_status_cb, NULL);
 	event_add(status, &every);
 	master_reload_timer = evtimer_new(master_base, master_reload_timeout_cb, NULL);
@@ -648,6 +686,8 @@ master_run(const char *cfgpath)
 
 	event_base_dispatch(master_base);
 
+	iot_free(master_iot);	/* a count under way finishes first */
+	master_iot = NULL;
 	for (i = 0; i < 4; i++)
 		event_free(sigs[i]);
 	event_free(report);

@@ -293,4 +293,23 @@ while True:
         assert.truthy(pid)
       end)
   end
+
+  it("counts the queue for STATUS= on its I/O thread: READY=1 says how many messages wait at start", function()
+    local sink = require "t.helpers.sink"
+    srv = server.prepare { config = sink.router_config {
+      routing = { relay_host = "[127.0.0.1]:" .. server.free_port(), retry = { 3600 } },
+    } }
+    srv:launch(10)
+    for i = 1, 3 do sink.send(srv, "alice@client.test", { "far@outside.test" }, "waiting " .. i) end
+    assert.truthy(server.wait_until(function() return srv:log():find("status=deferred.-status=deferred.-status=deferred") end,
+      10), "three deferred")
+    assert.is_true(srv:stop(10))
+    local addr = "@luamta-test-q-" .. srv.dir:match("[^/]+$")
+    listener = listen(addr, srv.dir .. "/notify.out")
+    with_env(srv.dir, { NOTIFY_SOCKET = addr }, function() srv:launch(10) end)
+    local m = server.wait_until(function() local l = messages(listener); return #l >= 1 and l end, 5)
+    assert.truthy(m, "no notification")
+    assert.matches("^READY=1\nMAINPID=%d+\nSTATUS=1 worker%(s%) and the router running; 3 message%(s%) in the queue$",
+      m[1])
+  end)
 end)
