@@ -87,6 +87,19 @@ router_load_work(void *arg)
 
 	if ((err = spool_admit(m->spool, m->id)) != 0 && err != ENOENT)
 		return err;
+	/*
+	 * The walk of queue/ read this file's mtime before the record thread set a later retry time on it (the
+	 * attempt before this one ended in between, and had no timer left: routing.active_limit): it is not due.
+	 * A due time further ahead than the longest retry interval is not ours but a clock set back: tried.
+	 */
+	if (!m->flush) {
+		double	 due = spool_due(m->spool, m->id);
+
+		if (due > m->taken + 1 && due <= m->taken + m->due_cap) {
+			m->not_due = 1;
+			return EAGAIN;
+		}
+	}
 	/* The envelope, the state and the start of the message (for a bounce's copy of the header); the rest is
 	 * read a chunk at a time when it is delivered. */
 	if ((err = spool_load(m->spool, m->id, 0, SPOOL_LOAD_HEAD, &m->q, m->why, sizeof(m->why))) != 0) {
@@ -309,6 +322,19 @@ router_retry_delay(int attempts)
 	if (i >= router_cfg->nretry)
 		i = router_cfg->nretry - 1;
 	return router_cfg->retry[i];
+}
+
+/* router_retry_longest - the longest wait this router sets (a due time beyond it is a clock set back). */
+static double
+router_retry_longest(void)
+{
+	double	 longest = ROUTER_HOLD_RECHECK > router_retry_delay(1) ? ROUTER_HOLD_RECHECK : router_retry_delay(1);
+	size_t	 i;
+
+	for (i = 0; i < router_cfg->nretry; i++)
+		if (router_cfg->retry[i] > longest)
+			longest = router_cfg->retry[i];
+	return longest;
 }
 
 static void
@@ -623,7 +649,9 @@ router_load_done(void *arg, int err)
 	struct router_msg	*m = arg;
 
 	if (err != 0) {
-		if (m->quarantined)
+		if (m->not_due)
+			;	/* the walk finds it again when its time comes (or its timer, if it has one) */
+		else if (m->quarantined)
 			log_error("%s: cannot read queue file: %s; moved to %s/corrupt/", m->id, m->why, m->spool);
 		else if (err == EINVAL)
 			log_error("%s: cannot read queue file: %s (and cannot move it to corrupt/: %s)", m->id, m->why,
@@ -658,6 +686,9 @@ router_take(const char *id, int flush)
 	m->spool = xstrdup(router_cfg->spool);
 	m->max_queue_time = router_cfg->max_queue_time;
 	m->started = util_monotonic();
+	m->flush = flush;
+	m->taken = util_now();
+	m->due_cap = router_retry_longest() + 60;
 	idmap_put(router_busy, router_key(id), m);
 	iot_submit(router_io, router_load_work, router_load_done, m, NULL);
 	return 1;

@@ -100,6 +100,10 @@ struct router_msg {
 	size_t			 route_i;	/* recipient index the route stage is looking at */
 	double			 due_retry;	/* when the next attempt is if recipients are deferred */
 	double			 due_hold;	/* ... if they are only held */
+	int			 flush;		/* taken before its retry time (start, `luamta queue flush`) */
+	double			 taken;		/* wall clock when it was taken */
+	double			 due_cap;	/* a due time further ahead than this is a clock that went back */
+	int			 not_due;	/* the load found a newer retry time: not tried now */
 	int			 quarantined;	/* the load moved an unreadable file to corrupt/ */
 	int			 quarantine_err;
 };

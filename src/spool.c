@@ -564,6 +564,18 @@ spool_set_due(const char *spool, const char *id, double when)
 	return utimensat(AT_FDCWD, path, ts, 0) == -1 ? errno : 0;
 }
 
+double
+spool_due(const char *spool, const char *id)
+{
+	char		 path[SPOOL_PATH_MAX];
+	struct stat	 st;
+
+	spool_path(spool, SPOOL_D_QUEUE, id, path, sizeof(path));
+	if (stat(path, &st) == -1)
+		return -1;
+	return (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec / 1e9;
+}
+
 int
 spool_quarantine(const char *spool, const char *id)
 {

@@ -128,6 +128,8 @@ int		 spool_release(const char *spool, const char *id);	/* hold/ -> incoming/ */
 int		 spool_admit(const char *spool, const char *id);
 /* spool_set_due - record when id's next attempt is (the queue file's mtime). */
 int		 spool_set_due(const char *spool, const char *id, double when);
+/* spool_due - when id's next attempt is (the mtime of its file in queue/); -1 when it is not in queue/. */
+double		 spool_due(const char *spool, const char *id);
 /* spool_quarantine - id's queue file (and state file, as <id>.state) move to corrupt/. */
 int		 spool_quarantine(const char *spool, const char *id);
 
