@@ -10,26 +10,9 @@ local mime = require "mime"
 local PASSWORD = "s3cret-ban-spec"
 local F2B_ETC = "/etc/fail2ban"
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local t = f:read("a")
-  f:close()
-  return t
-end
-
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  return out
-end
+local write = server.write_file
+local function read(path) return server.read_file(path) or "" end
+local function run(cmd) return (server.run(cmd)) end   -- the output only
 
 describe("fail2ban with the shipped luamta filter", function()
   local dir, pki, srv, px, f2b_pid, sock
