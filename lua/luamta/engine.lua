@@ -1,5 +1,5 @@
 -- luamta.engine: builds a policy state (configuration + rule modules) and runs one stage through the rules.
--- The C core (src/lb.c) calls boot() once per Lua state and run() in a fresh coroutine for every stage.
+-- The C core (src/lua/lb.c) calls boot() once per Lua state and run() in a fresh coroutine for every stage.
 local core = require "luamta.core"
 
 local M = {}

@@ -1,6 +1,6 @@
 -- luamta.scenario: the policy-test scenario format of `luamta test` (docs/rules.md, "Policy tests"). This module
 -- is the format's only reader: it loads a scenario file, checks every key (file and key in each error), gives
--- the C runner (src/scenario.c) the session to play and the DNS fixtures in flat form, and compares what the
+-- the C runner (src/tools/scenario.c) the session to play and the DNS fixtures in flat form, and compares what the
 -- server answered with what the scenario expects.
 --
 --   load(path)              -> scenario | nil, err

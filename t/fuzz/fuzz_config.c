@@ -1,6 +1,6 @@
 /*
- * fuzz_config.c - libFuzzer target for the configuration loader: lb_gen_new() (src/lb.c) running
- * lua/luamta/config.lua's checks and cfg_from_lua() (src/cfg.c) on a file written from the input. An input whose
+ * fuzz_config.c - libFuzzer target for the configuration loader: lb_gen_new() (src/lua/lb.c) running
+ * lua/luamta/config.lua's checks and cfg_from_lua() (src/core/cfg.c) on a file written from the input. An input whose
  * first octet is even is turned into a file of section assignments (tables nested 4 deep of known section and key
  * names, numbers at their limits, strings of any octets, wrong types), so that every input is a file that loads
  * and the checks see every shape; an odd first octet writes the rest as the file itself (Lua source, which runs

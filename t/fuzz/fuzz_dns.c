@@ -1,5 +1,5 @@
 /*
- * fuzz_dns.c - libFuzzer target for the DNS-derived names of src/dns.c: dns_hostname_ok() (is a PTR answer a
+ * fuzz_dns.c - libFuzzer target for the DNS-derived names of src/core/dns.c: dns_hostname_ok() (is a PTR answer a
  * host name we may use) against a reference written another way (split into labels), and dns_reverse_name()
  * (the PTR query name of a client address). Built and run by t/fuzz/run.
  */

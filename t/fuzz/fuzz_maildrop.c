@@ -1,5 +1,5 @@
 /*
- * fuzz_maildrop.c - libFuzzer target for maildrop_parse() in src/maildrop.c: any input is parsed or refused,
+ * fuzz_maildrop.c - libFuzzer target for maildrop_parse() in src/queue/maildrop.c: any input is parsed or refused,
  * never read out of bounds; what parses has a user, a sender line and 1 to MAILDROP_RCPTS_MAX recipients, and
  * its message lies inside the input and holds no NUL. The util.c functions maildrop.c uses are defined here, so
  * that the target links with maildrop.c alone. Built and run by t/fuzz/run.

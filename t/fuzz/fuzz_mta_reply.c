@@ -1,5 +1,5 @@
 /*
- * fuzz_mta_reply.c - libFuzzer target for the outbound client's reply parser and state machine (src/mta.c). A
+ * fuzz_mta_reply.c - libFuzzer target for the outbound client's reply parser and state machine (src/router/mta.c). A
  * next hop on a Unix socket in the same event loop plays the input as its whole side of the conversation (it is
  * read in order, however early it comes), then closes; mta_deliver() carries one message for 1 to 3 recipients,
  * over SMTP or LMTP, with or without PIPELINING offered by the input. Checks: the transaction ends exactly once,

@@ -1,5 +1,5 @@
 /*
- * fuzz_queue_file.c - libFuzzer target for src/queue_file.c. The first octet picks the parser: even, the input
+ * fuzz_queue_file.c - libFuzzer target for src/queue/queue_file.c. The first octet picks the parser: even, the input
  * is a queue file (envelope and message); odd, state lines for a message of a few recipients. Checks that the
  * parsers stay inside the input, that every field ends with a NUL inside its bounds, that an envelope that
  * parses formats and parses again to the same fields, and that state lines agree with the recipient count.

@@ -1,12 +1,12 @@
 /*
- * fuzz_smtp_auth.c - libFuzzer target for the AUTH responses of src/smtp_auth.c (PLAIN, RFC 4616; LOGIN). The
+ * fuzz_smtp_auth.c - libFuzzer target for the AUTH responses of src/smtp/smtp_auth.c (PLAIN, RFC 4616; LOGIN). The
  * file is included whole; the session around it is replaced by stubs that record the reply and the credential
  * handed to the password check. Checks: a response is either refused with a 501 or checked, never both; what is
  * checked is exactly what the client encoded (no field cut at a NUL, none truncated, PLAIN with exactly three
  * fields and authzid empty or equal to authcid); the exchange ends unless a 334 asked for more. Built and run by
  * t/fuzz/run.
  */
-#include "../../src/smtp_auth.c"
+#include "../../src/smtp/smtp_auth.c"
 
 #include <assert.h>
 #include <stdarg.h>

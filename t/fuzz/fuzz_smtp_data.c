@@ -1,5 +1,5 @@
 /*
- * fuzz_smtp_data.c - libFuzzer target for src/smtp_data.c. The first input octet picks normalize and seeds the
+ * fuzz_smtp_data.c - libFuzzer target for src/smtp/smtp_data.c. The first input octet picks normalize and seeds the
  * chunk sizes; the rest is the data stream. Checks: any split gives the same result as one call; the data ends
  * exactly at the first CRLF "." CRLF (or ".\r\n" at the very start) and never elsewhere; the output equals a slow
  * reference written from the rules in smtp_data.c; with normalize, the output has no bare CR or bare LF.

@@ -1,5 +1,5 @@
 /*
- * fuzz_smtp_proto.c - libFuzzer target for src/smtp_proto.c. Feeds arbitrary octets to every function and checks
+ * fuzz_smtp_proto.c - libFuzzer target for src/smtp/smtp_proto.c. Feeds arbitrary octets to every function and checks
  * that outputs stay NUL-terminated inside their bounds, that errors carry a reply, and that an accepted path parses
  * again to the same address; proto_line_max(), proto_non_smtp() and proto_utf8_ok() are compared with references
  * written another way (RFC 3629's table of well-formed sequences for UTF-8). Built and run by t/fuzz/run.

@@ -93,7 +93,7 @@ local function dns_library(state)
     end
     return true
   end
-  function dns.is_hostname(name)                  -- as dns_hostname_ok() in src/dns.c (RFC 1123 2.1)
+  function dns.is_hostname(name)                  -- as dns_hostname_ok() in src/core/dns.c (RFC 1123 2.1)
     if type(name) ~= "string" then return false end
     name = name:gsub("%.$", "")
     if #name == 0 or #name > 253 then return false end

@@ -1,5 +1,5 @@
 -- t/integration/logs_escaping_spec.lua - nothing a client sends can forge a log line (docs/admin.md, "Logs"):
--- src/log.c makes the text of every line printable, so an AUTH user name with CR/LF, a rule's mta.log text
+-- src/core/log.c makes the text of every line printable, so an AUTH user name with CR/LF, a rule's mta.log text
 -- with control octets or invalid UTF-8 come out on their own line with '?' in place of each such octet,
 -- while valid UTF-8 stays as it is.
 local server = require "t.helpers.server"

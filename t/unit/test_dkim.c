@@ -1,5 +1,5 @@
 /*
- * test_dkim.c - unit tests for src/dkim.c: the relaxed body and header canonicalisation of RFC 6376 3.4.2 and
+ * test_dkim.c - unit tests for src/lua/dkim.c: the relaxed body and header canonicalisation of RFC 6376 3.4.2 and
  * 3.4.4 (the wants agree with dkimpy's Relaxed.canonicalize_body/headers), the same output for every way of
  * cutting the input into chunks, and the body hash skipping the header section. Each case is {name, input, want}.
  */

@@ -1,4 +1,4 @@
-/* test_log.c - log_printable(), the one escaping rule of src/log.c, and whole lines: one call, one line. */
+/* test_log.c - log_printable(), the one escaping rule of src/core/log.c, and whole lines: one call, one line. */
 #include "config.h"
 
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * test_queue_file.c - the envelope and the state lines (src/queue_file.c): what qf_env_format() writes,
+ * test_queue_file.c - the envelope and the state lines (src/queue/queue_file.c): what qf_env_format() writes,
  * qf_env_parse() reads back the same; files written before the size and auth lines still parse; truncated and
  * garbage input is refused with a reason (envelope) or counted and skipped (state lines), never read past.
  */

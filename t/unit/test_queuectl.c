@@ -1,5 +1,5 @@
 /*
- * test_queuectl.c - the selectors of `luamta queue` (src/queuectl.c): durations ("2h", "1h30m"), state names,
+ * test_queuectl.c - the selectors of `luamta queue` (src/tools/queuectl.c): durations ("2h", "1h30m"), state names,
  * the command line (ALL, postsuper's "ALL deferred", options given twice or without a value), and which
  * messages match (sender, pending recipients only, domain, age, state, every selector at once).
  */

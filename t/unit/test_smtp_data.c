@@ -1,5 +1,5 @@
 /*
- * test_smtp_data.c - unit tests for src/smtp_data.c: end of data, dot-stuffing, bare CR and bare LF, normalize
+ * test_smtp_data.c - unit tests for src/smtp/smtp_data.c: end of data, dot-stuffing, bare CR and bare LF, normalize
  * mode, and the same result for every way of cutting the input into chunks. Each case is {name, input, want}.
  */
 #include <stdio.h>

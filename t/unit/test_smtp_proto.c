@@ -1,5 +1,5 @@
 /*
- * test_smtp_proto.c - unit tests for src/smtp_proto.c: verbs, MAIL/RCPT paths and parameters, HELO arguments and
+ * test_smtp_proto.c - unit tests for src/smtp/smtp_proto.c: verbs, MAIL/RCPT paths and parameters, HELO arguments and
  * BDAT arguments. Each table holds {name, input, want}; a path result is compared as one summary string.
  */
 #include <stdio.h>

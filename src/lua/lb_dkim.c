@@ -4,7 +4,7 @@
  * configuration generation), and msg:dkim_sign(key, domain, selector) signs the message of the message stage.
  * The key is plain memory, freed with the userdata (at the latest when the generation's state closes). The
  * signature goes above every other header of the queued message; the body hash is the one the session computed
- * as the data arrived (src/smtp_session.c), or, for a session that did not compute one, one pass over the message
+ * as the data arrived (src/smtp/smtp_session.c), or, for a session that did not compute one, one pass over the message
  * held in memory now.
  *	lb_dkim_register()	core.dkim_key into [.. core]
  *	lb_dkim_sign()		msg:dkim_sign, for lb_message.c
