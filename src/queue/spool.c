@@ -440,13 +440,19 @@ spool_msg_free(struct spool_msg *m)
 int
 spool_state_append(const char *spool, const char *id, const char *buf, size_t len)
 {
-	char	 path[SPOOL_PATH_MAX];
-	size_t	 off = 0;
-	int	 fd, err = 0;
+	char		 path[SPOOL_PATH_MAX];
+	struct stat	 st;
+	size_t		 off = 0;
+	int		 fd, err = 0;
 
 	spool_path(spool, SPOOL_D_STATE, id, path, sizeof(path));
 	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) == -1)
 		return errno;
+	if (fstat(fd, &st) == -1) {
+		err = errno;
+		close(fd);
+		return err;
+	}
 	while (off < len) {
 		ssize_t	 n = write(fd, buf + off, len - off);
 
@@ -460,6 +466,13 @@ spool_state_append(const char *spool, const char *id, const char *buf, size_t le
 	}
 	if (err == 0 && fsync(fd) == -1)
 		err = errno;
+	/*
+	 * A failed append (a short write then ENOSPC or EFBIG, or an fsync error) is taken back whole: a line cut
+	 * short would swallow the first line of the next append, and the caller keeps these lines to append them
+	 * again (docs/reliability.md, "Faults"). Shrinking a file needs no room.
+	 */
+	if (err != 0 && ftruncate(fd, st.st_size) == 0)
+		(void)fsync(fd);
 	close(fd);
 	return err;
 }

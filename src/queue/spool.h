@@ -114,7 +114,10 @@ int		 spool_read_body(const char *spool, const char *id, size_t body_offset, uns
 		    char *buf, size_t size, size_t *got);
 void		 spool_msg_free(struct spool_msg *);
 
-/* spool_state_append - append len octets of state lines to id's state file and fsync it. 0 or errno. */
+/*
+ * spool_state_append - append len octets of state lines to id's state file and fsync it. 0 or errno; on an
+ * error the file is truncated back to its size before the append (nothing of it is left).
+ */
 int		 spool_state_append(const char *spool, const char *id, const char *buf, size_t len);
 
 /* The changes below are blocking file operations for an I/O thread. Each returns 0 or an errno value. */
