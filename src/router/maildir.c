@@ -210,7 +210,12 @@ maildir_deliver(const char *dir, const char *unique, const char *prefix, maildir
 		return err;
 	}
 	snprintf(sub, sizeof(sub), "%s/new", dir);
-	if (util_fsync_dir(sub) == -1)
-		return errno;
+	if (util_fsync_dir(sub) == -1) {
+		/* The name in new/ may not survive a crash, and the message is deferred: a file left there would be a
+		 * second copy once the retry delivers (docs/reliability.md, "Faults"). */
+		err = errno;
+		unlink(new);
+		return err;
+	}
 	return 0;
 }

@@ -10,7 +10,9 @@
  *     listening addresses is never connected to (router_group_drop_self: 5.4.6, loops back to myself);
  *  4. record (the record thread, a second disk thread that never loads): bounces are queued first (RFC 3464,
  *     never for the null sender), then one state line per final outcome is appended and fsynced; a message
- *     whose every recipient has an outcome is removed, its queue file first.
+ *     whose every recipient has an outcome is removed, its queue file first. Lines an append could not write
+ *     (ENOSPC) stay in memory and are appended at the message's next load, before its state is read, so that
+ *     nobody is delivered twice and no outcome is lost while the router runs (docs/reliability.md, "Faults").
  * Deferred recipients are tried again after routing.retry[attempt] seconds, until routing.max_queue_time, when
  * they bounce; a delay warning goes out once after routing.delay_warning. A crash between a delivery and its
  * state line delivers that recipient again after restart (docs/reliability.md). At start, a sweep on the I/O
@@ -58,6 +60,7 @@ static struct iothread		*router_rec;	/* records only: outcomes never wait behind
 struct iothread			*router_body;	/* chunks of messages being sent: never behind a walk or a load */
 struct idmap			*router_busy;	/* id hash -> message being worked on */
 static struct idmap		*router_later;	/* id hash -> (void *) timer event for its next attempt */
+static struct idmap		*router_unrecorded;	/* id hash -> (char *) state lines not on disk yet */
 struct idmap			*router_groups;	/* group id -> group */
 static uint64_t			 router_next_gid;
 const struct config		*router_cfg;
@@ -87,6 +90,17 @@ router_load_work(void *arg)
 
 	if ((err = spool_admit(m->spool, m->id)) != 0 && err != ENOENT)
 		return err;
+	/* The last attempt's outcomes first: the state read below must know who is done. */
+	if (m->unrecorded != NULL && spool_where(m->spool, m->id) == SPOOL_W_NONE) {
+		free(m->unrecorded);	/* finished or deleted meanwhile: nothing left to record */
+		m->unrecorded = NULL;
+	}
+	if (m->unrecorded != NULL) {
+		if ((err = spool_state_append(m->spool, m->id, m->unrecorded, strlen(m->unrecorded))) != 0)
+			return err;
+		free(m->unrecorded);
+		m->unrecorded = NULL;
+	}
 	/*
 	 * The walk of queue/ read this file's mtime before the record thread set a later retry time on it (the
 	 * attempt before this one ended in between, and had no timer left: routing.active_limit): it is not due.
@@ -124,11 +138,32 @@ router_load_work(void *arg)
 	return 0;
 }
 
+/* router_unrecorded_keep - keep state lines (owned) for the message's next load, after any kept before. */
+static void
+router_unrecorded_keep(const char *id, char *lines)
+{
+	char	*before = idmap_get(router_unrecorded, router_key(id));
+
+	if (before != NULL) {
+		size_t	 n = strlen(before), k = strlen(lines);
+
+		before = xrealloc(before, n + k + 1);
+		memcpy(before + n, lines, k + 1);
+		free(lines);
+		lines = before;
+	}
+	idmap_put(router_unrecorded, router_key(id), lines);
+}
+
 static void
 router_msg_free(struct router_msg *m)
 {
 	size_t	 i;
 
+	if (m->unrecorded != NULL && !m->deleted)
+		router_unrecorded_keep(m->id, m->unrecorded);
+	else
+		free(m->unrecorded);
 	idmap_del(router_busy, router_key(m->id));
 	for (i = 0; i < m->ngroups; i++) {
 		idmap_del(router_groups, m->groups[i]->id);
@@ -272,9 +307,16 @@ router_record_work(void *arg)
 	}
 	/* Bounces first: a recipient is marked bounced only once its report is safely queued. */
 	if ((err = router_bounce_write(m, 0)) != 0) {
-		for (i = 0; i < m->q.env.nrcpts; i++)
-			if (m->rcpts[i].outcome == R_FAILED)
-				m->rcpts[i].outcome = R_DEFERRED;	/* try the bounce again next time */
+		for (i = 0; i < m->q.env.nrcpts; i++) {
+			struct router_rcpt	*r = &m->rcpts[i];
+			char			 last[MTA_TEXT_MAX - 64];
+
+			if (r->outcome != R_FAILED)
+				continue;
+			r->outcome = R_DEFERRED;	/* try the bounce again next time */
+			util_strlcpy(last, r->text, sizeof(last));
+			snprintf(r->text, sizeof(r->text), "%s; its bounce cannot be queued: %s", last, strerror(err));
+		}
 	}
 	if (m->want_warning && router_bounce_write(m, 1) == 0)
 		evbuffer_add(state, line, qf_state_event(line, sizeof(line), "warned", util_now()));
@@ -301,6 +343,14 @@ router_record_work(void *arg)
 	evbuffer_add(state, line, qf_state_event(line, sizeof(line), "attempt", util_now()));
 	err = spool_state_append(m->spool, m->id, (const char *)evbuffer_pullup(state, -1),
 	    evbuffer_get_length(state));
+	if (err != 0) {
+		/* Not on disk (and taken back whole): kept for the next load, which appends it first. */
+		size_t	 n = evbuffer_get_length(state);
+
+		m->unrecorded = xmalloc(n + 1);
+		evbuffer_remove(state, m->unrecorded, n);
+		m->unrecorded[n] = '\0';
+	}
 	evbuffer_free(state);
 	if (err != 0)
 		return err;
@@ -656,7 +706,11 @@ router_load_done(void *arg, int err)
 		else if (err == EINVAL)
 			log_error("%s: cannot read queue file: %s (and cannot move it to corrupt/: %s)", m->id, m->why,
 			    strerror(m->quarantine_err));
-		else if (err != ENOENT)	/* ENOENT: delivered and removed by an earlier pass, or deleted */
+		else if (m->unrecorded != NULL) {	/* the last attempt's lines could not be appended */
+			log_error("%s: cannot record delivery state: %s; trying again later", m->id, strerror(err));
+			if (idmap_count(router_later) < router_cfg->active_limit)
+				router_schedule(m->id, router_retry_delay(1));
+		} else if (err != ENOENT)	/* ENOENT: delivered and removed by an earlier pass, or deleted */
 			log_error("%s: cannot read queue file: %s", m->id, strerror(err));
 		router_msg_free(m);
 		return;
@@ -681,6 +735,8 @@ router_take(const char *id, int flush)
 		return 0;		/* its retry time has not come */
 	m = xcalloc(1, sizeof(*m));
 	util_strlcpy(m->id, id, sizeof(m->id));
+	if ((m->unrecorded = idmap_get(router_unrecorded, router_key(id))) != NULL)
+		idmap_del(router_unrecorded, router_key(id));
 	m->maildir = xstrdup(router_cfg->maildir);
 	m->hostname = xstrdup(router_cfg->hostname);
 	m->spool = xstrdup(router_cfg->spool);
@@ -801,6 +857,7 @@ router_main(struct lb_gen *gen, int notify_fd)
 	mta_init(router_base);
 	router_busy = idmap_new();
 	router_later = idmap_new();
+	router_unrecorded = idmap_new();
 	router_groups = idmap_new();
 	notify = event_new(router_base, notify_fd, EV_READ | EV_PERSIST, router_notify_cb, NULL);
 	event_add(notify, NULL);

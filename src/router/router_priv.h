@@ -106,6 +106,7 @@ struct router_msg {
 	int			 not_due;	/* the load found a newer retry time: not tried now */
 	int			 quarantined;	/* the load moved an unreadable file to corrupt/ */
 	int			 quarantine_err;
+	char			*unrecorded;	/* owns: state lines no append could write yet (router.c) */
 };
 
 /* router.c: the process's state (the loop's alone). */
