@@ -18,6 +18,9 @@ typedef void	 iot_done_fn(void *arg, int err);
 struct iothread	*iot_new(struct event_base *);
 /* iot_count_commits - t's batches are the spool's group commits: count their sizes (luamta_commit_batch_size). */
 void		 iot_count_commits(struct iothread *);
+/* iot_batch_max - at most n jobs per batch (set before the first job): 1 for jobs that take long each (a DKIM
+ * signature), so that each result comes back as soon as it is made, not with the rest of its batch. */
+void		 iot_batch_max(struct iothread *, int n);
 /* iot_submit - queue a job. sync_dir (borrowed until done runs; may be NULL) is fsynced after the batch. */
 void		 iot_submit(struct iothread *, iot_work_fn *, iot_done_fn *, void *arg, const char *sync_dir);
 int		 iot_pending(struct iothread *);	/* jobs not yet completed on the loop */
