@@ -2,7 +2,8 @@
  * iothread.h - a thread that does the disk work the event loop must never wait for (write, fsync, rename,
  * unlink). Jobs run in the order submitted; completions come back to the loop through a pipe. Jobs that ask
  * for a directory sync share one fsync of that directory per batch, so a burst of commits costs one
- * directory flush, not one each.
+ * directory flush, not one each. Other slow work that must stay off the loop gets an iothread of its own
+ * (password checks in smtp_auth.c, DKIM signatures in lb_dkim.c), so that it never waits behind the disk.
  */
 #ifndef IOTHREAD_H
 #define IOTHREAD_H
