@@ -275,8 +275,10 @@ lb_dkim_sign(lua_State *L, struct smtp_tx *tx)
 		lua_pushfstring(L, "the header section is longer than %d octets", DKIM_HEAD_MAX);
 		return 2;
 	}
+	if ((owner = lb_run_owner_of(L)) == 0)
+		goto nowait;
 	/* The signature goes to the running session's transaction: a msg kept from another session is not signed. */
-	if ((owner = lb_run_owner_of(L)) == 0 || (s = smtp_session_find(owner)) == NULL || s->tx != tx) {
+	if ((s = smtp_session_find(owner)) == NULL || s->tx != tx) {
 		lua_pushnil(L);
 		lua_pushliteral(L, "not the message of this stage");
 		return 2;

@@ -6,7 +6,8 @@
 -- (so the check can fail). Unauthenticated mail and a From: domain without a key are not signed. luamta check
 -- names a key that cannot be read, or is no key, with its file:line. The RSA signature is made off the event loop
 -- (docs/rules.md): while a dozen messages are signed with a 4096-bit key, another session's NOOP is answered long
--- before the last of them, and every signature still verifies.
+-- before the last of them, and every signature still verifies; from a coroutine the rule made (which cannot wait)
+-- msg:dkim_sign gives nil and why.
 local server = require "t.helpers.server"
 local smtp = require "t.helpers.smtp"
 local sink = require "t.helpers.sink"
@@ -204,7 +205,14 @@ local mta = require "luamta"
 local key = assert(mta.dkim.key(%q))
 local M = {}
 function M.message(s, msg)
-  local ok, err = msg:dkim_sign(key, "example.test", "s1")
+  local sign = function() return msg:dkim_sign(key, "example.test", "s1") end
+  local ok, err
+  if msg:header("Subject") == "from a coroutine" then   -- it cannot wait there: nil, err, and no signature
+    local _
+    _, ok, err = coroutine.resume(coroutine.create(sign))
+  else
+    ok, err = sign()
+  end
   s:log(ok and "slow_sign=signed" or ("slow_sign=unsigned " .. tostring(err)))
 end
 return M
@@ -263,6 +271,20 @@ describe("msg:dkim_sign on a slow key", function()
       assert.truthy(f.content:find("DKIM-Signature: v=1; a=rsa-sha256;", 1, true), f.content)
       assert.equal("pass", (verify_with(k, f.content)), f.content)
     end
+  end)
+
+  it("does not sign from a coroutine the rule made, which cannot wait for the signing thread", function()
+    local mark = srv:log_mark()
+    local c = smtp.session("127.0.0.1", srv.port)
+    clients[#clients + 1] = c
+    local code, lines = smtp.send_mail(c, "sender@client.test", { "postmaster@example.test" },
+      smtp.message({ "From: <sender@example.test>", "Subject: from a coroutine" }, "not signed\n"))
+    assert.equal(250, code, lines and lines.text)
+    assert.truthy(srv:wait_log("slow_sign=unsigned msg:dkim_sign must be called by the stage handler itself", 5,
+      mark, true), srv:log())
+    local files = srv:wait_maildir("postmaster", "example.test", 1, 10)
+    assert.equal(1, #files, srv:log())
+    assert.falsy(files[1].content:find("DKIM-Signature", 1, true), files[1].content)
   end)
 end)
 
