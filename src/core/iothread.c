@@ -44,6 +44,7 @@ struct iothread {
 	int		 pipe[2];
 	struct event	*ev;
 	int		 commit_metrics;	/* set before the first job: batches count as group commits */
+	size_t		 batch_max;		/* set before the first job: jobs per batch (IOT_BATCH_MAX) */
 };
 
 /* iot_sync_batch - fsync each distinct sync_dir of the batch once; returns how many jobs waited for a sync. */
@@ -94,7 +95,7 @@ iot_main(void *arg)
 			return NULL;
 		}
 		batch = t->todo;
-		for (n = 1, last = batch; last->next != NULL && n < IOT_BATCH_MAX; last = last->next)
+		for (n = 1, last = batch; last->next != NULL && n < t->batch_max; last = last->next)
 			n++;
 		t->todo = last->next;
 		last->next = NULL;
@@ -123,6 +124,12 @@ void
 iot_count_commits(struct iothread *t)
 {
 	t->commit_metrics = 1;
+}
+
+void
+iot_batch_max(struct iothread *t, int n)
+{
+	t->batch_max = n > 0 ? (size_t)n : 1;
 }
 
 static void
@@ -156,6 +163,7 @@ iot_new(struct event_base *base)
 	pthread_cond_init(&t->cv, NULL);
 	t->todo_tail = &t->todo;
 	t->done_tail = &t->done;
+	t->batch_max = IOT_BATCH_MAX;
 	if (pipe2(t->pipe, O_NONBLOCK | O_CLOEXEC) == -1)
 		fatal("iothread: pipe: %s", strerror(errno));
 	t->ev = event_new(base, t->pipe[0], EV_READ | EV_PERSIST, iot_wake, t);

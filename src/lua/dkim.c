@@ -6,10 +6,13 @@
  *	dkim_canon_*()		the relaxed body and header canonicalisation (unit-tested in t/unit/test_dkim.c)
  *	dkim_body_*()		the body hash, fed as the message arrives: memory is fixed, whatever the size
  *	dkim_key_load()		an RSA private key file
- *	dkim_sign()		the DKIM-Signature field for a header section and a body hash
+ *	dkim_key_hold/release()	its reference count: a signature in flight keeps the key of a replaced generation
+ *	dkim_sign()		the DKIM-Signature field for a header section and a body hash; any thread may call it
  */
 #include "config.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -281,15 +284,32 @@ dkim_body_free(struct dkim_body *b)
 
 struct dkim_key {
 	mbedtls_pk_context	 pk;
+	atomic_int		 refs;		/* the Lua userdata's, and one per signature in flight */
+	pthread_mutex_t		 mu;		/* one signature at a time: RSA blinding updates the context */
 };
 
-/* One random generator per process, seeded on first use: RSA blinding (and key parsing in mbedTLS 3). */
+/* One random generator per process, seeded on first use: RSA blinding (and key parsing in mbedTLS 3). The loop
+ * (key loading) and the signing thread (lb_dkim.c) both draw from it, so every draw takes dkim_rng_mu. */
 static mbedtls_entropy_context	 dkim_entropy;
 static mbedtls_ctr_drbg_context	 dkim_drbg;
-static int			 dkim_drbg_ready;
+static int			 dkim_drbg_ready;	/* guarded by dkim_rng_mu */
+static pthread_mutex_t		 dkim_rng_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* dkim_rng - mbedtls_ctr_drbg_random under dkim_rng_mu: the f_rng given to mbedTLS. */
 static int
-dkim_rng_ready(void)
+dkim_rng(void *ctx, unsigned char *out, size_t len)
+{
+	int	 rc;
+
+	pthread_mutex_lock(&dkim_rng_mu);
+	rc = mbedtls_ctr_drbg_random(ctx, out, len);
+	pthread_mutex_unlock(&dkim_rng_mu);
+	return rc;
+}
+
+/* dkim_rng_seed - seed the generator once; dkim_rng_mu is held. */
+static int
+dkim_rng_seed(void)
 {
 	static const char	 pers[] = "luamta dkim";
 
@@ -307,6 +327,17 @@ dkim_rng_ready(void)
 	return 0;
 }
 
+static int
+dkim_rng_ready(void)
+{
+	int	 rc;
+
+	pthread_mutex_lock(&dkim_rng_mu);
+	rc = dkim_rng_seed();
+	pthread_mutex_unlock(&dkim_rng_mu);
+	return rc;
+}
+
 struct dkim_key *
 dkim_key_load(const char *path, char *err, size_t errsize)
 {
@@ -320,26 +351,28 @@ dkim_key_load(const char *path, char *err, size_t errsize)
 	}
 	k = xcalloc(1, sizeof(*k));
 	mbedtls_pk_init(&k->pk);
+	atomic_init(&k->refs, 1);
+	pthread_mutex_init(&k->mu, NULL);
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-	rc = mbedtls_pk_parse_keyfile(&k->pk, path, NULL, mbedtls_ctr_drbg_random, &dkim_drbg);
+	rc = mbedtls_pk_parse_keyfile(&k->pk, path, NULL, dkim_rng, &dkim_drbg);
 #else
 	rc = mbedtls_pk_parse_keyfile(&k->pk, path, NULL);
 #endif
 	if (rc != 0) {
 		mbedtls_strerror(rc, e, sizeof(e));
 		snprintf(err, errsize, "cannot load %s: %s", path, e);
-		dkim_key_free(k);
+		dkim_key_release(k);
 		return NULL;
 	}
 	if (!mbedtls_pk_can_do(&k->pk, MBEDTLS_PK_RSA)) {
 		snprintf(err, errsize, "%s is a %s key, not RSA", path, mbedtls_pk_get_name(&k->pk));
-		dkim_key_free(k);
+		dkim_key_release(k);
 		return NULL;
 	}
 	if (mbedtls_pk_get_bitlen(&k->pk) < DKIM_KEY_BITS_MIN) {
 		snprintf(err, errsize, "%s has %zu bits, fewer than %d (RFC 8301)", path, mbedtls_pk_get_bitlen(&k->pk),
 		    DKIM_KEY_BITS_MIN);
-		dkim_key_free(k);
+		dkim_key_release(k);
 		return NULL;
 	}
 	return k;
@@ -351,12 +384,20 @@ dkim_key_bits(const struct dkim_key *k)
 	return mbedtls_pk_get_bitlen(&k->pk);
 }
 
-void
-dkim_key_free(struct dkim_key *k)
+struct dkim_key *
+dkim_key_hold(struct dkim_key *k)
 {
-	if (k == NULL)
+	atomic_fetch_add(&k->refs, 1);
+	return k;
+}
+
+void
+dkim_key_release(struct dkim_key *k)
+{
+	if (k == NULL || atomic_fetch_sub(&k->refs, 1) > 1)
 		return;
 	mbedtls_pk_free(&k->pk);
+	pthread_mutex_destroy(&k->mu);
 	free(k);
 }
 
@@ -461,7 +502,7 @@ dkim_md_out(void *ctx, const char *p, size_t n)
 }
 
 char *
-dkim_sign(const struct dkim_key *key, const char *domain, const char *selector, const char *head, size_t headlen,
+dkim_sign(struct dkim_key *key, const char *domain, const char *selector, const char *head, size_t headlen,
     const unsigned char bh[DKIM_HASH_LEN], long long now, char *err, size_t errsize)
 {
 	struct dkim_field	*f = xcalloc(DKIM_FIELDS_MAX, sizeof(*f));
@@ -544,13 +585,14 @@ dkim_sign(const struct dkim_key *key, const char *domain, const char *selector, 
 	mbedtls_md_free(&md);
 	free(f);
 
+	pthread_mutex_lock(&key->mu);
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-	rc = mbedtls_pk_sign((mbedtls_pk_context *)&key->pk, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig, sizeof(sig),
-	    &siglen, mbedtls_ctr_drbg_random, &dkim_drbg);
+	rc = mbedtls_pk_sign(&key->pk, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig, sizeof(sig), &siglen, dkim_rng,
+	    &dkim_drbg);
 #else
-	rc = mbedtls_pk_sign((mbedtls_pk_context *)&key->pk, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig, &siglen,
-	    mbedtls_ctr_drbg_random, &dkim_drbg);
+	rc = mbedtls_pk_sign(&key->pk, MBEDTLS_MD_SHA256, hash, sizeof(hash), sig, &siglen, dkim_rng, &dkim_drbg);
 #endif
+	pthread_mutex_unlock(&key->mu);
 	if (rc != 0 || mbedtls_base64_encode(b64, sizeof(b64), &b64len, sig, siglen) != 0) {
 		char	 e[160];
 

@@ -2,7 +2,8 @@
  * dkim.h - DKIM signing (RFC 6376): rsa-sha256, relaxed/relaxed. The body hash is computed incrementally from the
  * message octets as they arrive (the header section is skipped by the hasher itself), so signing never needs the
  * body in one piece; the signature over the header fields is made at the message stage. The crypto is mbedTLS's
- * (pk, md); nothing here does I/O except dkim_key_load(), which reads one file at configuration time.
+ * (pk, md); nothing here does I/O except dkim_key_load(), which reads one file at configuration time. The RSA
+ * signature costs milliseconds (more for a 4096-bit key), so lb_dkim.c makes it on a thread of its own.
  */
 #ifndef DKIM_H
 #define DKIM_H
@@ -56,14 +57,17 @@ void	 dkim_body_feed(struct dkim_body *, const char *p, size_t n);
 const unsigned char *dkim_body_hash(struct dkim_body *);
 void	 dkim_body_free(struct dkim_body *);		/* accepts NULL */
 
-/* A private key, loaded once per configuration generation. */
+/* A private key, loaded once per configuration generation and reference-counted: a signature being made on
+ * the signing thread holds its key, so a reload that drops the generation (and its key) while the signature is in
+ * flight frees the key only after it. Holds and releases may come from any thread. */
 struct dkim_key;
 
-/* dkim_key_load - an RSA private key (PEM or DER, no passphrase) of at least DKIM_KEY_BITS_MIN bits; NULL with
- * a message in err. */
+/* dkim_key_load - an RSA private key (PEM or DER, no passphrase) of at least DKIM_KEY_BITS_MIN bits, with one
+ * reference; NULL with a message in err. */
 struct dkim_key	*dkim_key_load(const char *path, char *err, size_t errsize);
 size_t	 dkim_key_bits(const struct dkim_key *);
-void	 dkim_key_free(struct dkim_key *);		/* accepts NULL */
+struct dkim_key	*dkim_key_hold(struct dkim_key *);		/* one more reference; gives the key */
+void	 dkim_key_release(struct dkim_key *);	/* frees the key with the last reference; accepts NULL */
 
 /* dkim_name_ok - a selector or domain we can put in a tag: letters, digits, '-' and '.', 253 octets at most. */
 int	 dkim_name_ok(const char *);
@@ -74,8 +78,10 @@ int	 dkim_name_ok(const char *);
  * (From, To, Cc, Subject, Date, Message-ID, Reply-To, In-Reply-To, References, MIME-Version, Content-Type,
  * Content-Transfer-Encoding: every instance present, and From once more so that no From can be added). Gives a
  * malloc'd "DKIM-Signature: ..." folded with CRLF HTAB, without a final CRLF; or NULL with a message in err.
+ * It touches nothing but its arguments, the key (one signature at a time per key) and the process's random
+ * generator (under a lock), so it may run on any thread; the caller holds the key meanwhile.
  */
-char	*dkim_sign(const struct dkim_key *, const char *domain, const char *selector, const char *head,
+char	*dkim_sign(struct dkim_key *, const char *domain, const char *selector, const char *head,
 	    size_t headlen, const unsigned char bh[DKIM_HASH_LEN], long long now, char *err, size_t errsize);
 
 #endif
