@@ -370,6 +370,7 @@ dns_parse(enum dns_type type, const unsigned char *abuf, int alen, struct dns_re
 	if (dns_answer_scan(abuf, alen, dns_rr_types[type], &r->ttl, type == DNS_T_CNAME ? r->rec : NULL,
 	    DNS_RECORDS_MAX, &r->n) == -1) {
 		r->status = DNS_SERVFAIL;
+		r->error = "unreadable answer";
 		return;
 	}
 	switch (type) {
@@ -447,9 +448,10 @@ dns_parse(enum dns_type type, const unsigned char *abuf, int alen, struct dns_re
 	}
 	if (rc == ARES_ENODATA || (rc == ARES_SUCCESS && r->n == 0))
 		r->status = DNS_NODATA;
-	else if (rc != ARES_SUCCESS)
+	else if (rc != ARES_SUCCESS) {
 		r->status = DNS_SERVFAIL;
-	else
+		r->error = "unreadable answer";
+	} else
 		r->status = DNS_OK;
 }
 
@@ -475,20 +477,41 @@ dns_deliver(struct dns_query *q, struct dns_result *r)
 
 	if (r->status != DNS_OK) {
 		enum dns_status	 st = r->status;
+		const char	*error = r->error;
 
 		dns_result_clear(r);
 		r->status = st;
+		r->error = error;
 	}
 	dns_cache_put(q->type, q->name, r);	/* keeps answers and negative answers, never failures */
 	metrics_dns(q->type, r->status);
-	log_debug("dns: %s %s: %s (%zu record(s))", dns_type_name(q->type), q->name, dns_status_name(r->status),
-	    r->n);
+	log_debug("dns: %s %s: %s (%zu record(s))%s%s", dns_type_name(q->type), q->name, dns_status_name(r->status),
+	    r->n, r->error ? ": " : "", r->error ? r->error : "");
 	if (idmap_get(dns_inflight, q->key) == q)
 		idmap_del(dns_inflight, q->key);	/* a new question from a callback goes out afresh */
 	for (w = q->waiters; w != NULL; w = w->next)
 		w->done(w->cookie, r);
 	dns_result_clear(r);
 	dns_query_free(q);
+}
+
+/*
+ * dns_ares_error - the words a log line gives for why c-ares found no answer: the RCODE when c-ares says which
+ * (newer releases), else what it does say. c-ares 1.18 reports a SERVFAIL or REFUSED answer from the last
+ * server tried, and a server it cannot reach, all as ARES_ECONNREFUSED.
+ */
+static const char *
+dns_ares_error(int status)
+{
+	switch (status) {
+	case ARES_ESERVFAIL:	return "SERVFAIL";
+	case ARES_EREFUSED:	return "REFUSED";
+	case ARES_EFORMERR:	return "FORMERR";
+	case ARES_ENOTIMP:	return "NOTIMP";
+	case ARES_ECONNREFUSED:	return "SERVFAIL or REFUSED, or no server reachable";
+	case ARES_EBADRESP:	return "unreadable answer";
+	default:		return ares_strerror(status);	/* a static string */
+	}
 }
 
 static void
@@ -510,16 +533,15 @@ dns_answer_cb(void *arg, int status, int timeouts, unsigned char *abuf, int alen
 		break;
 	case ARES_ETIMEOUT:
 		r.status = DNS_TIMEOUT;
-		break;
-	case ARES_ECONNREFUSED:		/* c-ares's word for a REFUSED answer as well as an unreachable server */
-		r.status = DNS_SERVFAIL;
+		r.error = "timeout (no answer)";
 		break;
 	case ARES_EDESTRUCTION:		/* shutting down: nobody waits any more */
 	case ARES_ECANCELLED:
 		dns_query_free(q);
 		return;
-	default:
+	default:			/* SERVFAIL, REFUSED, an unreachable server, an answer we cannot read */
 		r.status = DNS_SERVFAIL;
+		r.error = dns_ares_error(status);
 		break;
 	}
 	dns_deliver(q, &r);

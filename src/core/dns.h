@@ -31,6 +31,8 @@ struct dns_result {
 	char		*rec[DNS_RECORDS_MAX];	/* owns: addresses, names or TXT strings */
 	int		 pref[DNS_RECORDS_MAX];	/* MX preference */
 	unsigned	 ttl;
+	const char	*error;		/* DNS_TIMEOUT, DNS_SERVFAIL: why, for a log line ("SERVFAIL", "REFUSED",
+					 * "timeout", ...); a static string, else NULL */
 };
 
 /* dns_done_fn - the answer for cookie; res is borrowed for the call. */

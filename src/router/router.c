@@ -387,6 +387,13 @@ router_retry_longest(void)
 	return longest;
 }
 
+/* router_due_horizon - how far ahead a due time on a queue file is believed (router_load_work, router_intake.c). */
+static double
+router_due_horizon(void)
+{
+	return router_retry_longest() + 60;
+}
+
 static void
 router_later_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -744,7 +751,7 @@ router_take(const char *id, int flush)
 	m->started = util_monotonic();
 	m->flush = flush;
 	m->taken = util_now();
-	m->due_cap = router_retry_longest() + 60;
+	m->due_cap = router_due_horizon();
 	idmap_put(router_busy, router_key(id), m);
 	iot_submit(router_io, router_load_work, router_load_done, m, NULL);
 	return 1;
@@ -878,7 +885,8 @@ router_main(struct lb_gen *gen, int notify_fd)
 	router_sweep_start();	/* on the I/O thread, ahead of the intake's first batches */
 	log_info("ready: resuming the queue in %s/queue", router_cfg->spool);
 	master_report_ready();
-	intake_init(router_base, router_io, router_cfg->spool, router_cfg->active_limit, router_take, router_active);
+	intake_init(router_base, router_io, router_cfg->spool, router_cfg->active_limit, router_take, router_active,
+	    router_due_horizon);
 
 	event_base_dispatch(router_base);
 

@@ -9,6 +9,9 @@
  *  - queue/: messages taken before, deferred or left by a stop, each due at its file's mtime (spool.h). Walked
  *    at start (every message, due or not: a stop or crash may have cut an attempt short), every ROUTER_RESCAN
  *    seconds once the last walk has ended (the messages whose time has come), and from the start on flush.
+ *    A due time further ahead than the router's horizon (its longest retry interval + 60 s) is not one the
+ *    router set but a clock set back since (docs/reliability.md, "Faults"): that message is due now, not in
+ *    days, as router_load_work() also decides.
  * At most routing.active_limit messages are active (taken and not finished) at once. The names a batch finds
  * beyond the room wait in a list of at most INTAKE_BATCH names, and no further batch is read until that list is
  * empty, so memory follows the limit, not the queue. New mail goes first: incoming/ is drained before the walk
@@ -40,6 +43,7 @@ struct intake_job {
 	int			 flush;		/* take messages that are not due yet */
 	int			 ended;		/* the walk reached the end of queue/ */
 	double			 now;
+	double			 horizon;	/* a due time beyond now + horizon is a clock set back: due */
 	size_t			 want;
 	size_t			 n;
 	int			 more;		/* INTAKE_INCOMING: the batch was full */
@@ -53,6 +57,7 @@ static struct {
 	size_t			 limit;
 	intake_take_fn		*take;
 	intake_active_fn	*active;
+	intake_horizon_fn	*horizon;
 	struct intake_job	*job;		/* owns: the one job in flight, or NULL */
 	char			 pending[INTAKE_BATCH][QUEUEID_SIZE];	/* found, waiting for room */
 	size_t			 npending, next_pending;
@@ -102,7 +107,7 @@ intake_work(void *arg)
 			j->ended = 1;
 			break;
 		}
-		if (j->flush || mtime <= j->now)
+		if (j->flush || mtime <= j->now || mtime > j->now + j->horizon)
 			j->n++;
 	}
 	return 0;
@@ -148,6 +153,7 @@ intake_submit(enum intake_src src)
 	j->spool = in.spool;
 	j->want = room < INTAKE_BATCH ? room : INTAKE_BATCH;
 	j->now = util_now();
+	j->horizon = in.horizon();	/* on the loop: a reload may change routing.retry */
 	if (src == INTAKE_QUEUE) {
 		j->walk = in.walk;
 		j->flush = in.walk_flush;
@@ -182,7 +188,7 @@ intake_tick_cb(evutil_socket_t fd, short what, void *arg)
 
 void
 intake_init(struct event_base *base, struct iothread *iot, const char *spool, size_t active_limit,
-    intake_take_fn *take, intake_active_fn *active)
+    intake_take_fn *take, intake_active_fn *active, intake_horizon_fn *horizon)
 {
 	struct timeval	 tv = { INTAKE_TICK, 0 };
 
@@ -192,6 +198,7 @@ intake_init(struct event_base *base, struct iothread *iot, const char *spool, si
 	in.limit = active_limit ? active_limit : 1;
 	in.take = take;
 	in.active = active;
+	in.horizon = horizon;
 	in.tick = event_new(base, -1, EV_PERSIST, intake_tick_cb, NULL);
 	event_add(in.tick, &tv);
 	in.incoming_due = 1;

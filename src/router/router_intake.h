@@ -17,10 +17,14 @@ typedef int	 intake_take_fn(const char *id, int flush);
 /* intake_active_fn - how many messages are active now. */
 typedef size_t	 intake_active_fn(void);
 
+/* intake_horizon_fn - the furthest ahead (seconds) a due time is trusted: a file due later than that was given
+ * its mtime before the clock was set back, and is due now. */
+typedef double	 intake_horizon_fn(void);
+
 /* intake_init - spool is copied; iot is borrowed (the router's I/O thread). Starts the drain of incoming/ and
  * the first walk of queue/. */
 void		 intake_init(struct event_base *, struct iothread *, const char *spool, size_t active_limit,
-		    intake_take_fn *, intake_active_fn *);
+		    intake_take_fn *, intake_active_fn *, intake_horizon_fn *);
 void		 intake_set_limit(size_t);	/* a reload changed routing.active_limit */
 /* intake_hint - a worker committed id: take it now if there is room (else the drain finds it). */
 void		 intake_hint(const char *id);

@@ -210,7 +210,7 @@ router_group_drop_self(struct router_group *g)
 {
 	int	 self = INT_MAX, better_failed = 0;
 	size_t	 i, k, left = 0;
-	char	 text[600];
+	char	 text[MTA_TEXT_MAX + 1];
 
 	for (i = 0; i < g->nmx; i++)
 		for (k = 0; k < g->nfound[i]; k++)
@@ -229,7 +229,7 @@ router_group_drop_self(struct router_group *g)
 		return 0;
 	if (better_failed) {
 		snprintf(text, sizeof(text), "Host or domain name lookup failed for a better MX host of %s than this "
-		    "server: temporary DNS failure", g->host);
+		    "server: temporary DNS failure (%s)", g->host, g->dns_error);
 		router_group_finish(g, R_DEFERRED, "4.4.3", text);
 	} else {
 		snprintf(text, sizeof(text), "mail for %s loops back to myself", g->host);
@@ -243,7 +243,7 @@ static void
 router_group_ready(struct router_group *g)
 {
 	size_t	 i, naddrs = 0;
-	char	 text[600];
+	char	 text[MTA_TEXT_MAX + 1];
 
 	if (g->ready)
 		fatal_bug("router: group %llu of %s is ready twice", (unsigned long long)g->id, g->m->id);
@@ -258,7 +258,8 @@ router_group_ready(struct router_group *g)
 		return;
 	}
 	if (g->dns_failed) {
-		snprintf(text, sizeof(text), "Host or domain name lookup failed for %s: temporary DNS failure", g->host);
+		snprintf(text, sizeof(text), "Host or domain name lookup failed for %s: temporary DNS failure (%s)",
+		    g->host, g->dns_error);
 		router_group_finish(g, R_DEFERRED, "4.4.3", text);
 	} else if (g->dns_nxdomain && g->mode == LB_RELAY_MX) {
 		snprintf(text, sizeof(text), "Host or domain name not found. Name service error for name=%s", g->host);
@@ -274,6 +275,18 @@ router_group_ready(struct router_group *g)
 #define ROUTER_Q_MX	0xff
 
 static void	router_dns_done(uint64_t cookie, const struct dns_result *res);
+
+/* router_dns_failed - a lookup failed for now: the recipients are deferred (4.4.3, never bounced), and their
+ * log line names the first lookup that failed and why, so that the administrator knows which name to check. */
+static void
+router_dns_failed(struct router_group *g, enum dns_type type, const char *name, const struct dns_result *res)
+{
+	g->dns_failed = 1;
+	if (g->dns_error[0] != '\0')
+		return;
+	snprintf(g->dns_error, sizeof(g->dns_error), "%s lookup of %s: %s", dns_type_name(type), name,
+	    res->error != NULL ? res->error : dns_status_name(res->status));
+}
 
 static void
 router_ask(struct router_group *g, enum dns_type type, const char *name, unsigned tag)
@@ -350,7 +363,7 @@ router_dns_done(uint64_t cookie, const struct dns_result *res)
 			router_group_ready(g);
 			return;
 		} else {
-			g->dns_failed = 1;
+			router_dns_failed(g, DNS_T_MX, g->host, res);
 			router_group_ready(g);
 			return;
 		}
@@ -382,8 +395,10 @@ router_dns_done(uint64_t cookie, const struct dns_result *res)
 			}
 		} else if (res->status == DNS_NODATA)
 			g->dns_nxdomain = 0;
-		else if (res->status == DNS_TIMEOUT || res->status == DNS_SERVFAIL)
-			g->dns_failed = g->mxfailed[i] = 1;
+		else if (res->status == DNS_TIMEOUT || res->status == DNS_SERVFAIL) {
+			g->mxfailed[i] = 1;
+			router_dns_failed(g, (tag & 1) ? DNS_T_AAAA : DNS_T_A, g->mx[i], res);
+		}
 	}
 	if (g->dns_pending == 0)
 		router_group_ready(g);

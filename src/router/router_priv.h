@@ -70,6 +70,7 @@ struct router_group {
 	size_t			 nfound[ROUTER_MX_MAX];
 	int			 dns_pending;
 	int			 dns_failed;	/* a lookup timed out or failed */
+	char			 dns_error[320];	/* the first that did: "MX lookup of x.test: SERVFAIL" */
 	int			 dns_nxdomain;	/* every address lookup said the name does not exist */
 	struct router_group	*next_wait;	/* waiting for a connection slot */
 	int			 ready;		/* DNS is done; the transaction ran or runs */
