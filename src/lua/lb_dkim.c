@@ -4,8 +4,8 @@
  * configuration generation), and msg:dkim_sign(key, domain, selector) signs the message of the message stage.
  * The userdata holds one reference to the key (released by __gc, at the latest when the generation's state
  * closes). The signature goes above every other header of the queued message; the body hash is the one the
- * session computed as the data arrived (src/smtp/smtp_session.c), or, for a session that did not compute one, one pass
- * over the message held in memory now.
+ * session computed as the data arrived (src/smtp/smtp_session.c), or, for a session that did not compute one,
+ * one pass over the message held in memory now.
  * The RSA signature is never made on the event loop (docs/rules.md, "Objects"): msg:dkim_sign copies what it
  * signs (the header section, the body hash, the names) into a job, holds the key, and hands the job to the
  * process's signing thread (an iothread of its own, so signatures never wait behind the spool's fsyncs, nor

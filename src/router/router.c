@@ -794,7 +794,10 @@ router_rescan_cb(evutil_socket_t fd, short what, void *arg)
 	intake_rescan(0);
 }
 
-/* router_gauges_cb - once a second, what the queue holds for luamta_queue_messages (docs/investigating.md, "Metrics"). */
+/*
+ * router_gauges_cb - once a second, what the queue holds for luamta_queue_messages (docs/investigating.md,
+ * "Metrics").
+ */
 static void
 router_gauges_cb(evutil_socket_t fd, short what, void *arg)
 {

@@ -73,7 +73,8 @@ const char	*proto_verb_name(enum proto_verb);
  * "501 5.1.7 Bad sender address syntax" or "501 5.1.3 Bad recipient address syntax" or
  * "501 5.5.4 Syntax: MAIL FROM:<address>" or "555 5.5.4 Unsupported parameter syntax" (or "... Too many
  * parameters"), or "501 5.5.4 Duplicate parameter" when a key comes twice ("SIZE=1 SIZE=2"). An address with
- * octets >= 0x80 that are not well-formed UTF-8 is a bad address (501 5.1.7 / 5.1.3). Every reply starts with 501 or 555 and an enhanced status code. On failure *out is unspecified.
+ * octets >= 0x80 that are not well-formed UTF-8 is a bad address (501 5.1.7 / 5.1.3). Every reply starts with
+ * 501 or 555 and an enhanced status code. On failure *out is unspecified.
  */
 int		 proto_parse_path(enum proto_verb verb, const char *arg, struct proto_path *out, const char **why);
 

@@ -45,7 +45,10 @@ int		 queuectl_main(const struct config *, int argc, char **argv);
 
 /* queuectl_duration - "90", "90s", "15m", "2h", "3d", "1w", "1h30m" into *seconds. 0, or -1 (nothing set). */
 int		 queuectl_duration(const char *, double *seconds);
-/* queuectl_states - "deferred", "held" (or "hold"), "active", "queued", or several with commas, as QCTL_ bits; 0 if bad. */
+/*
+ * queuectl_states - "deferred", "held" (or "hold"), "active", "queued", or several with commas, as QCTL_ bits;
+ * 0 if bad.
+ */
 unsigned	 queuectl_states(const char *);
 /*
  * queuectl_parse - argv into a (borrows argv, which must outlive a). 0, or -1 with err (a usage error); on -1
