@@ -136,6 +136,15 @@ function M.start(opts)
   if not up then
     local log = self:log()
     self:stop()
+    -- The port came from bind(0) and was free then; another process's connection may have taken it since.
+    local tries = (opts.tries or 0) + 1
+    if log:find("Address already in use", 1, true) and tries < 3 then
+      local again = {}
+      for k, v in pairs(opts) do again[k] = v end
+      again.tries = tries
+      server.run("rm -rf " .. server.sh_quote(self.dir))
+      return M.start(again)
+    end
     error(("rspamd did not answer /ping within %d s; its log ends with:\n%s"):format(M.START_TIMEOUT,
       log:sub(-2000)))
   end
