@@ -448,6 +448,10 @@ def main():
             if slowest is None or took > slowest[0]:
                 slowest = (took, what, sum(kills.values()) + 1)
             kills[kind] += 1
+            if sum(kills.values()) % 100 == 0:      # progress of a long run, on stderr
+                print("crashloop: %d kills in %.0f s, %d tokens, longest return %.1f s" % (
+                    sum(kills.values()), time.time() - started, len(results), slowest[0]), file=sys.stderr,
+                    flush=True)
         stop.set()
         for c in clients:
             c.join(30)
