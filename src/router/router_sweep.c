@@ -36,7 +36,9 @@
  *  - in every Maildir of delivery.maildir, tmp/ files of our own name pattern and host (maildir_name_ours())
  *    whose writer is no longer running (a router killed inside maildir_deliver(); the recipient is delivered
  *    again under a new name, so the partial file can never complete), or that are older than 36 hours, as
- *    Maildir allows. Files of other programs and hosts are left alone.
+ *    Maildir allows. Files of other programs and hosts are left alone. A writer is gone when its pid is not
+ *    a running luamta router (router_sweep_writer_runs()): pids are reused within minutes, so a live pid alone
+ *    proves nothing.
  * The sweep runs on the I/O thread in steps of ROUTER_SWEEP_STEP directory entries, each its own job, so loads,
  * records and control commands go between two steps; it holds one open directory per level of the walk and
  * never a listing. It shares the I/O thread with the control commands, so hold and release (renames between
@@ -116,6 +118,61 @@ router_sweep_descend(struct router_sweep *sw, size_t comp)
 	router_sweep_open(sw, comp, len);
 }
 
+/*
+ * router_sweep_writer_runs - may pid be a router still writing a Maildir file (docs/reliability.md,
+ * "Leftovers")? No if the pid does not exist; no if it is a zombie (it has exited and writes nothing, but its pid
+ * stays taken until it is reaped); no if it is a live process not titled "luamta: router" (the title that
+ * master.c gives the router, docs/admin.md "Processes"): the pid went to another program. The title is the
+ * first string of /proc/PID/cmdline, or the comm name (which the title sets too, through PR_SET_NAME), so a
+ * router whose argv area was too short for its whole title is still recognised. Without /proc only kill(pid, 0)
+ * can tell, and an existing pid counts as a running writer. On the I/O thread: these are disk reads.
+ */
+#define ROUTER_SWEEP_TITLE	"luamta: router"
+
+static int
+router_sweep_proc_read(long pid, const char *what, char *buf, size_t size)
+{
+	char	 path[64];
+	ssize_t	 n;
+	int	 fd;
+
+	snprintf(path, sizeof(path), "/proc/%ld/%s", pid, what);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return (int)n;
+}
+
+static int
+router_sweep_writer_runs(long pid)
+{
+	char	 stat[512], cmdline[sizeof(ROUTER_SWEEP_TITLE) + 1], *open_paren, *close_paren;
+
+	if (kill((pid_t)pid, 0) == -1 && errno == ESRCH)
+		return 0;
+	if (router_sweep_proc_read(pid, "stat", stat, sizeof(stat)) == -1)
+		return access("/proc/self/stat", F_OK) == -1;	/* no /proc: it exists; or it has just exited */
+	/* "pid (comm) S ...": comm may hold spaces and parentheses, so the state follows the last ')' */
+	open_paren = strchr(stat, '(');
+	close_paren = strrchr(stat, ')');
+	if (open_paren == NULL || close_paren == NULL || close_paren < open_paren)
+		return 1;
+	if (close_paren[1] == ' ' && (close_paren[2] == 'Z' || close_paren[2] == 'X'))
+		return 0;
+	*close_paren = '\0';
+	if (strcmp(open_paren + 1, ROUTER_SWEEP_TITLE) == 0)
+		return 1;
+	/* cmdline's first string; it is NUL-terminated within the buffer when it is the title */
+	if (router_sweep_proc_read(pid, "cmdline", cmdline, sizeof(cmdline)) > 0 &&
+	    strcmp(cmdline, ROUTER_SWEEP_TITLE) == 0)
+		return 1;
+	return 0;
+}
+
 /* router_sweep_tmp_file - one entry of a Maildir's tmp/ (path ends with "/tmp"). */
 static void
 router_sweep_tmp_file(struct router_sweep *sw, DIR *d, const char *name)
@@ -129,7 +186,7 @@ router_sweep_tmp_file(struct router_sweep *sw, DIR *d, const char *name)
 		return;
 	if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) == -1 || !S_ISREG(st.st_mode))
 		return;
-	gone = pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+	gone = pid > 0 && pid != (long)getpid() && !router_sweep_writer_runs(pid);
 	if (!gone && sw->now - st.st_mtime <= ROUTER_TMP_AGE)
 		return;		/* its writer may still be at work */
 	if (unlinkat(dirfd(d), name, 0) == -1)

@@ -2,9 +2,11 @@
 -- router's start-up sweep that removes it (docs/reliability.md): a state file whose message is finished (its
 -- queue file went first, the kill landed before the state file followed), and partial files in Maildir tmp/
 -- from deliveries killed half-way. Each case stops the server, puts the leftovers on disk exactly as the router
--- would have left them, starts it again, and looks at what is left.
+-- would have left them, starts it again, and looks at what is left. A partial file's writer is gone when its pid
+-- is not a running luamta router: absent, a zombie, or a live process of another program (pids are reused).
 local server = require "t.helpers.server"
 local sink = require "t.helpers.sink"
+local tools = require "t.helpers.tools"
 local lfs = require "lfs"
 
 local function exists(path)
@@ -27,6 +29,42 @@ local HOST = (server.run("hostname"):gsub("%s+$", ""):gsub("[/:]", "_"))
 -- dead_pid() -> the pid of a process that has exited
 local function dead_pid()
   return tonumber((server.run("sh -c 'echo $$'")):match("%d+"))
+end
+
+-- titled_router(python) -> the pid of a live process titled "luamta: router" (its argv[0]), as a router is
+local function titled_router(python)
+  local script = [[import os; os.execvp("sleep", ["luamta: router", "60"])]]
+  local pid = tonumber(assert(server.run(python .. " -c " .. server.sh_quote(script) .. " >/dev/null 2>&1 & echo $!")
+    :match("%d+")))
+  for _ = 1, 250 do     -- python3 may be a wrapper script that takes a while to exec
+    local f = io.open("/proc/" .. pid .. "/cmdline", "rb")
+    local title = f and f:read("a") or ""
+    if f then f:close() end
+    if title:find("luamta: router\0", 1, true) == 1 then return pid end
+    server.run("sleep 0.02")
+  end
+  error("the titled process did not start")
+end
+
+-- zombie_router() -> the pid of a zombie whose comm name is "luamta: router", and of its parent that never reaps
+-- it (to kill when done): an exited router whose pid is still taken
+local function zombie_router(python)
+  local script = [[
+import ctypes, os, time
+zombie = os.fork()
+if zombie == 0:
+    ctypes.CDLL(None).prctl(15, b"luamta: router", 0, 0, 0)     # PR_SET_NAME, as proctitle_set() does
+    os._exit(0)
+os.waitid(os.P_PID, zombie, os.WEXITED | os.WNOWAIT)                # exited, and left unreaped
+print(zombie, os.getpid(), flush=True)
+for fd in (0, 1, 2):
+    os.close(fd)
+time.sleep(60)
+]]
+  local out = server.run(python .. " -c " .. server.sh_quote(script) .. " &")
+  local zombie, parent = out:match("(%d+) (%d+)")
+  assert(zombie, out)
+  return tonumber(zombie), tonumber(parent)
 end
 
 local function ours(pid, qid, i, host)
@@ -79,18 +117,23 @@ describe("the router's start-up sweep", function()
 
   it("removes our partial Maildir files whose writer is gone or that are 36 hours old, and nothing else",
     function()
+      local python = tools.need("python3")
       local mark = srv:log_mark()
       local qid = sink.send(srv, "alice@example.org", { "jdoe@example.test" }, "delivered before the crash")
       assert.truthy(sink.wait_line(srv, qid .. ": removed", 5, mark), srv:log():sub(mark + 1))
       srv:stop()
       local jdoe, other = srv:maildir("jdoe"), srv:maildir("u", "other.test")
-      local live = assert(server.run("sh -c 'sleep 60 >/dev/null 2>&1 & echo $!'"):match("%d+"))
-      finally(function() server.run("kill " .. live) end)
+      local live = titled_router(python)
+      local stranger = tonumber(assert(server.run("sh -c 'sleep 60 >/dev/null 2>&1 & echo $!'"):match("%d+")))
+      local zombie, zombie_parent = zombie_router(python)
+      finally(function() server.run(("kill %d %d %d"):format(live, stranger, zombie_parent)) end)
       local files = {
         dead = jdoe .. "/tmp/" .. ours(dead_pid(), qid),                     -- killed half-way: removed
         deep = other .. "/tmp/" .. ours(dead_pid(), fake_qid(2), 3),         -- another domain's Maildir
-        live = jdoe .. "/tmp/" .. ours(tonumber(live), fake_qid(3)),         -- its writer runs: kept
-        old = jdoe .. "/tmp/" .. ours(tonumber(live), fake_qid(4)),          -- 40 hours old: removed
+        live = jdoe .. "/tmp/" .. ours(live, fake_qid(3)),                   -- a router runs with it: kept
+        reused = jdoe .. "/tmp/" .. ours(stranger, fake_qid(6)),             -- its pid went to sleep(1): removed
+        zombie = jdoe .. "/tmp/" .. ours(zombie, fake_qid(7)),               -- its router exited: removed
+        old = jdoe .. "/tmp/" .. ours(live, fake_qid(4)),                    -- 40 hours old: removed
         foreign = jdoe .. "/tmp/1796000000.M1P1.mutt-host",                  -- another program's: kept
         foreign_old = jdoe .. "/tmp/1796000001.M2P2.mutt-host",              -- even when old: kept
         other_host = jdoe .. "/tmp/" .. ours(dead_pid(), fake_qid(5), 0, "nfs-peer.test"),  -- kept
@@ -103,12 +146,14 @@ describe("the router's start-up sweep", function()
 
       mark = srv:log_mark()
       srv:restart()
-      assert.truthy(srv:wait_log("start-up sweep removed 0 state file(s) of finished messages and 3 partial", 5,
+      assert.truthy(srv:wait_log("start-up sweep removed 0 state file(s) of finished messages and 5 partial", 5,
         mark, true), srv:log():sub(mark + 1))
       assert.is_false(exists(files.dead), "a dead writer's partial file")
+      assert.is_false(exists(files.reused), "a partial file whose writer's pid runs another program")
+      assert.is_false(exists(files.zombie), "a partial file whose writer is a zombie")
       assert.is_false(exists(files.deep), "a partial file in another domain's Maildir")
       assert.is_false(exists(files.old), "a partial file older than 36 hours")
-      assert.truthy(exists(files.live), "a running writer's file")
+      assert.truthy(exists(files.live), "a running router's file")
       assert.truthy(exists(files.foreign), "another program's file")
       assert.truthy(exists(files.foreign_old), "another program's old file")
       assert.truthy(exists(files.other_host), "another host's file")
