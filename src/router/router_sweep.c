@@ -30,9 +30,9 @@
 
 /*
  * What a crash can leave that no later step removes, swept once when the router starts (docs/reliability.md):
- *  - state/<id> with neither incoming/<id>, queue/<id> nor hold/<id>: a finished (or deleted) message whose queue file went
- *    first, as it must (the other order would deliver it again to every recipient), and the kill landed
- *    before its state file followed;
+ *  - state/<id> with neither incoming/<id>, queue/<id> nor hold/<id>: a finished (or deleted) message whose
+ *    queue file went first, as it must (the other order would deliver it again to every recipient), and the
+ *    kill landed before its state file followed;
  *  - in every Maildir of delivery.maildir, tmp/ files of our own name pattern and host (maildir_name_ours())
  *    whose writer is no longer running (a router killed inside maildir_deliver(); the recipient is delivered
  *    again under a new name, so the partial file can never complete), or that are older than 36 hours, as
