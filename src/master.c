@@ -432,9 +432,17 @@ static void
 master_respawn_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct master_child	*c = arg;
+	struct timeval		 soon = { 0, 50 * 1000 };
 
-	if (!master_stopping && c->pid == 0)
-		master_spawn(c);
+	if (master_stopping || c->pid != 0)
+		return;
+	/* Fork only while the I/O thread is idle: a child inherits an allocator lock that thread held at fork()
+	 * and waits on it forever (GCC's ASan does not lock its allocator around fork(); docs/reliability.md). */
+	if (master_counting) {
+		event_base_once(master_base, -1, EV_TIMEOUT, master_respawn_cb, c, &soon);
+		return;
+	}
+	master_spawn(c);
 }
 
 static void
@@ -662,8 +670,6 @@ master_run(const char *cfgpath)
 	}
 	report = event_new(master_base, master_status[0], EV_READ | EV_PERSIST, master_report_cb, NULL);
 	event_add(report, NULL);
-	master_iot = iot_new(master_base);
-	master_count_start();	/* done long before the children are ready, unless the queue is huge */
 	status = event_new(master_base, -1, EV_PERSIST, master_status_cb, NULL);
 	event_add(status, &every);
 	master_reload_timer = evtimer_new(master_base, master_reload_timeout_cb, NULL);
@@ -676,6 +682,11 @@ master_run(const char *cfgpath)
 	    cfg->nlisten, cfg->spool);
 	for (i = 0; i < (size_t)master_nchildren; i++)
 		master_spawn(&master_children[i]);
+	/* The I/O thread starts after the forks, and counts only while none runs (master_respawn_cb()): a thread
+	 * busy in the allocator at fork() leaves the child its lock. The count is done long before the children
+	 * are ready, unless the queue is huge. */
+	master_iot = iot_new(master_base);
+	master_count_start();
 
 	event_base_dispatch(master_base);
 
