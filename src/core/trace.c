@@ -576,7 +576,8 @@ trace_find(const char *dir, const char *id, struct trace_rec **out, size_t *n, c
 		snprintf(err, errsize, "cannot read the traces in %s: %s", dir, strerror(errno));
 		return -1;
 	}
-	qsort(*out, *n, sizeof(**out), trace_cmp);
+	if (*n > 0)	/* nothing found: *out is NULL, which qsort may not get (C11 7.22.5) */
+		qsort(*out, *n, sizeof(**out), trace_cmp);
 	return 0;
 }
 
@@ -587,7 +588,8 @@ trace_take(struct trace_rec **out, size_t *n)
 	*n = tr.nmem;
 	tr.mem = NULL;
 	tr.nmem = tr.capmem = 0;
-	qsort(*out, *n, sizeof(**out), trace_cmp);
+	if (*n > 0)	/* nothing recorded: *out is NULL, which qsort may not get */
+		qsort(*out, *n, sizeof(**out), trace_cmp);
 }
 
 void

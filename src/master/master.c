@@ -432,9 +432,17 @@ static void
 master_respawn_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct master_child	*c = arg;
+	struct timeval		 soon = { 0, 50 * 1000 };
 
-	if (!master_stopping && c->pid == 0)
-		master_spawn(c);
+	if (master_stopping || c->pid != 0)
+		return;
+	/* Fork only while the I/O thread is idle: a child inherits an allocator lock that thread held at fork()
+	 * and waits on it forever (GCC's ASan does not lock its allocator around fork(); docs/reliability.md). */
+	if (master_counting) {
+		event_base_once(master_base, -1, EV_TIMEOUT, master_respawn_cb, c, &soon);
+		return;
+	}
+	master_spawn(c);
 }
 
 static void
@@ -586,7 +594,7 @@ master_run(const char *cfgpath)
 	struct event		*sigs[4], *report, *status;
 	static const int	 signums[4] = { SIGHUP, SIGTERM, SIGINT, SIGCHLD };
 	struct timeval		 every = { MASTER_STATUS_EVERY, 0 };
-	size_t			 i;
+	size_t			 i, nsigs = 0;
 
 	master_cfgpath = cfgpath;
 	proctitle_set("luamta: master");
@@ -600,7 +608,7 @@ master_run(const char *cfgpath)
 	if (log_setup(cfg->log_ident, cfg->log_level, cfg->log_file, cfg->log_syslog, cfg->log_facility, err,
 	    sizeof(err)) == -1) {
 		fprintf(stderr, "luamta: %s\n", err);
-		return 1;
+		goto fail;
 	}
 	log_set_role("master");
 	if (warnings != NULL) {
@@ -608,40 +616,34 @@ master_run(const char *cfgpath)
 
 		for (line = strtok_r(warnings, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 			log_warn("%s", line);
-		free(warnings);
 	}
 	/* The lock comes first: a second instance must not sweep the first one's tmp/. */
 	if (master_pidfile_take(cfg) == -1)
-		return 1;
+		goto fail;
 	master_spool = cfg->spool;
 	master_pid = getpid();
 	master_status_path(cfg->spool, err, sizeof(err));
 	unlink(err);	/* a previous instance's answer must not pass for ours */
 	if (spool_prepare(cfg->spool, err, sizeof(err)) == -1) {
 		log_error("%s", err);
-		unlink(master_pidfile);
-		return 1;
+		goto fail;
 	}
 	master_fds = xcalloc(cfg->nlisten, sizeof(*master_fds));
 	for (i = 0; i < cfg->nlisten; i++) {
 		if ((master_fds[i] = lsn_bind(&cfg->listen[i], err, sizeof(err))) == -1) {
 			log_error("%s", err);
-			unlink(master_pidfile);
-			return 1;
+			goto fail;
 		}
 		master_nfds++;
 	}
-	if (master_drop_privileges(cfg) == -1) {
-		unlink(master_pidfile);
-		return 1;
-	}
+	if (master_drop_privileges(cfg) == -1)
+		goto fail;
 	/* Checked as the user the workers run as, since they load the pair themselves: a key only root can
 	 * read must stop the start, not quietly turn TLS off. At reload a bad pair keeps the old one. */
 	if (cfg->tls_cert != NULL && cfg->tls_key != NULL &&
 	    tls_check_files(cfg->tls_cert, cfg->tls_key, err, sizeof(err), NULL, 0) == -1) {
 		log_error("%s", err);
-		unlink(master_pidfile);
-		return 1;
+		goto fail;
 	}
 	if (connlimit_init(cfg->workers) == -1)
 		fatal("cannot set up shared connection counters for %d workers", cfg->workers);
@@ -657,20 +659,17 @@ master_run(const char *cfgpath)
 
 	if ((master_base = event_base_new()) == NULL)
 		fatal("cannot create an event base");
-	for (i = 0; i < 4; i++) {
-		sigs[i] = evsignal_new(master_base, signums[i], master_signal_cb, NULL);
-		evsignal_add(sigs[i], NULL);
+	for (nsigs = 0; nsigs < 4; nsigs++) {
+		sigs[nsigs] = evsignal_new(master_base, signums[nsigs], master_signal_cb, NULL);
+		evsignal_add(sigs[nsigs], NULL);
 	}
 	/* The master serves the metrics: it outlives every child, and serving never competes with SMTP. */
 	if (cfg->metrics_listen != NULL && metrics_listen(master_base, cfg->metrics_listen, err, sizeof(err)) == -1) {
 		log_error("%s", err);
-		unlink(master_pidfile);
-		return 1;
+		goto fail;
 	}
 	report = event_new(master_base, master_status[0], EV_READ | EV_PERSIST, master_report_cb, NULL);
 	event_add(report, NULL);
-	master_iot = iot_new(master_base);
-	master_count_start();	/* done long before the children are ready, unless the queue is huge */
 	status = event_new(master_base, -1, EV_PERSIST, master_status_cb, NULL);
 	event_add(status, &every);
 	master_reload_timer = evtimer_new(master_base, master_reload_timeout_cb, NULL);
@@ -683,6 +682,11 @@ master_run(const char *cfgpath)
 	    cfg->nlisten, cfg->spool);
 	for (i = 0; i < (size_t)master_nchildren; i++)
 		master_spawn(&master_children[i]);
+	/* The I/O thread starts after the forks, and counts only while none runs (master_respawn_cb()): a thread
+	 * busy in the allocator at fork() leaves the child its lock. The count is done long before the children
+	 * are ready, unless the queue is huge. */
+	master_iot = iot_new(master_base);
+	master_count_start();
 
 	event_base_dispatch(master_base);
 
@@ -698,6 +702,29 @@ master_run(const char *cfgpath)
 	unlink(master_pidfile);
 	close(master_lockfd);
 	log_info("stopped");
+	free(warnings);
 	lb_gen_release(g);
 	return 0;
+
+fail:
+	/* A failed start gives back what it took, so that the exit frees everything (LSan counts what it does
+	 * not); the pid file goes only if this instance holds its lock. No child was started yet. */
+	for (i = 0; i < nsigs; i++)
+		event_free(sigs[i]);
+	if (master_base != NULL)
+		event_base_free(master_base);
+	master_base = NULL;
+	for (i = 0; i < (size_t)master_nfds; i++)
+		close(master_fds[i]);
+	free(master_fds);
+	master_fds = NULL;
+	master_nfds = 0;
+	if (master_lockfd != -1) {
+		unlink(master_pidfile);
+		close(master_lockfd);
+		master_lockfd = -1;
+	}
+	free(warnings);
+	lb_gen_release(g);
+	return 1;
 }

@@ -193,7 +193,7 @@ explain_main(const char *cfgpath, int argc, char **argv)
 	const char		*id = NULL;
 	char			*errors = NULL, *warnings = NULL, err[512];
 	size_t			 n, i;
-	int			 json = 0;
+	int			 json = 0, status;
 
 	for (i = 0; i < (size_t)argc; i++) {
 		if (strcmp(argv[i], "-c") == 0)
@@ -216,21 +216,25 @@ explain_main(const char *cfgpath, int argc, char **argv)
 		return explain_usage("an ID is the session ID or queue ID of a log line (8 to 23 letters and digits)");
 	if ((g = lb_gen_new(cfgpath, LB_ROLE_CHECK, &errors, &warnings)) == NULL) {
 		fprintf(stderr, "%s\n", errors);
+		free(errors);
+		free(warnings);
 		return 2;
 	}
 	free(warnings);
 	cfg = lb_gen_config(g);
+	/* Every way out below frees what it found: an exit with memory still held is a leak to LSan. */
 	if (trace_find(cfg->trace_dir, id, &recs, &n, err, sizeof(err)) == -1) {
 		fprintf(stderr, "luamta explain: %s\n", err);
-		return 1;
-	}
-	if (n == 0) {
+		status = 1;
+	} else if (n == 0) {
 		fprintf(stderr, "luamta explain: no trace of %s in %s: unknown, or older than trace.keep_days (%d days)\n",
 		    id, cfg->trace_dir, cfg->trace_keep_days);
-		return 1;
+		status = 1;
+	} else {
+		explain_render(stdout, recs, n, json);
+		status = 0;
 	}
-	explain_render(stdout, recs, n, json);
 	trace_free(recs, n);
 	lb_gen_release(g);
-	return 0;
+	return status;
 }

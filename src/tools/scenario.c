@@ -610,22 +610,26 @@ int
 scenario_main(const char *cfgpath, int argc, char **argv)
 {
 	struct scn_item		*items = xcalloc(SCN_MAX, sizeof(*items));
-	struct scn_result	*res;
+	struct scn_result	*res = NULL;
 	const char		*junit = NULL;
-	char			*bundled_dir, *bundled_cfg;
+	char			*bundled_dir = NULL, *bundled_cfg = NULL, *site = NULL;
 	size_t			 n = 0, i, failed = 0;
-	int			 explicit_cfg = 0, nargs = 0;
+	int			 explicit_cfg = 0, nargs = 0, status = 2;
 
 	for (i = 0; i < (size_t)argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < (size_t)argc) {
 			explicit_cfg = 1;
 			i++;
 		} else if (strcmp(argv[i], "--junit") == 0) {
-			if (i + 1 == (size_t)argc)
-				return scn_usage("--junit needs a file");
+			if (i + 1 == (size_t)argc) {
+				status = scn_usage("--junit needs a file");
+				goto out;
+			}
 			junit = argv[++i];
-		} else if (argv[i][0] == '-' && argv[i][1] != '\0')
-			return scn_usage("unknown option");
+		} else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+			status = scn_usage("unknown option");
+			goto out;
+		}
 	}
 	for (i = 0; i < (size_t)argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--junit") == 0) {
@@ -637,7 +641,7 @@ scenario_main(const char *cfgpath, int argc, char **argv)
 	if (nargs > 0 && access(cfgpath, R_OK) == -1) {
 		fprintf(stderr, "luamta test: %s: %s; name the configuration the scenarios run against with -c FILE\n",
 		    cfgpath, strerror(errno));
-		return 2;
+		goto out;
 	}
 	nargs = 0;
 	for (i = 0; i < (size_t)argc; i++) {
@@ -646,7 +650,7 @@ scenario_main(const char *cfgpath, int argc, char **argv)
 			continue;
 		}
 		if (scn_add(items, &n, argv[i], cfgpath, 1) == -1)
-			return 2;
+			goto out;
 		nargs++;
 	}
 	if (nargs == 0) {
@@ -655,29 +659,31 @@ scenario_main(const char *cfgpath, int argc, char **argv)
 		bundled_dir = scn_path(lb_datadir(), "rules/tests");
 		bundled_cfg = scn_path(lb_datadir(), "rules/tests/_base.lua");
 		if (scn_add(items, &n, bundled_dir, bundled_cfg, 1) == -1)
-			return 2;
+			goto out;
 		if (access(cfgpath, R_OK) == 0) {
 			struct lb_gen	*g;
-			char		*errors = NULL, *warnings = NULL, *site;
+			char		*errors = NULL, *warnings = NULL;
 
-			if ((g = lb_gen_new(cfgpath, LB_ROLE_CHECK, &errors, &warnings)) == NULL) {
+			g = lb_gen_new(cfgpath, LB_ROLE_CHECK, &errors, &warnings);
+			free(warnings);
+			if (g == NULL) {
 				fprintf(stderr, "%s\n", errors);
-				return 2;
+				free(errors);
+				goto out;
 			}
 			if (lb_gen_config(g)->rules_dir != NULL) {
 				site = scn_path(lb_gen_config(g)->rules_dir, "tests");
 				scn_add(items, &n, site, cfgpath, 0);
 			}
-			free(warnings);
 			lb_gen_release(g);
 		} else if (explicit_cfg) {
 			fprintf(stderr, "luamta test: %s: %s\n", cfgpath, strerror(errno));
-			return 2;
+			goto out;
 		}
 	}
 	if (n == 0) {
 		fprintf(stderr, "luamta test: no scenarios found\n");
-		return 2;
+		goto out;
 	}
 	fflush(stdout);
 	res = xcalloc(n, sizeof(*res));
@@ -696,6 +702,22 @@ scenario_main(const char *cfgpath, int argc, char **argv)
 	printf("# %zu passed, %zu failed\n", n - failed, failed);
 	fflush(stdout);
 	if (junit != NULL && scn_junit(junit, items, res, n) == -1)
-		return 2;
-	return failed == 0 ? 0 : 1;
+		goto out;
+	status = failed == 0 ? 0 : 1;
+out:
+	/* Every way out frees the run: what is still held when main returns is a leak to LSan. */
+	for (i = 0; i < n; i++) {
+		free(items[i].path);
+		if (res != NULL) {
+			free(res[i].name);
+			free(res[i].failures);
+			free(res[i].diag);
+		}
+	}
+	free(items);
+	free(res);
+	free(bundled_dir);
+	free(bundled_cfg);
+	free(site);
+	return status;
 }

@@ -139,7 +139,12 @@ sim_send_message(struct sim *m)
 	return 0;
 }
 
-static void
+/*
+ * sim_next - the server's reply to what was sent last: send the next command. 1 when the dialogue is over, and
+ * then m may be gone already (sim_start's sim_finish() frees it, with its bufferevent), so the caller must not
+ * touch m again; else 0.
+ */
+static int
 sim_next(struct sim *m, int code, const char *line)
 {
 	const struct sim_script	*sc = m->script;
@@ -161,7 +166,7 @@ sim_next(struct sim *m, int code, const char *line)
 			goto quit;
 		m->step = SIM_S_HELO;
 		sim_send(m, "EHLO %s", sc->helo);
-		return;
+		return 0;
 	case SIM_S_HELO:
 		if (!ok)
 			goto quit;
@@ -177,25 +182,25 @@ sim_next(struct sim *m, int code, const char *line)
 		}
 		m->step = SIM_S_MAIL;
 		sim_send(m, "MAIL FROM:<%s>", sc->from);
-		return;
+		return 0;
 	case SIM_S_MAIL:
 		if (!ok)
 			goto quit;
 		m->step = SIM_S_RCPT;
 		sim_send(m, "RCPT TO:<%s>", sc->to[m->rcpt++]);
-		return;
+		return 0;
 	case SIM_S_RCPT:
 		if (ok)
 			got->accepted++;
 		if (m->rcpt < sc->nto) {
 			sim_send(m, "RCPT TO:<%s>", sc->to[m->rcpt++]);
-			return;
+			return 0;
 		}
 		if (got->accepted == 0)
 			goto quit;
 		m->step = SIM_S_DATA;
 		sim_send(m, "%s", "DATA");
-		return;
+		return 0;
 	case SIM_S_DATA:
 		if (code != 354)
 			goto quit;
@@ -204,7 +209,7 @@ sim_next(struct sim *m, int code, const char *line)
 			got->refused = 1;
 			goto quit;
 		}
-		return;
+		return 0;
 	case SIM_S_MESSAGE:
 		got->queued = ok;
 		goto quit;
@@ -212,11 +217,12 @@ sim_next(struct sim *m, int code, const char *line)
 	case SIM_S_DONE:
 		m->step = SIM_S_DONE;
 		sim_finish(m);
-		return;
+		return 1;
 	}
 quit:
 	m->step = SIM_S_QUIT;
 	sim_send(m, "%s", "QUIT");
+	return 0;
 }
 
 static void
@@ -225,14 +231,13 @@ sim_read_cb(struct bufferevent *bev, void *arg)
 	struct sim	*m = arg;
 	char		*line;
 	size_t		 len;
+	int		 over = 0;
 
-	while ((line = evbuffer_readln(bufferevent_get_input(bev), &len, EVBUFFER_EOL_CRLF)) != NULL) {
+	while (!over && (line = evbuffer_readln(bufferevent_get_input(bev), &len, EVBUFFER_EOL_CRLF)) != NULL) {
 		sim_say(m, "S: %s\n", line);
 		if ((len >= 4 && line[3] == ' ') || len == 3)	/* the last line of a reply */
-			sim_next(m, atoi(line), line);
+			over = sim_next(m, atoi(line), line);	/* over: m may be freed, and bev with it */
 		free(line);
-		if (m->step == SIM_S_DONE)
-			return;
 	}
 }
 
@@ -395,7 +400,7 @@ simulate_main(const char *cfgpath, int argc, char **argv)
 	struct sim_replies	 got;
 	struct lb_gen		*g;
 	char			*errors = NULL, *warnings = NULL;
-	int			 i;
+	int			 i, status;
 
 	memset(&sc, 0, sizeof(sc));
 	sc.helo = "client.simulate.test";
@@ -465,5 +470,7 @@ simulate_main(const char *cfgpath, int argc, char **argv)
 	}
 	printf("result: %s; %d of %d recipient%s accepted\n", got.queued ? "the message would be queued" :
 	    "the message would not be queued", got.accepted, sc.nto, sc.nto == 1 ? "" : "s");
-	return got.queued && !got.refused ? 0 : 1;
+	status = got.queued && !got.refused ? 0 : 1;
+	sim_replies_free(&got);	/* nothing holds them once we return: LSan would count them as leaked */
+	return status;
 }
